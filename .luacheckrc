@@ -1,0 +1,6 @@
+std = "lua54"
+max_line_length = 120
+-- `local x <close> = ...` is used for its __close only
+ignore = { "211/guard", "211/conn", "211/file", "211/g", "211/a", "211/b" }
+files["spec/"] = { std = "+busted", ignore = { "211", "311", "212", "213", "231" } }
+exclude_files = { "lua_modules/", "build/" }

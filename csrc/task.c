@@ -1,0 +1,595 @@
+/*
+** task.c: tasks and their JoinHandles. A task is a Lua coroutine owned by
+** the C struct tidal_task, which is the payload of the JoinHandle userdata
+** (see tidal_int.h for the layout of its uservalues).
+**
+** A task gets its coroutine only when it first runs, from the worker's pool
+** of idle coroutines; when it ends the coroutine goes back to the pool. So a
+** burst of short tasks spawned before any runs costs one userdata each, not
+** one coroutine each.
+**
+** The body runs under lua_pcallk inside the coroutine (task_main): errors and
+** cancellations unwind there, <close> variables run (and may still wait),
+** and the message handler records the traceback where the error was raised.
+*/
+#include "tidal_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define UV_FN 1  /* uservalue: function, then coroutine */
+#define UV_OUT 2 /* uservalue: first result, or packed results / failure */
+
+static tidal_task *check_handle(lua_State *L, int idx, const char *fname) {
+  tidal_task *t = (tidal_task *)luaL_testudata(L, idx, TIDAL_HANDLE_MT);
+  if (t == NULL)
+    luaL_error(L, "%s: expected a JoinHandle (from tidal.spawn) as self, got %s"
+                  " (call it with ':')",
+               fname, luaL_typename(L, idx));
+  return t;
+}
+
+const char *tidal__state_name(const tidal_task *t) {
+  static const char *const names[] = {"new", "runnable", "running", "parked",
+                                      "done"};
+  return names[t->state];
+}
+
+/* Pushes the handle of alive task t. */
+void tidal__push_handle(lua_State *L, tidal_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->anchors_ref);
+  lua_rawgeti(L, -1, t->slot);
+  lua_remove(L, -2);
+}
+
+void tidal__push_label(lua_State *L, tidal_task *t, int handle) {
+  if (t->flags & TF_NAMED) {
+    tidal_ctx *ctx = tidal__ctx(L);
+    if (handle)
+      lua_pushvalue(L, handle);
+    else
+      tidal__push_handle(L, t);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
+    lua_insert(L, -2);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (lua_isstring(L, -1)) {
+      lua_pushfstring(L, "task %I (%s)", (lua_Integer)t->id,
+                      lua_tostring(L, -1));
+      lua_remove(L, -2);
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushfstring(L, "task %I", (lua_Integer)t->id);
+}
+
+/* ----------------------------------------------------------------- spawn */
+
+static int is_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Spawns stack[first] (options table optional) with the values above it as
+** arguments; pushes the JoinHandle. */
+tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
+  tidal_ctx *ctx = w->ctx;
+  int top = lua_gettop(L);
+  int fn = first;
+  if (lua_type(L, fn) == LUA_TTABLE && !is_callable(L, fn)) fn++;
+  if (fn > top || !is_callable(L, fn))
+    luaL_error(L,
+               "tidal.spawn: expected a function to run as the task%s, got %s",
+               fn > first ? " after the options table" : "",
+               fn > top ? "no value" : luaL_typename(L, fn));
+  int nargs = top - fn;
+  int nuv = 1 + (nargs > 1 ? nargs : 1);
+  int name = 0;
+  if (fn > first) {
+    int ty = lua_getfield(L, first, "name");
+    if (ty == LUA_TSTRING)
+      name = 1;
+    else if (ty != LUA_TNIL)
+      luaL_error(L, "tidal.spawn: option 'name' must be a string, got %s",
+                 luaL_typename(L, -1));
+    else
+      lua_pop(L, 1);
+    /* the name string stays on the stack until it is in the names table */
+  }
+  tidal_task *t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, nuv);
+  memset(t, 0, sizeof *t);
+  t->nuv = nuv;
+  t->nres = nargs; /* until it starts */
+  t->state = TS_NEW;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->handle_mt_ref);
+  lua_setmetatable(L, -2);
+  for (int i = 0; i <= nargs; i++) {
+    lua_pushvalue(L, fn + i);
+    lua_setiuservalue(L, -2, UV_FN + i);
+  }
+  if (name) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_remove(L, -2); /* the name: now kept alive by names[handle] */
+    t->flags |= TF_NAMED;
+  }
+  t->id = w->next_id++;
+  w->st.spawned++;
+  if (w->closing) { /* shutting down: cancelled before it could start */
+    t->state = TS_DONE;
+    t->flags |= TF_CANCELLED | TF_NOSTART;
+    t->cancel = CK_SHUTDOWN;
+    w->st.cancelled++;
+    return t;
+  }
+  t->w = w;
+  t->slot = tidal__slot_alloc(w);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  w->st.alive++;
+  tidal__runq_push(w, t);
+  return t;
+}
+
+/* ------------------------------------------------------------- task body */
+
+/* Message handler: runs where the error was raised, stack intact. */
+static int task_msgh(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  if (t == NULL) return 1;
+  if (t->cancel && tidal__error_kind(L, 1) != NULL) return 1; /* our own */
+  if (t->flags & TF_RERAISE) {
+    t->flags &= ~TF_RERAISE;
+    if (tidal__traceback_get(L, ctx, 1)) { /* recorded where first raised */
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  lua_pushliteral(L, "in ");
+  tidal__push_label(L, t, 0);
+  lua_concat(L, 2);
+  luaL_traceback(L, L, lua_tostring(L, -1), 1);
+  tidal__traceback_set(L, ctx, 1, lua_gettop(L));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static void store_results(lua_State *L, tidal_task *t, int first, int n) {
+  t->nres = n;
+  if (n <= t->nuv - 1) {
+    for (int i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_setiuservalue(L, 1, UV_OUT + i);
+    }
+  } else {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setiuservalue(L, 1, UV_OUT);
+    t->flags |= TF_PACKED;
+  }
+}
+
+/* stack: handle, msgh, error */
+static void store_failure(lua_State *L, tidal_task *t, int err) {
+  tidal_ctx *ctx = t->w->ctx;
+  const char *kind = tidal__error_kind(L, err);
+  if (t->cancel && kind &&
+      (strcmp(kind, "cancelled") == 0 || strcmp(kind, "deadlock") == 0))
+    t->flags |= TF_CANCELLED;
+  else
+    t->flags |= TF_FAILED;
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, err);
+  lua_rawseti(L, -2, 1);
+  if (tidal__traceback_get(L, ctx, err)) lua_rawseti(L, -2, 2);
+  lua_setiuservalue(L, 1, UV_OUT);
+  if ((t->flags & TF_FAILED) && t->joiners == NULL) {
+    /* nobody waits for it yet: report it if nobody ever does */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
+    lua_rawgeti(L, -1, AUX_UNOBSERVED);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+  }
+}
+
+static int task_main_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+  (void)k;
+  if (status == LUA_OK || status == LUA_YIELD)
+    store_results(L, t, 3, lua_gettop(L) - 2);
+  else
+    store_failure(L, t, 3);
+  lua_settop(L, 0);
+  return 0;
+}
+
+/* stack: handle, function, arguments... */
+static int task_main(lua_State *L) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->ctx->msgh_ref);
+  lua_insert(L, 2);
+  int status =
+      lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, task_main_k);
+  return task_main_k(L, status, 0);
+}
+
+/* ------------------------------------------------------------- scheduler */
+
+static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
+                  tidal_task *t) {
+  lua_State *co;
+  int nargs = t->nres; /* before the start, nres counts the arguments */
+  if (w->npool > 0) {
+    lua_rawgeti(L, pool, w->npool);
+    co = lua_tothread(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, pool, w->npool--);
+  } else {
+    co = lua_newthread(L);
+  }
+  lua_rawgeti(L, anchors, t->slot); /* L: co, handle */
+  lua_checkstack(co, nargs + 3);
+  lua_pushcfunction(co, task_main);
+  lua_pushvalue(L, -1);
+  lua_xmove(L, co, 1); /* co: task_main, handle */
+  for (int i = 0; i <= nargs; i++) lua_getiuservalue(co, 2, UV_FN + i);
+  /* the handle holds the coroutine now; fn and arguments live on its stack */
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, UV_FN);
+  for (int i = UV_OUT; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, i);
+  }
+  lua_pop(L, 2);
+  t->co = co;
+  t->nres = 2 + nargs; /* resume with: handle, fn, args */
+}
+
+static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
+                    tidal_task *t, int recycle) {
+  lua_rawgeti(L, anchors, t->slot); /* the handle */
+  if (recycle && w->npool < TIDAL_POOL_MAX) {
+    lua_getiuservalue(L, -1, UV_FN);
+    lua_rawseti(L, pool, ++w->npool);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, UV_FN);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawseti(L, anchors, t->slot);
+  tidal__slot_free(w, t->slot);
+  t->slot = 0;
+  t->w = NULL;
+}
+
+static void done(tidal_worker *w, tidal_task *t) {
+  tidal_task *j;
+  t->state = TS_DONE;
+  t->co = NULL;
+  w->st.alive--;
+  w->st.finished++;
+  if (t->flags & TF_FAILED) w->st.failed++;
+  if (t->flags & TF_CANCELLED) w->st.cancelled++;
+  while ((j = t->joiners) != NULL) {
+    tidal__list_remove(&t->joiners, j);
+    tidal__wake(j, 0);
+  }
+}
+
+void tidal__task_finish_unstarted(tidal_task *t) {
+  t->flags |= TF_CANCELLED | TF_NOSTART;
+  done(t->w, t); /* still queued: released when the scheduler pops it */
+}
+
+/* An error escaped task_main itself (out of memory while storing results):
+** record it as the task's failure. */
+static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
+  lua_rawgeti(L, anchors, t->slot);
+  lua_createtable(L, 2, 0);
+  lua_xmove(t->co, L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_OUT);
+  lua_pop(L, 1);
+  t->nres = 0;
+  t->flags = (uint8_t)((t->flags & ~TF_PACKED) | TF_FAILED);
+  lua_resetthread(t->co);
+  (void)w;
+}
+
+int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
+  tidal_ctx *ctx = w->ctx;
+  tidal_task *t;
+  int n = 0;
+  luaL_checkstack(L, 8, "tidal: scheduler");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  int anchors = lua_gettop(L) - 1, pool = anchors + 1;
+  while (n < max && (t = tidal__runq_pop(w)) != NULL) {
+    int nres, st;
+    if (t->state == TS_DONE) { /* cancelled before it started */
+      lua_rawgeti(L, anchors, t->slot);
+      for (int i = 1; i <= t->nuv; i++) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, -2, i);
+      }
+      lua_pop(L, 1);
+      release(w, L, anchors, pool, t, 0);
+      continue;
+    }
+    if (t->state == TS_NEW) start(w, L, anchors, pool, t);
+    t->state = TS_RUNNING;
+    t->budget = TIDAL_BUDGET;
+    ctx->cur = t;
+    st = lua_resume(t->co, L, t->nres, &nres);
+    ctx->cur = NULL;
+    n++;
+    w->st.resumes++;
+    if (st == LUA_YIELD) {
+      lua_pop(t->co, nres);
+      /* a plain coroutine.yield() from the task body: treat as tidal.yield */
+      if (t->state == TS_RUNNING) tidal__requeue(t);
+      continue;
+    }
+    if (st != LUA_OK) escaped(w, L, anchors, t);
+    done(w, t);
+    release(w, L, anchors, pool, t, st == LUA_OK);
+    if (t == w->main) break;
+  }
+  lua_pop(L, 2);
+  return n;
+}
+
+/* Shutdown found t parked with nothing left to wake it: close its coroutine
+** without letting it run again (its <close> handlers run, but cannot
+** wait). */
+void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  int anchors = lua_gettop(L);
+  if (t->state == TS_PARKED) {
+    if (t->op && t->op->cancel) t->op->cancel(t);
+    w->st.parked--;
+  }
+  if (t->co) lua_resetthread(t->co);
+  t->flags |= TF_CANCELLED;
+  done(w, t);
+  release(w, L, anchors, 0, t, 0);
+  lua_pop(L, 1);
+}
+
+/* -------------------------------------------------------------- outcomes */
+
+/* Pushes the outcome of done task t (handle at idx). raise: results, or
+** raise the error; else true, results... / false, err. */
+int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
+  t->flags |= TF_OBSERVED;
+  if (t->flags & (TF_FAILED | TF_CANCELLED)) {
+    if (!raise) lua_pushboolean(L, 0);
+    if (t->flags & TF_NOSTART) {
+      tidal__push_cancel_error(L, t);
+    } else {
+      lua_getiuservalue(L, idx, UV_OUT);
+      lua_rawgeti(L, -1, 1);
+      lua_remove(L, -2);
+    }
+    if (!raise) return 2;
+    tidal_ctx *ctx = tidal__ctx(L);
+    if (ctx->cur && ctx->cur->co == L) ctx->cur->flags |= TF_RERAISE;
+    return lua_error(L);
+  }
+  int n = t->nres;
+  luaL_checkstack(L, n + 1, "tidal: too many results");
+  if (!raise) lua_pushboolean(L, 1);
+  if (t->flags & TF_PACKED) {
+    lua_getiuservalue(L, idx, UV_OUT);
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+  } else {
+    for (int i = 0; i < n; i++) lua_getiuservalue(L, idx, UV_OUT + i);
+  }
+  return n + !raise;
+}
+
+/* The failure of task t (handle at idx): "error\ntraceback" on stderr. */
+static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
+  int top = lua_gettop(L);
+  t->flags |= TF_REPORTED;
+  lua_getiuservalue(L, idx, UV_OUT);
+  lua_rawgeti(L, -1, 1);
+  tidal__push_errstring(L, -1);
+  lua_rawgeti(L, -3, 2);
+  tidal__push_label(L, t, idx);
+  fprintf(stderr, "tidal: %s failed and %s:\n%s\n%s\n", lua_tostring(L, -1),
+          why, lua_tostring(L, -3),
+          lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
+  fflush(stderr);
+  lua_settop(L, top);
+}
+
+static int unobserved(const tidal_task *t) {
+  return (t->flags & (TF_FAILED | TF_OBSERVED | TF_REPORTED)) == TF_FAILED;
+}
+
+/* At runtime close: report failed tasks whose error nobody observed. */
+void tidal__report_unobserved(lua_State *L, tidal_worker *w) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->aux_ref);
+  lua_rawgeti(L, -1, AUX_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (unobserved(t))
+      report(L, t, lua_gettop(L), "its error was never observed");
+  }
+  lua_pop(L, 2);
+}
+
+/* ----------------------------------------------------------- JoinHandle */
+
+static int await_k(lua_State *L, int status, lua_KContext k);
+static int join_k(lua_State *L, int status, lua_KContext k);
+
+static int await_cancel(tidal_task *t) {
+  tidal_task *h = (tidal_task *)t->wobj;
+  tidal__list_remove(&h->joiners, t);
+  return 1;
+}
+
+static const tidal_waitop await_op = {"JoinHandle:await", await_cancel};
+
+static int wait_for(lua_State *L, const char *fname,
+                    const tidal_restart *again, int raise, lua_KFunction k) {
+  tidal_task *h = check_handle(L, 1, fname);
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  lua_settop(L, 1);
+  if (h->state == TS_DONE) {
+    /* ready at once: still spends the budget, as any wait does */
+    if (t != NULL && t->co == L && lua_isyieldable(L))
+      TIDAL_SPEND(L, t, again);
+    return tidal__push_outcome(L, h, 1, raise);
+  }
+  t = tidal__wait_begin(L, fname);
+  if (t == h)
+    luaL_error(L, "%s: a task cannot wait for itself (it would never finish)",
+               fname);
+  if (h->w != t->w)
+    luaL_error(L, "%s: the task belongs to another runtime", fname);
+  TIDAL_SPEND(L, t, again);
+  tidal__list_push(&h->joiners, t);
+  return tidal__park(L, t, &await_op, h, k);
+}
+
+static int l_await(lua_State *L);
+static int l_join(lua_State *L);
+static const tidal_restart await_again = {l_await};
+static const tidal_restart join_again = {l_join};
+
+static int l_await(lua_State *L) {
+  return wait_for(L, "JoinHandle:await", &await_again, 1, await_k);
+}
+
+static int l_join(lua_State *L) {
+  return wait_for(L, "JoinHandle:join", &join_again, 0, join_k);
+}
+
+static int wait_k(lua_State *L, lua_KContext k, int raise) {
+  tidal_task *t = (tidal_task *)k;
+  tidal__resumed(L, t);
+  return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 1), 1, raise);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  return wait_k(L, k, 1);
+}
+
+static int join_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  return wait_k(L, k, 0);
+}
+
+static int l_abort(lua_State *L) {
+  tidal_task *t = check_handle(L, 1, "JoinHandle:abort");
+  tidal__cancel(t, CK_ABORT);
+  return 0;
+}
+
+static int l_is_finished(lua_State *L) {
+  tidal_task *t = check_handle(L, 1, "JoinHandle:is_finished");
+  lua_pushboolean(L, t->state == TS_DONE);
+  return 1;
+}
+
+static int l_id(lua_State *L) {
+  tidal_task *t = check_handle(L, 1, "JoinHandle:id");
+  lua_pushinteger(L, (lua_Integer)t->id);
+  return 1;
+}
+
+static int l_name(lua_State *L) {
+  tidal_task *t = check_handle(L, 1, "JoinHandle:name");
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (!(t->flags & TF_NAMED)) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  tidal_task *t = check_handle(L, 1, "JoinHandle:__tostring");
+  const char *st = tidal__state_name(t);
+  if (t->state == TS_DONE)
+    st = (t->flags & TF_FAILED)      ? "failed"
+         : (t->flags & TF_CANCELLED) ? "cancelled"
+                                     : "done";
+  lua_pushliteral(L, "tidal.JoinHandle: ");
+  tidal__push_label(L, t, 1);
+  lua_pushfstring(L, " (%s)", st);
+  lua_concat(L, 3);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+  if (t->state == TS_DONE && unobserved(t))
+    report(L, t, 1, "its error was never observed");
+  return 0;
+}
+
+static const luaL_Reg handle_methods[] = {
+    {"await", l_await},   {"join", l_join}, {"abort", l_abort},
+    {"is_finished", l_is_finished}, {"id", l_id}, {"name", l_name},
+    {NULL, NULL}};
+
+static const luaL_Reg handle_meta[] = {
+    {"__tostring", l_tostring}, {"__gc", l_gc}, {NULL, NULL}};
+
+/* tidal.spawn([opts,] fn, ...) */
+static int l_spawn(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (ctx->w == NULL)
+    luaL_error(L,
+               "tidal.spawn: not inside a tidal task (wrap the code in "
+               "tidal.run, or use rt:spawn on a runtime)");
+  tidal__spawn(L, ctx->w, 1);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"spawn", l_spawn}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__task_open(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
+  tidal__register(L, funcs);
+  if (ctx->handle_mt_ref != LUA_NOREF) return; /* loaded before */
+  luaL_newmetatable(L, TIDAL_HANDLE_MT);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, handle_meta, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, handle_methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "tidal.JoinHandle");
+  lua_setfield(L, -2, "__name");
+  ctx->handle_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, task_msgh, 1);
+  ctx->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}

@@ -1,0 +1,50 @@
+rockspec_format = "3.0"
+package = "tidal"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/tidal.git",
+}
+description = {
+  summary = "An async runtime for Lua 5.4 on libuv and libcurl: tasks, timers, channels, HTTP",
+  detailed = [[
+tidal runs Lua coroutines as tasks on a libuv event loop, written in C.
+Straight-line code: every call that would wait parks the current task and
+lets the others run.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  -- no header check for curl: Debian keeps curl/curl.h under a multiarch
+  -- folder that LuaRocks does not search.
+  LIBCURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["tidal.core"] = {
+      sources = {
+        "csrc/core.c",
+        "csrc/error.c",
+        "csrc/introspect.c",
+        "csrc/runtime.c",
+        "csrc/sched.c",
+        "csrc/task.c",
+        "csrc/time.c",
+        "csrc/timer.c",
+      },
+      libraries = { "uv", "curl" },
+      incdirs = { "$(LIBUV_INCDIR)", "csrc" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(LIBCURL_LIBDIR)" },
+    },
+    ["tidal"] = "lua/tidal/init.lua",
+  },
+  copy_directories = { "docs", "examples" },
+}
+test = {
+  type = "command",
+  command = "busted --lua=lua5.4",
+}
