@@ -412,6 +412,12 @@ fail_lua:
 void tidal__worker_close_handles(tidal_worker *w) {
   if (!w->handles_open) return;
   w->handles_open = 0;
+  for (int i = 0; i < TIDAL_EXT_N; i++) {
+    tidal_ext *e = &w->ext[i];
+    if (e->close) e->close(w, e->data);
+    e->close = NULL;
+    e->data = NULL;
+  }
   uv_close((uv_handle_t *)&w->uvtimer, NULL);
   uv_close((uv_handle_t *)&w->async, NULL);
   if (w->loop == &w->own_loop) {

@@ -187,6 +187,18 @@ struct tidal_task {
 
 /* ---------------------------------------------------------------- worker */
 
+/* Per-worker extensions: state a subsystem keeps per worker (the HTTP multi
+** handle, ...), created on first use. close() runs at shutdown after every
+** task has finished and before the loop closes: it must uv_close its
+** handles (the worker then runs the loop until they are closed) and free
+** what it owns. It also runs when a runtime is collected without close(). */
+enum { TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_N };
+
+typedef struct tidal_ext {
+  void *data;
+  void (*close)(tidal_worker *w, void *data);
+} tidal_ext;
+
 typedef struct tidal_remote {
   tidal_task *task;
   void (*fn)(tidal_worker *w, void *arg);
@@ -213,6 +225,7 @@ struct tidal_worker {
   int nfree, free_cap, next_slot;
   int npool;
   uint64_t next_id;
+  tidal_ext ext[TIDAL_EXT_N];
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
