@@ -27,13 +27,16 @@ build = {
   modules = {
     ["tidal.core"] = {
       sources = {
+        "csrc/channel.c",
         "csrc/core.c",
         "csrc/error.c",
+        "csrc/group.c",
         "csrc/introspect.c",
         "csrc/runtime.c",
         "csrc/sched.c",
         "csrc/task.c",
         "csrc/time.c",
+        "csrc/timeout.c",
         "csrc/timer.c",
       },
       libraries = { "uv", "curl" },

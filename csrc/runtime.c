@@ -19,12 +19,7 @@ static tidal_ctx *upctx(lua_State *L) {
 }
 
 static tidal_runtime *check_rt(lua_State *L, const char *fname) {
-  tidal_runtime *rt = (tidal_runtime *)luaL_testudata(L, 1, TIDAL_RUNTIME_MT);
-  if (rt == NULL)
-    luaL_error(L, "%s: expected a runtime (from tidal.runtime) as self, got %s"
-                  " (call it with ':')",
-               fname, luaL_typename(L, 1));
-  return rt;
+  return (tidal_runtime *)tidal__checkud(L, 1, TT_RUNTIME, fname);
 }
 
 static tidal_runtime *check_open_rt(lua_State *L, const char *fname) {
@@ -45,12 +40,7 @@ static void check_idle(lua_State *L, tidal_ctx *ctx, const char *fname) {
 }
 
 static int is_options(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE) return 0;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  return 1;
+  return lua_type(L, idx) == LUA_TTABLE && !tidal__is_callable(L, idx);
 }
 
 /* Validates the options table at idx (0: none). */
@@ -87,7 +77,7 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx,
   tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   rt->closed = 1; /* harmless until the loop exists */
-  luaL_setmetatable(L, TIDAL_RUNTIME_MT);
+  tidal__setmt(L, ctx, TT_RUNTIME);
   int rc = tidal__worker_init(&rt->w, L, ctx, NULL);
   if (rc)
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
@@ -276,15 +266,8 @@ static int l_run(lua_State *L) {
     check_options(L, 1, "tidal.run");
     first = 2;
   }
-  if (lua_type(L, first) != LUA_TFUNCTION) {
-    if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
-      luaL_error(L,
-                 "tidal.run: expected a function to run as the main task, "
-                 "got %s",
-                 lua_type(L, first) == LUA_TNONE ? "no value"
-                                                 : luaL_typename(L, first));
-    lua_pop(L, 1);
-  }
+  tidal__check_callable(L, first, "tidal.run",
+                        "a function to run as the main task");
   tidal_runtime *rt = new_runtime(L, ctx, "tidal.run");
   lua_insert(L, first); /* rt below the function: anchored during the run */
   tidal_task *main = block_on(L, rt, first + 1);
@@ -423,15 +406,7 @@ static const luaL_Reg funcs[] = {
 
 /* stack: module, ctx */
 void tidal__runtime_open(lua_State *L) {
-  if (luaL_newmetatable(L, TIDAL_RUNTIME_MT)) {
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, rt_meta, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    luaL_setfuncs(L, rt_methods, 1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  tidal__newtype(L, TT_RUNTIME, TIDAL_RUNTIME_MT, rt_meta, rt_methods);
   tidal__register(L, funcs);
 }
 

@@ -26,6 +26,16 @@ void tidal__wq_push(tidal_wq *q, tidal_task *t) {
   q->tail = t;
 }
 
+void tidal__wq_push_front(tidal_wq *q, tidal_task *t) {
+  t->qprev = NULL;
+  t->qnext = q->head;
+  if (q->head)
+    q->head->qprev = t;
+  else
+    q->tail = t;
+  q->head = t;
+}
+
 void tidal__wq_remove(tidal_wq *q, tidal_task *t) {
   if (t->qprev)
     t->qprev->qnext = t->qnext;
@@ -75,6 +85,7 @@ tidal_task *tidal__wq_pop(tidal_wq *q) {
 void tidal__runq_push(tidal_worker *w, tidal_task *t) {
   t->flags |= TF_QUEUED;
   t->qnext = NULL;
+  t->qprev = w->rq_tail;
   if (w->rq_len++)
     w->rq_tail->qnext = t;
   else
@@ -86,10 +97,27 @@ tidal_task *tidal__runq_pop(tidal_worker *w) {
   tidal_task *t = w->rq_head;
   if (t == NULL) return NULL;
   w->rq_head = t->qnext;
-  if (--w->rq_len == 0) w->rq_tail = NULL;
-  t->qnext = NULL;
+  if (--w->rq_len == 0)
+    w->rq_tail = NULL;
+  else
+    w->rq_head->qprev = NULL;
+  t->qnext = t->qprev = NULL;
   t->flags &= ~TF_QUEUED;
   return t;
+}
+
+void tidal__runq_remove(tidal_worker *w, tidal_task *t) {
+  if (t->qprev)
+    t->qprev->qnext = t->qnext;
+  else
+    w->rq_head = t->qnext;
+  if (t->qnext)
+    t->qnext->qprev = t->qprev;
+  else
+    w->rq_tail = t->qprev;
+  w->rq_len--;
+  t->qnext = t->qprev = NULL;
+  t->flags &= ~TF_QUEUED;
 }
 
 /* ----------------------------------------------------------------- slots */
@@ -112,7 +140,7 @@ void tidal__slot_free(tidal_worker *w, int slot) {
 
 /* ------------------------------------------------------ park/wake/cancel */
 
-tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
+tidal_task *tidal__task_check(lua_State *L, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
   if (t == NULL || t->co != L) {
@@ -125,6 +153,11 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
     luaL_error(L, "%s: not inside a tidal task (wrap the code in tidal.run)",
                fname);
   }
+  return t;
+}
+
+tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
+  tidal_task *t = tidal__task_check(L, fname);
   if (!lua_isyieldable(L))
     luaL_error(L,
                "%s: cannot wait here: Lua cannot yield across this C call "
@@ -133,7 +166,7 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
                "collector, a metamethod or iterator called from C); move "
                "the wait out of it",
                fname);
-  if (t->cancel) tidal__raise_cancel(L, t);
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
   return t;
 }
 
@@ -163,11 +196,21 @@ void tidal__requeue(tidal_task *t) {
   tidal__runq_push(t->w, t);
 }
 
+/* A task resumes from a wait: raise if its wait was withdrawn, or if it was
+** cancelled after the wake but before it ran (its operation is not observed
+** yet, so it is withdrawn too: the waker's ops pass such wakes on, see
+** tidal__wake_lost). */
 void tidal__resumed(lua_State *L, tidal_task *t) {
-  if (t->flags & TF_WAKECANCEL) {
+  if ((t->flags & TF_WAKECANCEL) || (t->cancel | t->tmo)) {
     t->flags &= ~TF_WAKECANCEL;
     tidal__raise_cancel(L, t);
   }
+}
+
+/* Was t woken for its operation, but is about to raise a cancellation
+** instead? Then the primitive must pass the wake on to the next waiter. */
+int tidal__wake_lost(tidal_task *t) {
+  return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
 }
 
 static int budget_k(lua_State *L, int status, lua_KContext k) {
@@ -180,21 +223,26 @@ int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   return lua_yieldk(L, 0, (lua_KContext)r, budget_k);
 }
 
+/* Withdraw a parked task's wait so that it raises where it waits. */
+void tidal__interrupt(tidal_task *t) {
+  if (t->state != TS_PARKED) return; /* raised at its next wait */
+  if (t->op->cancel == NULL || t->op->cancel(t)) {
+    tidal__wake(t, 0);
+    t->flags |= TF_WAKECANCEL;
+  }
+}
+
 void tidal__cancel(tidal_task *t, int kind) {
   if (t->state == TS_DONE) return;
   if (kind > t->cancel) t->cancel = (uint8_t)kind;
-  if (t->state == TS_NEW) {
+  if (t->state == TS_NEW)
     tidal__task_finish_unstarted(t);
-  } else if (t->state == TS_PARKED) {
-    if (t->op->cancel == NULL || t->op->cancel(t)) {
-      tidal__wake(t, 0);
-      t->flags |= TF_WAKECANCEL;
-    }
-  }
-  /* runnable or running: raised at its next wait */
+  else
+    tidal__interrupt(t);
 }
 
 int tidal__raise_cancel(lua_State *L, tidal_task *t) {
+  if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_DEADLOCK);
@@ -259,6 +307,9 @@ static void expire(tidal_worker *w) {
     switch (top->kind) {
     case TK_SLEEP:
       tidal__wake(tidal__container_of(top, tidal_task, timer), 0);
+      break;
+    case TK_SCOPE:
+      tidal__scope_fire(w, tidal__container_of(top, tidal_scope, timer));
       break;
     default:
       break;
@@ -358,7 +409,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
                        uv_loop_t *host_loop) {
   int rc;
   memset(w, 0, sizeof *w);
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   w->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -367,6 +418,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
   /* Lua allocations first: they may raise, and nothing needs undoing yet */
   w->anchors_ref = new_ref_table(L, 0, NULL);
   w->pool_ref = new_ref_table(L, 0, NULL);
+  w->ipool_ref = new_ref_table(L, 0, NULL);
   lua_createtable(L, AUX_N, 0);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
@@ -405,7 +457,8 @@ fail_lua:
   luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
   return rc;
 }
 
@@ -435,6 +488,13 @@ void tidal__worker_close_handles(tidal_worker *w) {
 
 void tidal__worker_free(tidal_worker *w) {
   lua_State *L = w->L;
+  tidal_task_ext *e;
+  tidal__scopes_drop(w, NULL);
+  tidal__groups_free(w);
+  while ((e = w->free_exts) != NULL) {
+    w->free_exts = (tidal_task_ext *)e->joiners;
+    free(e);
+  }
   tidal__heap_free(&w->timers);
   free(w->free_slots);
   w->free_slots = NULL;
@@ -443,6 +503,7 @@ void tidal__worker_free(tidal_worker *w) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
   }
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
 }

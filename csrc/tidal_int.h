@@ -48,6 +48,9 @@ typedef struct tidal_ctx tidal_ctx;
 typedef struct tidal_worker tidal_worker;
 typedef struct tidal_task tidal_task;
 typedef struct tidal_timer tidal_timer;
+typedef struct tidal_task_ext tidal_task_ext;
+typedef struct tidal_scope tidal_scope;
+typedef struct tidal_group tidal_group;
 
 /* ---------------------------------------------------------------- timers */
 
@@ -85,6 +88,7 @@ typedef struct tidal_wq {
 } tidal_wq;
 
 void tidal__wq_push(tidal_wq *q, tidal_task *t);
+void tidal__wq_push_front(tidal_wq *q, tidal_task *t);
 void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
 
@@ -116,6 +120,13 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** on t->co's stack, and calls tidal__wake(t, nvalues). From another thread
 ** it calls tidal__wake_remote instead (the worker then wakes the task on
 ** its own thread).
+**
+** Wake, then take: a waker does not hand a value to a parked task; it makes
+** the value available (a message stays in the channel) and wakes the task,
+** which takes it when it runs. If the task is cancelled between the wake and
+** its turn, tidal__resumed raises and nothing was taken; the op's
+** continuation first checks tidal__wake_lost(t) and passes the wake on to the
+** next waiter. So a cancelled wait never loses anything.
 **
 ** Cancellation (abort, timeout, shutdown, deadlock) of a parked task calls
 ** op->cancel(t). It must undo the registration and return 1; or return 0
@@ -151,6 +162,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_NOSTART 0x0080   /* cancelled before it started */
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
+#define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -175,7 +187,7 @@ struct tidal_task {
   };
   const tidal_waitop *op; /* what it is parked on */
   void *wobj;             /* the object it is parked on */
-  tidal_task *joiners;    /* tasks parked in await/join on this one */
+  tidal_task_ext *ext;    /* rarely needed state, or NULL */
   uint64_t id;
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
@@ -183,7 +195,29 @@ struct tidal_task {
   uint16_t nuv; /* uservalues of the handle */
   uint16_t flags;
   uint8_t state, cancel, budget;
+  uint8_t tmo; /* expired timeout scopes it is still inside */
 };
+
+/* A timeout's cancel scope: a deadline around a protected call in the
+** current task (timeout.c). */
+struct tidal_scope {
+  tidal_scope *next, *prev; /* the worker's active scopes, newest first */
+  tidal_task *task;
+  tidal_timer timer; /* TK_SCOPE */
+  double seconds;
+  int err_ref;       /* the timeout error once raised (registry), or NOREF */
+  uint8_t expired;
+};
+
+/* Per-task state most tasks never need, taken on first use from the
+** worker's free list and given back when the task is released (done). */
+struct tidal_task_ext {
+  tidal_task *joiners;       /* tasks parked in await/join on this one */
+  struct tidal_group *group; /* select / join_all / tidal.group it is in */
+  tidal_task *gnext, *gprev; /* links among the group's live members */
+};
+
+tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 
 /* ---------------------------------------------------------------- worker */
 
@@ -226,6 +260,10 @@ struct tidal_worker {
   int npool;
   uint64_t next_id;
   tidal_ext ext[TIDAL_EXT_N];
+  tidal_scope *scopes, *free_scopes; /* timeout.c */
+  tidal_task_ext *free_exts;         /* task.c */
+  int ipool_ref, nipool;             /* spare internal handles (task.c) */
+  tidal_group *free_groups;          /* group.c */
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
@@ -235,17 +273,35 @@ struct tidal_worker {
   } st;
 };
 
+/* tidal's userdata types; their metatables are registered per state and
+** recognised by pointer (no string lookups on hot paths). */
+enum {
+  TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
+  TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
+  TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_N
+};
+
 /* Per Lua state: one for every state that loaded tidal.core. */
 struct tidal_ctx {
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
-  int handle_mt_ref, error_mt_ref;
+  int error_mt_ref;
   int tbs_ref;      /* weak table: error value -> traceback */
   int names_ref;    /* weak table: JoinHandle -> task name */
   int stbs_ref;     /* string error -> traceback, bounded */
   int nstbs;
+  const void *mt[TT_N]; /* metatables of the types */
+  int mt_ref[TT_N];
+  /* Recently verified userdata of each type (direct-mapped by address).
+  ** A type using it clears its entry in __gc, before the memory can be
+  ** reused, and never caches an object that was already finalized. */
+  void *hot[TT_N][4];
 };
+
+#define TIDAL_HOT(ctx, tt, p) ((ctx)->hot[tt][((uintptr_t)(p) >> 4) & 3])
+
+
 
 /* aux table slots (per worker) */
 enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
@@ -253,6 +309,27 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
 void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
+int tidal__is_callable(lua_State *L, int idx);
+/* stack: module, ctx. Registers type tt once: metatable named name (meta
+** functions and methods get ctx as upvalue 1; methods become __index). */
+void tidal__newtype(lua_State *L, int tt, const char *name,
+                    const luaL_Reg *meta, const luaL_Reg *methods);
+void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
+/* the userdata at idx if it is of type tt (ctx from upvalue 1), else raises
+** "fname: expected a <Type> ..." */
+void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
+void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt); /* top value */
+/* userdata of type tt at index 1, checked once per object (see ctx->hot):
+** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
+static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
+                                const char *fname) {
+  void *p = lua_touserdata(L, 1);
+  if (p != NULL && TIDAL_HOT(ctx, tt, p) == p) return p;
+  return tidal__checkud(L, 1, tt, fname);
+}
+const char *tidal__typename(int tt);
+void tidal__check_callable(lua_State *L, int idx, const char *fname,
+                           const char *what);
 
 /* sched.c */
 int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
@@ -261,13 +338,17 @@ void tidal__worker_free(tidal_worker *w); /* after handles are closed */
 void tidal__worker_close_handles(tidal_worker *w);
 void tidal__runq_push(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__runq_pop(tidal_worker *w);
+void tidal__runq_remove(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__wait_begin(lua_State *L, const char *fname);
+tidal_task *tidal__task_check(lua_State *L, const char *fname);
+void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k);
 void tidal__wake(tidal_task *t, int nvalues);
 int tidal__wake_remote(tidal_worker *w, tidal_task *t,
                        void (*fn)(tidal_worker *, void *), void *arg);
 void tidal__resumed(lua_State *L, tidal_task *t);
+int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r);
 void tidal__cancel(tidal_task *t, int kind);
@@ -288,7 +369,13 @@ void tidal__slot_free(tidal_worker *w, int slot);
 /* task.c */
 void tidal__task_open(lua_State *L); /* registers the JoinHandle type */
 tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first);
+/* A task for select / join_all: fn at fnidx, pushes its handle (pooled,
+** never shown to users), not queued. Give the handle back with
+** tidal__spawn_internal_done once the task is done and its outcome read. */
+tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx);
+void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx);
 int tidal__run_batch(tidal_worker *w, lua_State *L, int max);
+int tidal__run_now(lua_State *L, tidal_task *t);
 void tidal__task_finish_unstarted(tidal_task *t);
 void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t);
 int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise);
@@ -305,6 +392,12 @@ void tidal__runtime_open(lua_State *L);
 /* time.c */
 void tidal__time_open(lua_State *L);
 
+/* timeout.c */
+void tidal__timeout_open(lua_State *L);
+void tidal__scope_fire(tidal_worker *w, tidal_scope *sc);
+int tidal__scope_error(lua_State *L, tidal_task *t); /* pushes, or 0 */
+void tidal__scopes_drop(tidal_worker *w, tidal_task *t); /* t == NULL: all */
+
 /* error.c */
 void tidal__error_open(lua_State *L);
 void tidal__error_push(lua_State *L, const char *kind, const char *fmt, ...);
@@ -312,6 +405,14 @@ const char *tidal__error_kind(lua_State *L, int idx); /* NULL if not ours */
 void tidal__push_errstring(lua_State *L, int idx); /* never raises */
 void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb);
 int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err);
+
+/* channel.c */
+void tidal__channel_open(lua_State *L);
+
+/* group.c */
+void tidal__group_open(lua_State *L);
+void tidal__group_member_done(tidal_group *g, tidal_task *t);
+void tidal__groups_free(tidal_worker *w);
 
 /* introspect.c */
 void tidal__introspect_open(lua_State *L);

@@ -28,7 +28,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext k) {
 static int yield_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   (void)status;
-  if (t->cancel) tidal__raise_cancel(L, t);
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
   return 0;
 }
 

@@ -70,6 +70,51 @@ M.sleep = core.sleep
 -- @treturn number
 M.now = core.now
 
+--- Run `fn(...)` with a deadline, in the current task. Returns `true, ...`
+-- with fn's results, or `false, err` (`err.kind == "timeout"`) when the
+-- deadline passed first: fn's pending wait was cancelled and its `<close>`
+-- variables ran. Errors raised by `fn` propagate. Nested timeouts work.
+-- @function timeout
+-- @tparam number seconds nil or `math.huge` for no limit
+-- @tparam function fn
+M.timeout = core.timeout
+
+--- Run the branches (a table of functions, array or keyed) as child tasks
+-- and return the key of the first to finish, followed by its results. The
+-- others are cancelled and have unwound before `select` returns. Branches
+-- start in order; one that finishes before the next has started wins and
+-- the later ones never start. An error in the winning branch propagates.
+-- @function select
+-- @tparam table branches
+M.select = core.select
+
+--- Run functions (or await JoinHandles) concurrently and return an array of
+-- packed results (`{n = ..., ...}` per element). The first error cancels the
+-- rest, waits for them to unwind, and propagates.
+-- @function join_all
+M.join_all = core.join_all
+
+--- A structured task group: `g:spawn([opts,] fn, ...)` → JoinHandle,
+-- `g:join_next()` → `true, ...` / `false, err` for the next member to
+-- finish (nil when none is left), `g:wait()` (all; the first error cancels
+-- the rest and is raised), `g:abort()`, `#g`. Closing the group (`<close>`
+-- or `g:close()`) aborts what is left and waits for it to unwind.
+-- @function group
+M.group = core.group
+
+--- Channels
+-- @section channels
+
+--- A multi-producer channel: `tx, rx = tidal.channel([capacity])`; no
+-- capacity makes it unbounded. `tx:send(v)` waits while full → `true` or
+-- `nil, err` ("closed"); `tx:try_send(v)` → `true` or `nil, err` ("full" /
+-- "closed"); `tx:clone()`, `tx:close()`. `rx:recv()` → value, or nil once
+-- every sender is closed and the buffer is drained; `rx:try_recv()` → value
+-- or `nil, err` ("empty" / "closed"); `rx:close()`; `for v in rx do ... end`.
+-- Ends close themselves when collected or leaving a `<close>` scope.
+-- @function channel
+M.channel = core.channel
+
 --- Errors
 -- @section errors
 
