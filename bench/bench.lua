@@ -125,17 +125,24 @@ function W.timeout()
   C.result("timeout", { { "ns_per_call", (t1 - t0) * 1e9 / N }, { "check", count }, { "rss_kb", C.hwm_kb() } })
 end
 
+-- select between an already-ready recv and a 1 s sleep. The branches are
+-- wait operations (rx:recv_op(), tidal.sleep_op(1)); BENCH_SELECT=fn uses
+-- function branches (each started as a child task) instead.
 function W.select()
   local N = C.scaled(100000)
   local wins = 0
   local t0, t1
+  local form = os.getenv("BENCH_SELECT") or "op"
   tidal.run(function()
     local tx, rx = tidal.channel(1)
     local select, sleep = tidal.select, tidal.sleep
-    local branches = {
-      function() return rx:recv() end, -- ready: a value was just sent
-      function() sleep(1.0) end,
-    }
+    local branches = { rx:recv_op(), tidal.sleep_op(1.0) }
+    if form == "fn" then
+      branches = {
+        function() return rx:recv() end, -- ready: a value was just sent
+        function() sleep(1.0) end,
+      }
+    end
     t0 = clock()
     for i = 1, N do
       tx:send(i)
@@ -145,7 +152,35 @@ function W.select()
     t1 = clock()
   end)
   if wins ~= N then C.fail("ready branch won " .. wins .. " of " .. N) end
-  C.result("select", { { "ns_per_select", (t1 - t0) * 1e9 / N }, { "check", wins }, { "rss_kb", C.hwm_kb() } })
+  C.result("select", { { "ns_per_select", (t1 - t0) * 1e9 / N }, { "check", wins }, { "form", form },
+    { "rss_kb", C.hwm_kb() } })
+end
+
+function W.mutex()
+  local NT = C.scaled(1000)
+  local counter = 0
+  local t0, t1
+  tidal.run(function()
+    local m = tidal.mutex()
+    local yield = tidal.yield
+    local function worker()
+      for _ = 1, 100 do
+        local g = m:lock()
+        local c = counter
+        yield()
+        counter = c + 1
+        g:release()
+      end
+    end
+    t0 = clock()
+    local hs = {}
+    for i = 1, NT do hs[i] = tidal.spawn(worker) end
+    for i = 1, NT do hs[i]:await() end
+    t1 = clock()
+  end)
+  if counter ~= NT * 100 then C.fail("counter " .. counter) end
+  C.result("mutex", { { "ns_per_section", (t1 - t0) * 1e9 / (NT * 100) }, { "check", counter },
+    { "rss_kb", C.hwm_kb() } })
 end
 
 local w = arg[1]

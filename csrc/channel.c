@@ -271,6 +271,30 @@ static int l_send(lua_State *L) {
   return tidal__park(L, t, &send_op, ch, send_k);
 }
 
+/* select's fast path for tx:send_op(v): the sender at base, v above */
+static int try_send_op(lua_State *L, int base) {
+  end *e = (end *)lua_touserdata(L, base);
+  chan *ch = e->ch;
+  if (e->closed) return -1; /* run() raises the misuse */
+  if (ch->rx_closed) return fail(L, "closed", "channel closed");
+  if (!has_room(ch) || ch->sendq.head != NULL) return -1;
+  int buf = push_buf(L, ch, base);
+  lua_pushvalue(L, base + 1);
+  buf_push(L, ch, buf);
+  lua_settop(L, buf - (ch->cap == 0) - 1);
+  if (ch->recvq.head) wake_one(&ch->recvq);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_send_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  check_end(L, 1, TT_SENDER, "Sender:send_op");
+  check_value(L, "Sender:send_op");
+  tidal__op_new(L, ctx, "Sender:send", l_send, try_send_op, 1, 2);
+  return 1;
+}
+
 /* tx:try_send(v) -> true | nil, err (full / closed) */
 static int l_try_send(lua_State *L) {
   end *e = check_end(L, 1, TT_SENDER, "Sender:try_send");
@@ -370,6 +394,27 @@ static int l_recv(lua_State *L) {
   return tidal__park(L, t, &recv_op, ch, recv_k);
 }
 
+/* select's fast path for rx:recv_op(): the receiver at base */
+static int try_recv_op(lua_State *L, int base) {
+  chan *ch = ((end *)lua_touserdata(L, base))->ch;
+  if (ch->n > 0) {
+    int buf = push_buf(L, ch, base);
+    buf_take(L, ch, buf);
+    lua_replace(L, buf - (ch->cap == 0)); /* the value, in the ring's slot */
+    lua_settop(L, buf - (ch->cap == 0));
+    if (ch->sendq.head != NULL) wake_one(&ch->sendq);
+    return 1;
+  }
+  return ended(ch) ? 0 : -1;
+}
+
+static int l_recv_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  check_end(L, 1, TT_RECEIVER, "Receiver:recv_op");
+  tidal__op_new(L, ctx, "Receiver:recv", l_recv, try_recv_op, 1, 1);
+  return 1;
+}
+
 /* rx:try_recv() -> value | nil, err (empty / closed) */
 static int l_try_recv(lua_State *L) {
   end *e = check_end(L, 1, TT_RECEIVER, "Receiver:try_recv");
@@ -414,10 +459,12 @@ static int l_tostring(lua_State *L) {
 
 static const luaL_Reg sender_methods[] = {
     {"send", l_send},   {"try_send", l_try_send},   {"clone", l_clone},
+    {"send_op", l_send_op},
     {"close", l_close_sender}, {"is_closed", l_is_closed}, {NULL, NULL}};
 
 static const luaL_Reg receiver_methods[] = {
     {"recv", l_recv},   {"try_recv", l_try_recv}, {"close", l_close_receiver},
+    {"recv_op", l_recv_op},
     {"is_closed", l_is_closed}, {NULL, NULL}};
 
 static const luaL_Reg sender_meta[] = {{"__gc", l_end_gc},

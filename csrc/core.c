@@ -71,7 +71,8 @@ static const char *const type_names[TT_N] = {
     "JoinHandle", "Runtime",  "Group",          "Sender",        "Receiver",
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
     "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
-    "Guard",         "Semaphore",       "Permit",          "Notify"};
+    "Guard",         "Semaphore",       "Permit",          "Notify",
+    "Op"};
 
 const char *tidal__typename(int tt) {
   return type_names[tt];
@@ -135,6 +136,13 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__timeout_open(L);
   tidal__group_open(L);
   tidal__channel_open(L);
+  tidal__oneshot_open(L);
+  tidal__broadcast_open(L);
+  tidal__watch_open(L);
+  tidal__lock_open(L);
+  tidal__semaphore_open(L);
+  tidal__notify_open(L);
+  tidal__op_open(L);
   tidal__introspect_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);

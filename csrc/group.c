@@ -123,6 +123,8 @@ static int shield_cancel(tidal_task *t) {
 }
 
 static const tidal_waitop select_op = {"tidal.select", wait_cancel};
+static int l_select(lua_State *L);
+static const tidal_restart select_again = {l_select};
 static const tidal_waitop join_all_op = {"tidal.join_all", wait_cancel};
 static const tidal_waitop join_next_op = {"Group:join_next", wait_cancel};
 static const tidal_waitop wait_op = {"Group:wait", wait_cancel};
@@ -199,17 +201,21 @@ static int handle_index(lua_State *L, int base, int m, tidal_task *t) {
 
 /* -------------------------------------------------------------- select */
 
-/* stack: [1] branches, [2] group, [3 .. 2+n] keys, then one handle per
-** started branch: branch i's at 2+n+i. */
+/* stack: [1] branches, [2] the group (light userdata), [3 .. 2+n] keys,
+** then a slot per branch considered so far, branch i's at 2+n+i: its
+** task's handle once started; false for an op not ready yet (started
+** later); for an op that completed at once while other branches run, its
+** packed results. */
 
 static int select_k(lua_State *L, int status, lua_KContext k);
 
-/* Give the branches' pooled handles back (the winner's after its
-** outcome was read). */
-static void select_cleanup(lua_State *L, tidal_group *g, int nstarted,
+/* Give the branches' pooled handles back (the winner's after its outcome
+** was read). */
+static void select_cleanup(lua_State *L, tidal_group *g, int nslots,
                            int except) {
-  for (int i = 1; i <= nstarted; i++)
-    if (i != except) tidal__spawn_internal_done(L, g->w, 2 + g->n + i);
+  for (int i = 1; i <= nslots; i++)
+    if (i != except && lua_type(L, 2 + g->n + i) == LUA_TUSERDATA)
+      tidal__spawn_internal_done(L, g->w, 2 + g->n + i);
 }
 
 static int select_done(lua_State *L, tidal_task *t, tidal_group *g) {
@@ -217,15 +223,26 @@ static int select_done(lua_State *L, tidal_task *t, tidal_group *g) {
     cancel_live(L, g);
     if (g->nlive > 0) return park(L, t, g, &drain_op, select_k);
   }
-  int n = g->n, nstarted = lua_gettop(L) - 2 - n;
+  int n = g->n, nslots = lua_gettop(L) - 2 - n;
   int win = g->winner, phase = g->phase;
-  select_cleanup(L, g, nstarted, win);
+  select_cleanup(L, g, nslots, win);
   drop_scratch_group(g);
+  int h = 2 + n + win;
   if (phase == PH_DRAIN_RAISE) {
-    if (win) tidal__spawn_internal_done(L, t->w, 2 + n + win);
+    if (win && lua_type(L, h) == LUA_TUSERDATA)
+      tidal__spawn_internal_done(L, t->w, h);
     return tidal__raise_cancel(L, t);
   }
-  int h = 2 + n + win;
+  if (lua_type(L, h) == LUA_TTABLE) { /* an op that completed at once */
+    int nr = (int)lua_rawlen(L, h);
+    lua_getfield(L, h, "n");
+    nr = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, nr + 2, "tidal.select: too many results");
+    lua_pushvalue(L, 2 + win);
+    for (int i = 1; i <= nr; i++) lua_rawgeti(L, h, i);
+    return nr + 1;
+  }
   tidal_task *wt = (tidal_task *)lua_touserdata(L, h);
   if (wt->flags & (TF_FAILED | TF_CANCELLED)) /* raises: no give back */
     return tidal__push_outcome(L, wt, h, 1);
@@ -252,8 +269,25 @@ static int select_k(lua_State *L, int status, lua_KContext k) {
   return select_done(L, t, g);
 }
 
+/* Starts branch i's value (at the top) as a child task in slot 2+n+i (which
+** is the top after the call). Returns 1 if it finished at once. */
+static int start_branch(lua_State *L, tidal_task *t, tidal_group *g, int i) {
+  tidal_task *c = tidal__spawn_internal(L, t->w, -1);
+  lua_replace(L, -2); /* the handle takes the branch value's place */
+  if (lua_gettop(L) != 2 + g->n + i) lua_replace(L, 2 + g->n + i);
+  member_add(L, g, c);
+  if (tidal__run_now(L, c)) {
+    take_done(g);
+    g->winner = i;
+    g->phase = PH_DRAIN_OK;
+    return 1;
+  }
+  return 0;
+}
+
 /* tidal.select(branches) -> key, ... of the first branch to finish */
 static int l_select(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = tidal__wait_begin(L, "tidal.select");
   int n = 0;
   if (!lua_istable(L, 1))
@@ -261,6 +295,22 @@ static int l_select(lua_State *L) {
                       "tidal.select: expected a table of functions "
                       "(the branches), got %s",
                       luaL_typename(L, 1));
+  TIDAL_SPEND(L, t, &select_again);
+  lua_settop(L, 1);
+  /* Fast path: leading op branches are tried in order; the first that can
+  ** complete at once wins, and nothing else starts. */
+  for (int i = 1, nargs;; i++) {
+    lua_rawgeti(L, 1, i);
+    const void *o = tidal__op_push(L, ctx, 2, &nargs);
+    if (o == NULL) break;
+    int nr = tidal__op_try(L, o, 3);
+    if (nr >= 0) {
+      lua_pushinteger(L, i);
+      lua_insert(L, -nr - 1);
+      return nr + 1;
+    }
+    lua_settop(L, 1);
+  }
   lua_settop(L, 1);
   tidal_group *g = push_scratch_group(L, t->w);
   if (lua_rawgeti(L, 1, 1) != LUA_TNIL) { /* an array: in order */
@@ -282,7 +332,8 @@ static int l_select(lua_State *L) {
   for (int i = 1; i <= n; i++) {
     lua_pushvalue(L, 2 + i);
     lua_rawget(L, 1);
-    if (!tidal__is_callable(L, -1)) {
+    if (lua_type(L, -1) != LUA_TFUNCTION &&
+        tidal__toud(L, ctx, -1, TT_OP) == NULL && !tidal__is_callable(L, -1)) {
       drop_scratch_group(g);
       lua_pushvalue(L, 2 + i);
       return luaL_error(L, "tidal.select: branch %s is a %s, not a function",
@@ -295,21 +346,52 @@ static int l_select(lua_State *L) {
     return luaL_error(L, "tidal.select: no branches given");
   }
   g->n = n;
-  /* start branches in order; one that finishes before the next has started
-  ** wins, and the later ones never start */
+  /* Branches start in order: one that finishes before the next has started
+  ** wins, and the later ones never start. An op that can complete at once
+  ** does so here, in this task. */
   for (int i = 1; i <= n; i++) {
+    int slot = 2 + n + i, nargs;
     lua_pushvalue(L, 2 + i);
     lua_rawget(L, 1);
-    tidal_task *c = tidal__spawn_internal(L, t->w, -1);
-    lua_remove(L, -2); /* the function; the handle is now at 2+n+i */
-    member_add(L, g, c);
-    if (tidal__run_now(L, c)) {
-      take_done(g);
+    const void *o = tidal__op_push(L, ctx, -1, &nargs);
+    if (o != NULL) {
+      int base = lua_gettop(L) - nargs + 1;
+      int nr = tidal__op_try(L, o, base);
+      if (nr < 0) {
+        lua_settop(L, slot - 1);
+        lua_pushboolean(L, 0); /* started below if nothing wins first */
+        continue;
+      }
+      if (g->nlive == 0) { /* the common case: nothing else started */
+        drop_scratch_group(g);
+        lua_pushvalue(L, 2 + i);
+        lua_insert(L, -nr - 1);
+        return nr + 1;
+      }
+      lua_createtable(L, nr, 1); /* keep them while the others unwind */
+      lua_insert(L, -nr - 1);
+      for (int j = nr; j >= 1; j--) lua_rawseti(L, -j - 1, j);
+      lua_pushinteger(L, nr);
+      lua_setfield(L, -2, "n");
+      lua_replace(L, slot);
+      lua_settop(L, slot);
       g->winner = i;
       g->phase = PH_DRAIN_OK;
       return select_done(L, t, g);
     }
+    if (start_branch(L, t, g, i)) return select_done(L, t, g);
     if (t->cancel | t->tmo) { /* a branch cancelled the selecting task */
+      g->phase = PH_DRAIN_RAISE;
+      return select_done(L, t, g);
+    }
+  }
+  /* nothing finished: start the ops that were not ready, in order */
+  for (int i = 1; i <= n; i++) {
+    if (lua_type(L, 2 + n + i) != LUA_TBOOLEAN) continue;
+    lua_pushvalue(L, 2 + i);
+    lua_rawget(L, 1);
+    if (start_branch(L, t, g, i)) return select_done(L, t, g);
+    if (t->cancel | t->tmo) {
       g->phase = PH_DRAIN_RAISE;
       return select_done(L, t, g);
     }

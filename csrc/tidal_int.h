@@ -163,6 +163,8 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
+#define TF_WRITER 0x0800    /* waits for a write lock (lock.c) */
+#define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -278,7 +280,8 @@ struct tidal_worker {
 enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
-  TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_N
+  TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
+  TT_N
 };
 
 /* Per Lua state: one for every state that loaded tidal.core. */
@@ -408,6 +411,34 @@ int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err);
 
 /* channel.c */
 void tidal__channel_open(lua_State *L);
+
+/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
+void tidal__lock_open(lua_State *L);
+void tidal__semaphore_open(lua_State *L);
+void tidal__notify_open(lua_State *L);
+void tidal__oneshot_open(lua_State *L);
+void tidal__broadcast_open(lua_State *L);
+void tidal__watch_open(lua_State *L);
+
+
+/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
+void tidal__lock_open(lua_State *L);
+void tidal__semaphore_open(lua_State *L);
+void tidal__notify_open(lua_State *L);
+void tidal__oneshot_open(lua_State *L);
+void tidal__broadcast_open(lua_State *L);
+void tidal__watch_open(lua_State *L);
+
+/* op.c: wait operations as values. A try function gets the op's target at
+** stack index base and its arguments above; it either completes the
+** operation without waiting (pushes its results, returns their count) or
+** returns -1 (not ready; nothing changed). */
+typedef int (*tidal_try_fn)(lua_State *L, int base);
+void tidal__op_open(lua_State *L);
+void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
+                   lua_CFunction run, tidal_try_fn try, int first, int nargs);
+const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs);
+int tidal__op_try(lua_State *L, const void *op, int base);
 
 /* group.c */
 void tidal__group_open(lua_State *L);

@@ -115,6 +115,59 @@ M.group = core.group
 -- @function channel
 M.channel = core.channel
 
+--- A oneshot channel: `tx, rx = tidal.oneshot()`. `tx:send(v)` → `true` or
+-- `nil, err` ("closed" when the receiver is gone); `rx:recv()` waits → the
+-- value, or `nil, err` ("closed" when the sender closed without sending).
+-- @function oneshot
+M.oneshot = core.oneshot
+
+--- A broadcast channel: `tx, rx = tidal.broadcast(capacity)`;
+-- `tx:subscribe()` → another receiver; `tx:send(v)` never waits. A receiver
+-- that falls more than `capacity` values behind gets `nil, err` with
+-- `err.kind == "lagged"` and `err.skipped`, then continues.
+-- @function broadcast
+M.broadcast = core.broadcast
+
+--- A watched value: `tx, rx = tidal.watch(initial)`; `tx:send(v)`;
+-- `rx:borrow()` reads the current value; `rx:changed()` waits for a newer
+-- one → `true`, or `nil, err` ("closed") once the sender is closed and the
+-- last value was seen.
+-- @function watch
+M.watch = core.watch
+
+--- Locks
+-- @section locks
+
+--- A FIFO-fair async mutex: `m:lock()` → guard (`local g <close> =
+-- m:lock()`), `m:try_lock()` → guard or nil; `g:release()`.
+-- @function mutex
+M.mutex = core.mutex
+
+--- An async reader-writer lock: `rw:read()`, `rw:write()` → guard;
+-- `try_read`, `try_write`. Writers are not starved.
+-- @function rwlock
+M.rwlock = core.rwlock
+
+--- A counting semaphore with FIFO waiters: `s:acquire([k])` → permit (or
+-- `nil, err` "closed"), `s:try_acquire([k])`, `s:available()`,
+-- `s:add_permits(k)`, `s:close()`; `permit:release()`.
+-- @function semaphore
+M.semaphore = core.semaphore
+
+--- A notification between tasks: `n:notified()` waits; `n:notify_one()`
+-- wakes one waiter or stores a permit; `n:notify_waiters()` wakes all.
+-- @function notify
+M.notify = core.notify
+
+--- Wait operations
+-- @section ops
+
+--- A sleep as a value, e.g. a branch of `tidal.select`: calling it sleeps.
+-- Other ops: `rx:recv_op()`, `tx:send_op(v)`, `m:lock_op()`. An op branch
+-- that can complete at once completes without starting a task.
+-- @function sleep_op
+M.sleep_op = core.sleep_op
+
 --- Errors
 -- @section errors
 
@@ -153,5 +206,11 @@ M.stats = core.stats
 --- The id of the running task, or nil outside a task.
 -- @function current_id
 M.current_id = core.current_id
+
+-- anything the core offers that is not listed above (never its private
+-- "_" functions)
+for k, v in pairs(core) do
+  if M[k] == nil and type(k) == "string" and k:sub(1, 1) ~= "_" then M[k] = v end
+end
 
 return M
