@@ -80,8 +80,10 @@ valgrind: deps build
 demo: deps build
 	@$(call lua_env,$(TREE)) $(LUA) examples/demo.lua
 
+BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select
+
 bench: build
-	@for w in spawn timers; do ./bench/run $$w; done
+	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done
 
 docs:
 	ldoc -d docs/ref lua/tidal

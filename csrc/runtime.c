@@ -58,21 +58,28 @@ static void check_options(lua_State *L, int idx, const char *fname) {
                    "%s: option 'workers' > 0 is not available yet in this "
                    "build (tasks run on the calling thread)",
                    fname);
+    } else if (strcmp(k, "slow_task") == 0) {
+      if (lua_type(L, -1) != LUA_TBOOLEAN &&
+          (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 0)))
+        luaL_error(L,
+                   "%s: option 'slow_task' must be a number of seconds >= 0 "
+                   "or false",
+                   fname);
     } else if (strcmp(k, "thread_name") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "%s: option 'thread_name' must be a string", fname);
     } else {
       luaL_error(L,
                  "%s: unknown option '%s' (known: workers, blocking_threads, "
-                 "thread_name)",
+                 "thread_name, slow_task)",
                  fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
     }
     lua_pop(L, 1);
   }
 }
 
-/* Pushes a new runtime. */
-static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx,
+/* Pushes a new runtime (options table at opts, or 0). */
+static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
                                   const char *fname) {
   tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
@@ -83,6 +90,12 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx,
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
                uv_strerror(rc));
   rt->closed = 0;
+  rt->w.slow_ns = 1000000000u; /* report tasks that hog the thread for 1 s */
+  if (opts && lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
+    double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
+    rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+  }
+  if (opts) lua_pop(L, 1);
   return rt;
 }
 
@@ -268,7 +281,7 @@ static int l_run(lua_State *L) {
   }
   tidal__check_callable(L, first, "tidal.run",
                         "a function to run as the main task");
-  tidal_runtime *rt = new_runtime(L, ctx, "tidal.run");
+  tidal_runtime *rt = new_runtime(L, ctx, first == 2 ? 1 : 0, "tidal.run");
   lua_insert(L, first); /* rt below the function: anchored during the run */
   tidal_task *main = block_on(L, rt, first + 1);
   return finish_main(L, main, lua_gettop(L), rt);
@@ -281,7 +294,7 @@ static int l_runtime(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_options(L, 1, "tidal.runtime");
   }
-  new_runtime(L, ctx, "tidal.runtime");
+  new_runtime(L, ctx, lua_istable(L, 1) ? 1 : 0, "tidal.runtime");
   return 1;
 }
 
@@ -413,7 +426,7 @@ void tidal__runtime_open(lua_State *L) {
 /* ------------------------------------------------------------- host API */
 
 static int host_new(lua_State *L) {
-  new_runtime(L, tidal__ctx(L), "tidal_runtime_new");
+  new_runtime(L, tidal__ctx(L), 0, "tidal_runtime_new");
   return 1;
 }
 

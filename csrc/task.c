@@ -369,6 +369,25 @@ static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   (void)w;
 }
 
+/* t ran for dt ns in one go: other tasks, timers and I/O waited that long.
+** Said once per task, with where it finally waited. */
+static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
+  int top = lua_gettop(L);
+  t->flags |= TF_SLOW;
+  tidal__push_label(L, t, 0);
+  if (st == LUA_YIELD)
+    luaL_traceback(L, t->co, "it then waited at:", 0);
+  else
+    lua_pushliteral(L, "it then finished");
+  fprintf(stderr,
+          "tidal: %s ran %.2f s without waiting (other tasks, timers and "
+          "I/O waited meanwhile; move CPU-heavy work to "
+          "tidal.spawn_blocking or yield now and then); %s\n",
+          lua_tostring(L, -2), (double)dt / 1e9, lua_tostring(L, -1));
+  fflush(stderr);
+  lua_settop(L, top);
+}
+
 /* Runs t (popped from the run queue, or never queued) until it waits or
 ** ends. Returns 1 when it is done. */
 static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
@@ -390,9 +409,12 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   t->state = TS_RUNNING;
   t->budget = TIDAL_BUDGET;
   ctx->cur = t;
+  uint64_t t0 = w->slow_ns ? tidal__coarse_ns() : 0;
   st = lua_resume(t->co, L, t->nres, &nres);
   ctx->cur = prev;
   w->st.resumes++;
+  if (t0 && !(t->flags & TF_SLOW) && tidal__coarse_ns() - t0 > w->slow_ns)
+    report_slow(L, t, tidal__coarse_ns() - t0, st);
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* a plain coroutine.yield() from the task body: treat as tidal.yield */

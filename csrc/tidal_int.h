@@ -78,6 +78,7 @@ void tidal__heap_free(tidal_heap *h);
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
 uint64_t tidal__deadline(double seconds);
+uint64_t tidal__coarse_ns(void); /* cheap monotonic clock, ms resolution */
 
 /* ------------------------------------------------------- wait queues */
 
@@ -165,6 +166,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
 #define TF_WRITER 0x0800    /* waits for a write lock (lock.c) */
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
+#define TF_SLOW 0x2000      /* reported for running long without waiting */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -266,6 +268,7 @@ struct tidal_worker {
   tidal_task_ext *free_exts;         /* task.c */
   int ipool_ref, nipool;             /* spare internal handles (task.c) */
   tidal_group *free_groups;          /* group.c */
+  uint64_t slow_ns;    /* report a resume longer than this (0: never) */
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;

@@ -213,4 +213,9 @@ for k, v in pairs(core) do
   if M[k] == nil and type(k) == "string" and k:sub(1, 1) ~= "_" then M[k] = v end
 end
 
+-- Tracebacks name functions by searching package.loaded; keep the core's
+-- table out of that search so they always read "tidal.sleep", never
+-- "tidal.core.sleep" (require("tidal.core") still works, through __index).
+package.loaded["tidal.core"] = setmetatable({}, { __index = core })
+
 return M
