@@ -319,7 +319,7 @@ static void expire(tidal_worker *w) {
 
 /* Whether anything could still wake a task: timers, I/O, other threads. */
 int tidal__pending(tidal_worker *w) {
-  if (w->rq_len || w->timers.n) return 1;
+  if (w->rq_len || w->timers.n || atomic_load(&w->remote_pending)) return 1;
   arm(w, 0);
   return uv_loop_alive(w->loop);
 }
@@ -329,7 +329,7 @@ int tidal__pending(tidal_worker *w) {
 static int loop_has_io(tidal_worker *w) {
   unsigned ours = w->armed ? 1 : 0;
   return w->loop->active_handles > ours || w->loop->active_reqs.count > 0 ||
-         w->remote_pending;
+         atomic_load(&w->remote_pending);
 }
 
 void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
@@ -344,18 +344,27 @@ void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
     uv_run(w->loop, UV_RUN_ONCE);
   }
   expire(w);
+  tidal__drain_remote(w);
 }
 
 /* ------------------------------------------------------------ remote wakes */
 
+/* The async handle only interrupts uv_run; what was posted runs after
+** uv_run returns (tidal__drain_remote), outside any libuv callback, so it
+** may run Lua code. */
 static void async_cb(uv_async_t *a) {
-  tidal_worker *w = (tidal_worker *)a->data;
+  (void)a;
+}
+
+/* Runs what other threads posted to w (scheduler context). */
+void tidal__drain_remote(tidal_worker *w) {
+  if (!atomic_load(&w->remote_pending)) return;
   uv_mutex_lock(&w->rlock);
   tidal_remote *v = w->remote;
-  size_t n = w->nremote, cap = w->remote_cap;
+  size_t n = w->nremote;
   w->remote = NULL;
   w->nremote = w->remote_cap = 0;
-  w->remote_pending = 0;
+  atomic_store(&w->remote_pending, 0);
   uv_mutex_unlock(&w->rlock);
   for (size_t i = 0; i < n; i++) {
     if (v[i].fn)
@@ -363,7 +372,6 @@ static void async_cb(uv_async_t *a) {
     else if (v[i].task->state == TS_PARKED)
       tidal__wake(v[i].task, 0);
   }
-  (void)cap;
   free(v);
 }
 
@@ -386,7 +394,7 @@ int tidal__wake_remote(tidal_worker *w, tidal_task *t,
   w->remote[w->nremote].fn = fn;
   w->remote[w->nremote].arg = arg;
   w->nremote++;
-  w->remote_pending = 1;
+  atomic_store(&w->remote_pending, 1);
   uv_mutex_unlock(&w->rlock);
   uv_async_send(&w->async);
   return 0;

@@ -353,6 +353,7 @@ int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
 void tidal__wake(tidal_task *t, int nvalues);
 int tidal__wake_remote(tidal_worker *w, tidal_task *t,
                        void (*fn)(tidal_worker *, void *), void *arg);
+void tidal__drain_remote(tidal_worker *w);
 void tidal__resumed(lua_State *L, tidal_task *t);
 int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
