@@ -1022,11 +1022,7 @@ int tidal__xfer_decode(lua_State *L, const char *data, size_t len) {
   }
   lua_pushcfunction(L, dec_protected);
   lua_pushlightuserdata(L, &d);
-  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
-    lua_replace(L, top + 1); /* keep only the message */
-    lua_settop(L, top + 1);
-    return -1;
-  }
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return -1; /* message */
   return lua_gettop(L) - top;
 }
 
