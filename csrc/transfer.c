@@ -693,10 +693,10 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   e->nobj = 0;
   e->held = NULL;
   e->nheld = e->heldcap = 0;
-  if (!lua_checkstack(L, n + 4)) {
+  if (!lua_checkstack(L, n + 4)) { /* the preallocated message: see below */
     out->len = base;
-    lua_pushliteral(L, "cannot copy: too many values");
-    return LUA_ERRRUN;
+    lua_pushliteral(L, "not enough memory");
+    return LUA_ERRMEM;
   }
   lua_pushcfunction(L, enc_protected);
   lua_pushlightuserdata(L, e);
@@ -710,7 +710,7 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   free(e->held);
   if (e->path != e->path0) free(e->path);
   return status;
-oom:
+oom: /* Lua keeps this message preallocated: pushing it cannot raise */
   out->len = base;
   lua_pushliteral(L, "not enough memory");
   return LUA_ERRMEM;
@@ -952,6 +952,9 @@ static int dec_protected(lua_State *L) {
   xdec *d = (xdec *)lua_touserdata(L, 1);
   uint64_t n, i;
   d->L = L;
+  if (d->p == d->end || (*d->p & ~X_HANDLES) != X_MAGIC)
+    return luaL_error(L, "malformed transfer buffer: bad header");
+  d->handles = (*d->p++ & X_HANDLES) != 0;
   n = dec_varint(d);
   dec_need(d, n);
   luaL_checkstack(L, (int)(n < INT_MAX - 8 ? n : INT_MAX - 8) + 2,
@@ -1004,20 +1007,18 @@ int tidal__xfer_decode(lua_State *L, const char *data, size_t len) {
   const unsigned char *p = (const unsigned char *)data;
   int top = lua_gettop(L), n;
   xdec d;
-  if (len == 0 || (*p & ~X_HANDLES) != X_MAGIC) {
-    lua_pushliteral(L, "malformed transfer buffer: bad header");
-    return -1;
-  }
-  if ((n = dec_fast(L, p + 1, p + len)) >= 0) return n;
-  d.start = p;
-  d.p = p + 1;
+  if (len > 0 && (*p & ~X_HANDLES) == X_MAGIC &&
+      (n = dec_fast(L, p + 1, p + len)) >= 0)
+    return n;
+  d.start = d.p = p;
   d.end = p + len;
-  d.handles = (*p & X_HANDLES) != 0;
   d.haveobjs = 0;
   d.firstslot = 0;
   d.nobj = 0;
+  /* Out here nothing may allocate (it could raise): this message is the
+  ** state's preallocated one. */
   if (!lua_checkstack(L, 3)) {
-    lua_pushliteral(L, "malformed transfer buffer: stack overflow");
+    lua_pushliteral(L, "not enough memory");
     return -1;
   }
   lua_pushcfunction(L, dec_protected);
