@@ -568,15 +568,15 @@ static void enc_userdata(xenc *e, int u, int depth) {
   lua_State *L = e->L;
   tidal_buf *b = e->b;
   const tidal_xtype *t = NULL;
-  unsigned char rec[1 + 8];
+  unsigned char rec[1 + 8]; /* type index, pointer: what the MAC covers */
   lua_Integer ref;
-  size_t i;
+  size_t i, ti = 0;
   void *obj;
   uint64_t mac;
   if (lua_getmetatable(L, u)) {
     for (i = 0; i < NXTYPES && t == NULL; i++) {
       luaL_getmetatable(L, xtypes[i]->mt);
-      if (lua_rawequal(L, -1, -2)) t = xtypes[i];
+      if (lua_rawequal(L, -1, -2)) t = xtypes[ti = i];
       lua_pop(L, 1);
     }
     if (t == NULL) { /* say what it is when it has a name */
@@ -608,10 +608,9 @@ static void enc_userdata(xenc *e, int u, int depth) {
   }
   e->held[e->nheld].t = t;
   e->held[e->nheld++].obj = obj;
-  for (i = 0; xtypes[i] != t; i++) continue;
-  rec[0] = (unsigned char)i;
+  rec[0] = (unsigned char)ti;
+  memset(rec + 1, 0, 8);
   memcpy(rec + 1, &obj, sizeof obj < 8 ? sizeof obj : 8);
-  if (sizeof obj < 8) memset(rec + 1 + sizeof obj, 0, 8 - sizeof obj);
   mac = xmac(rec, sizeof rec);
   ENC(e, put1(b, XT_HANDLE));
   ENC(e, put_bytes(b, rec, sizeof rec));
@@ -785,7 +784,7 @@ static void dec_table(xdec *d, int depth) {
   nhash = dec_varint(d);
   /* every value takes at least a byte: this bounds the sizes asked for */
   dec_need(d, narr);
-  dec_need(d, nhash * 2);
+  dec_need(d, nhash > UINT64_MAX / 2 ? UINT64_MAX : nhash * 2);
   lua_createtable(L, (int)(narr < INT_MAX ? narr : INT_MAX),
                   (int)(nhash < INT_MAX ? nhash : INT_MAX));
   t = lua_gettop(L);
