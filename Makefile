@@ -104,11 +104,13 @@ FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRC     := csrc/transfer.c csrc/xprobe.c
 ifdef LUA_SRC
+FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz-checked
 FUZZ_LUA     := $(FUZZ_DIR)/liblua-checked.a
 FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -Werror -DTIDAL_XFER_FIXED_KEY \
                 -Icsrc -I$(LUA_SRC)
 FUZZ_LIBS    := $(FUZZ_LUA) -luv -lm -ldl
 else
+FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz
 FUZZ_LUA     :=
 FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -Werror -DTIDAL_XFER_FIXED_KEY \
                 -Icsrc $(shell pkg-config --cflags lua5.4)
@@ -131,8 +133,7 @@ fuzz-deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(FUZZ_DIR)/transfer_fuzz: fuzz/transfer_fuzz.c $(FUZZ_SRC) csrc/tidal_int.h \
-                           $(FUZZ_LUA)
+$(FUZZ_BIN): fuzz/transfer_fuzz.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ \
 	  fuzz/transfer_fuzz.c $(FUZZ_SRC) $(FUZZ_LIBS)
@@ -144,9 +145,9 @@ $(FUZZ_DIR)/seeds/.done: fuzz/seeds.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
 	$(FUZZ_DIR)/seeds-gen $(FUZZ_DIR)/seeds
 	@touch $@
 
-fuzz: deps fuzz-deps $(FUZZ_DIR)/transfer_fuzz $(FUZZ_DIR)/seeds/.done
+fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
 	@mkdir -p $(FUZZ_DIR)/corpus
-	$(FUZZ_DIR)/transfer_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 	  -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 

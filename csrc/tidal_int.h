@@ -357,8 +357,10 @@ typedef struct tidal_xtype {
   /* The C object of the userdata at idx with one more reference, or NULL
   ** if it cannot be shared (e.g. closed). Must not raise. */
   void *(*share)(lua_State *L, int idx);
-  /* Pushes a new userdata for obj that takes a reference of its own.
-  ** May raise a memory error (before taking the reference). */
+  /* Pushes a new userdata for obj that takes a reference of its own,
+  ** creating the metatable if the state has none (the receiving state
+  ** may never have loaded tidal.core). May raise a memory error, but only
+  ** before it takes the reference. */
   void (*push)(lua_State *L, void *obj);
   /* Releases one reference. Any thread. */
   void (*drop)(void *obj);
