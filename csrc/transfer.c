@@ -440,14 +440,19 @@ static void enc_enter(xenc *e, int depth, const char *what) {
   }
 }
 
+/* One pass of lua_next. It yields the array part first, in order, so the
+** leading run of keys 1, 2, 3... becomes the array section (no key bytes)
+** and everything after it the pairs; a table built out of order is only
+** less compact. Both counts are known at the end: their bytes are
+** reserved and patched (a count of 128 or more moves the contents up). */
 static void enc_table(xenc *e, int t, int depth) {
   lua_State *L = e->L;
   tidal_buf *b = e->b;
-  lua_Integer narr, i, ref;
+  lua_Integer narr = 0, ref;
   uint64_t nhash = 0;
-  unsigned char tmp[10];
-  size_t hpos, k;
-  int key;
+  unsigned char tmp[20];
+  size_t at, k;
+  int key, inarray = 1;
   if (lua_topointer(L, t) == e->globals) {
     ENC(e, put1(b, XT_GLOBALS));
     return;
@@ -457,27 +462,22 @@ static void enc_table(xenc *e, int t, int depth) {
     return;
   }
   enc_enter(e, depth, "table");
-  narr = (lua_Integer)lua_rawlen(L, t);
-  ENC(e, put_tagvar(b, XT_TABLE, (uint64_t)narr));
-  hpos = b->len;
-  ENC(e, put1(b, 0)); /* nhash, patched below */
-  /* the key and the value sit at these slots while they are encoded */
-  key = lua_gettop(L) + 1;
-  e->path[depth + 1].kind = P_INDEX;
-  for (i = 1; i <= narr; i++) {
-    lua_rawgeti(L, t, i);
-    e->path[depth + 1].n = i;
-    enc_value(e, key, depth + 1);
-    lua_settop(L, key - 1);
-  }
+  ENC(e, put1(b, XT_TABLE));
+  at = b->len;
+  ENC(e, buf_grow(b, 2));
+  b->len += 2;
+  key = lua_gettop(L) + 1; /* the key, then the value, sit here */
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    if (narr > 0 && lua_isinteger(L, key)) {
-      lua_Integer k = lua_tointeger(L, key);
-      if (k >= 1 && k <= narr) { /* already in the array part */
+    if (inarray) {
+      if (lua_isinteger(L, key) && lua_tointeger(L, key) == narr + 1) {
+        e->path[depth + 1].kind = P_INDEX;
+        e->path[depth + 1].n = ++narr;
+        enc_value(e, key + 1, depth + 1);
         lua_settop(L, key);
         continue;
       }
+      inarray = 0;
     }
     e->path[depth + 1].kind = P_KEYOF;
     enc_value(e, key, depth + 1);
@@ -487,15 +487,14 @@ static void enc_table(xenc *e, int t, int depth) {
     lua_settop(L, key);
     nhash++;
   }
-  /* The count was unknown when its byte was reserved; a count that needs
-  ** more than one byte moves the pairs up (rare: 128 or more keys). */
-  k = varint(tmp, nhash);
-  if (k > 1) {
-    ENC(e, buf_grow(b, k - 1));
-    memmove(b->data + hpos + k, b->data + hpos + 1, b->len - hpos - 1);
-    b->len += k - 1;
+  k = varint(tmp, (uint64_t)narr);
+  k += varint(tmp + k, nhash);
+  if (k > 2) {
+    ENC(e, buf_grow(b, k - 2));
+    memmove(b->data + at + k, b->data + at + 2, b->len - at - 2);
+    b->len += k - 2;
   }
-  memcpy(b->data + hpos, tmp, k);
+  memcpy(b->data + at, tmp, k);
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {

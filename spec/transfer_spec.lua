@@ -119,6 +119,15 @@ describe("value transfer", function()
         local wide = {}
         for i = 1, 300 do wide["k" .. i] = i end -- the key count needs two bytes
         assert.same(wide, copy(wide))
+        local long = {}
+        for i = 1, 300 do long[i] = i end -- so does the array count
+        assert.same(long, copy(long))
+        local reversed = {} -- integer keys in the hash part, any order
+        for i = 300, 1, -1 do reversed[i] = -i end
+        reversed.x = "x"
+        assert.same(reversed, copy(reversed))
+        local sparse = { [1] = 1, [2] = 2, [4] = 4, [1000] = 1000, [-1] = -1, [0] = 0 }
+        assert.same(sparse, copy(sparse))
       end)
     end)
 
