@@ -144,6 +144,7 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__notify_open(L);
   tidal__op_open(L);
   tidal__introspect_open(L);
+  tidal__xfer_hooks_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");

@@ -11,6 +11,9 @@
 **   time.c       sleep, yield, now
 **   error.c      error objects (kind, message) and tracebacks
 **   introspect.c tasks(), stats()
+**   transfer.c   copying values between Lua states (serialize / rebuild)
+**   xprobe.c     a test-only shareable handle type for transfer.c
+**   xfer_hooks.c tidal.core's underscore test hooks for transfer.c
 **   core.c       luaopen_tidal_core and the per-state context
 */
 #ifndef TIDAL_INT_H
@@ -454,5 +457,73 @@ void tidal__introspect_open(lua_State *L);
 void tidal__push_where(lua_State *L, tidal_task *t, int ud);
 int tidal__push_tasks(lua_State *L, tidal_worker *w);
 int tidal__push_stats(lua_State *L, tidal_worker *w);
+
+/* -------------------------------------------------------- value transfer */
+
+/*
+** Values cross between Lua states (workers, the blocking pool) as bytes:
+** tidal__xfer_encode serializes values of one state into a tidal_buf (plain
+** malloc'd memory, owned by no state, safe to hand to another thread) and
+** tidal__xfer_decode rebuilds them in another state. See transfer.c for the
+** format and DESIGN.md section 5 for what can be copied.
+**
+** Tidal handles (channels, locks, ...) are not copied but shared: a buffer
+** owns one counted reference to each handle it holds, from encode until
+** tidal__xfer_discard. Decoding takes references of its own, so a buffer
+** may be decoded any number of times (one message, many receivers) and is
+** discarded exactly once, decoded or not.
+*/
+
+/* Nesting limit for tables and functions, on both sides. */
+#define TIDAL_XFER_MAXDEPTH 1000
+
+/* A growable byte buffer; all zero is an empty one. Reuse it across
+** messages (set len = 0) to encode without allocating. */
+typedef struct tidal_buf {
+  char *data;
+  size_t len, cap;
+} tidal_buf;
+
+void tidal__buf_free(tidal_buf *b); /* frees data; the buffer is empty again */
+
+/* A shareable userdata type. The encoder recognises the type by its
+** metatable (registry[mt], compared by identity, never by __name). */
+typedef struct tidal_xtype {
+  const char *mt; /* metatable name, e.g. "tidal.Channel" */
+  /* The C object of the userdata at idx with one more reference, or NULL
+  ** if it cannot be shared (e.g. closed). Must not raise. */
+  void *(*share)(lua_State *L, int idx);
+  /* Pushes a new userdata for obj that takes a reference of its own,
+  ** creating the metatable if the state has none (the receiving state
+  ** may never have loaded tidal.core). May raise a memory error, but only
+  ** before it takes the reference. */
+  void (*push)(lua_State *L, void *obj);
+  /* Releases one reference. Any thread. */
+  void (*drop)(void *obj);
+} tidal_xtype;
+
+/* Appends the n values at stack index first.. to out. Returns 0, or
+** non-zero with an error message pushed (out->len and every reference are
+** as before): "cannot copy userdata at args[2].conn". root names the values
+** in that path: "root" when n is 1, else "root[i]". Never raises. As with
+** any push, the caller provides the free stack slot for the message. */
+int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
+                       tidal_buf *out);
+
+/* Pushes the values encoded in data[0..len) and returns their count; or
+** returns -1 with a message pushed if the buffer is malformed or memory
+** runs out. Never raises; any input is safe. */
+int tidal__xfer_decode(lua_State *L, const char *data, size_t len);
+
+/* Releases the handle references held by an encoded buffer. */
+void tidal__xfer_discard(const char *data, size_t len);
+
+/* xprobe.c: the test-only shareable type "tidal.XProbe" */
+extern const tidal_xtype tidal__xprobe_xtype;
+void tidal__xprobe_new(lua_State *L, lua_Integer value); /* pushes a probe */
+long tidal__xprobe_live(void); /* probes alive in the process */
+
+/* xfer_hooks.c */
+void tidal__xfer_hooks_open(lua_State *L);
 
 #endif
