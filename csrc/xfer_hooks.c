@@ -199,8 +199,7 @@ static int l_xbench(lua_State *L) {
     s->a.len = 0;
     if (tidal__xfer_encode(L, 2, n, "args", &s->a)) return fail(L, s);
     s->own_a = 1;
-    if ((m = tidal__xfer_decode(L, s->a.data, s->a.len)) < 0)
-      return fail(L, s);
+    if ((m = tidal__xfer_decode(L, s->a.data, s->a.len)) < 0) return fail(L, s);
     lua_pop(L, m);
     tidal__xfer_discard(s->a.data, s->a.len);
     s->own_a = 0;
