@@ -90,9 +90,9 @@ static void mac_init(void) {
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                               \
-  (v0 += v1, v1 = ROTL(v1, 13), v1 ^= v0, v0 = ROTL(v0, 32),                   \
-   v2 += v3, v3 = ROTL(v3, 16), v3 ^= v2, v0 += v3, v3 = ROTL(v3, 21),         \
-   v3 ^= v0, v2 += v1, v1 = ROTL(v1, 17), v1 ^= v2, v2 = ROTL(v2, 32))
+  (v0 += v1, v1 = ROTL(v1, 13), v1 ^= v0, v0 = ROTL(v0, 32), v2 += v3,         \
+   v3 = ROTL(v3, 16), v3 ^= v2, v0 += v3, v3 = ROTL(v3, 21), v3 ^= v0,         \
+   v2 += v1, v1 = ROTL(v1, 17), v1 ^= v2, v2 = ROTL(v2, 32))
 
 /* SipHash-2-4 of p[0..len) under the process key. */
 static uint64_t xmac(const void *p, size_t len) {
@@ -109,7 +109,8 @@ static uint64_t xmac(const void *p, size_t len) {
     v3 ^= m, SIPROUND, SIPROUND, v0 ^= m;
   }
   m = (uint64_t)len << 56;
-  for (; i < len; i++) m |= (uint64_t)in[i] << (8 * (i & 7));
+  for (; i < len; i++)
+    m |= (uint64_t)in[i] << (8 * (i & 7));
   v3 ^= m, SIPROUND, SIPROUND, v0 ^= m;
   v2 ^= 0xff;
   SIPROUND, SIPROUND, SIPROUND, SIPROUND;
@@ -149,7 +150,8 @@ static int buf_grow(tidal_buf *b, size_t need) {
   char *p;
   if (b->cap - b->len >= need) return 0;
   if (need > (SIZE_MAX >> 2) - b->len) return -1;
-  while (cap - b->len < need) cap *= 2;
+  while (cap - b->len < need)
+    cap *= 2;
   p = (char *)realloc(b->data, cap);
   if (p == NULL) return -1;
   b->data = p;
@@ -229,8 +231,8 @@ static int put_scalar(tidal_buf *b, lua_State *L, int idx, int type) {
 enum { P_ARG, P_INDEX, P_KEY, P_KEYOF, P_UPVAL };
 typedef struct xpath {
   unsigned char kind;
-  int idx;         /* P_KEY: stack index of the key; P_UPVAL: the function */
-  lua_Integer n;   /* P_ARG, P_INDEX: the index; P_UPVAL: upvalue number */
+  int idx;       /* P_KEY: stack index of the key; P_UPVAL: the function */
+  lua_Integer n; /* P_ARG, P_INDEX: the index; P_UPVAL: upvalue number */
 } xpath;
 
 typedef struct xheld {
@@ -244,17 +246,17 @@ typedef struct xenc {
   size_t base;      /* b->len before this encoding: where it starts */
   const char *root; /* the caller's name for the values ("args", ...) */
   int nvals;
-  int mapslot;      /* stack slot of the seen-map (object -> index) */
+  int mapslot; /* stack slot of the seen-map (object -> index) */
   int havemap;
-  int firstslot;    /* stack slot of the first object (a top-level value) */
+  int firstslot; /* stack slot of the first object (a top-level value) */
   const void *first;
   const void *globals;
   lua_Integer nobj;
-  xheld *held;      /* handle references taken so far, dropped on failure */
+  xheld *held; /* handle references taken so far, dropped on failure */
   size_t nheld, heldcap;
-  xpath *path;      /* path[d]: how depth d was reached */
+  xpath *path; /* path[d]: how depth d was reached */
   int pathcap;
-  xpath path0[48];  /* enough for most values; deeper ones grow path */
+  xpath path0[48]; /* enough for most values; deeper ones grow path */
 } xenc;
 
 static void enc_value(xenc *e, int idx, int depth);
@@ -271,10 +273,9 @@ static int enc_oom(xenc *e) {
 
 static int is_ident(const char *s, size_t len) {
   static const char *const reserved[] = {
-      "and",   "break", "do",       "else", "elseif", "end",
-      "false", "for",   "function", "goto", "if",     "in",
-      "local", "nil",   "not",      "or",   "repeat", "return",
-      "then",  "true",  "until",    "while", NULL};
+      "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+      "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+      "repeat",   "return", "then", "true", "until",  "while", NULL};
   size_t i;
   if (len == 0 || len > 40 || (s[0] >= '0' && s[0] <= '9')) return 0;
   for (i = 0; i < len; i++) {
@@ -698,11 +699,13 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   }
   lua_pushcfunction(L, enc_protected);
   lua_pushlightuserdata(L, e);
-  for (i = 0; i < n; i++) lua_pushvalue(L, first + i);
+  for (i = 0; i < n; i++)
+    lua_pushvalue(L, first + i);
   status = lua_pcall(L, n + 1, 0, 0);
   if (status != LUA_OK) { /* give back the references taken so far */
     size_t j;
-    for (j = 0; j < e->nheld; j++) e->held[j].t->drop(e->held[j].obj);
+    for (j = 0; j < e->nheld; j++)
+      e->held[j].t->drop(e->held[j].obj);
     out->len = base;
   }
   free(e->held);
@@ -719,8 +722,8 @@ oom: /* Lua keeps this message preallocated: pushing it cannot raise */
 typedef struct xdec {
   lua_State *L;
   const unsigned char *start, *p, *end;
-  int handles;   /* the magic byte allows handle records */
-  int objslot;   /* stack slot of the objects table (index + 1 -> object) */
+  int handles; /* the magic byte allows handle records */
+  int objslot; /* stack slot of the objects table (index + 1 -> object) */
   int haveobjs;
   int firstslot; /* stack slot of object 0 (a top-level value) */
   lua_Integer nobj;
@@ -830,8 +833,7 @@ static void dec_function(xdec *d, int depth) {
   memcpy(&mac, d->p + 4, 8);
   d->p += 12;
   dec_need(d, len);
-  if (xmac(d->p, len) != mac)
-    dec_fail(d, "function bytecode fails its MAC");
+  if (xmac(d->p, len) != mac) dec_fail(d, "function bytecode fails its MAC");
   rd.p = (const char *)d->p;
   rd.n = len;
   if (lua_load(L, dec_reader, &rd, "=(transfer)", "b") != LUA_OK)
@@ -959,7 +961,8 @@ static int dec_protected(lua_State *L) {
                   "too many values in transfer buffer");
   lua_pushnil(L); /* the objects table's slot, filled when needed */
   d->objslot = lua_gettop(L);
-  for (i = 0; i < n; i++) dec_value(d, 0);
+  for (i = 0; i < n; i++)
+    dec_value(d, 0);
   if (d->p != d->end) dec_fail(d, "trailing bytes");
   return (int)n;
 }

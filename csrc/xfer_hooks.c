@@ -77,6 +77,12 @@ static int fail(lua_State *L, scratch *s) {
   return lua_error(L);
 }
 
+/* Moves the error message of the fresh state to L. */
+static void move_message(lua_State *L, scratch *s) {
+  const char *msg = lua_tostring(s->L2, -1);
+  lua_pushstring(L, msg ? msg : "(error object is not a string)");
+}
+
 static int openlibs(lua_State *L) {
   luaL_openlibs(L);
   return 0;
@@ -94,7 +100,11 @@ static int into_fresh_state(lua_State *L, scratch *s) {
   lua_pushcfunction(s->L2, openlibs);
   if (lua_pcall(s->L2, 0, 0, 0) != LUA_OK ||
       (m = tidal__xfer_decode(s->L2, s->a.data, s->a.len)) < 0) {
-    lua_pushstring(L, lua_tostring(s->L2, -1));
+    move_message(L, s);
+    return -1;
+  }
+  if (!lua_checkstack(s->L2, 1)) { /* room for encode's message */
+    lua_pushliteral(L, "not enough memory");
     return -1;
   }
   return m;
@@ -110,7 +120,7 @@ static int l_xcopy(lua_State *L) {
   s->own_a = 1;
   if ((m = into_fresh_state(L, s)) < 0) return fail(L, s);
   if (tidal__xfer_encode(s->L2, -m, m, "args", &s->b) != 0) {
-    lua_pushstring(L, lua_tostring(s->L2, -1));
+    move_message(L, s);
     return fail(L, s);
   }
   s->own_b = 1;
@@ -131,9 +141,16 @@ static int l_xrun(lua_State *L) {
   if (tidal__xfer_encode(L, 1, n, "args", &s->a)) return fail(L, s);
   s->own_a = 1;
   if ((m = into_fresh_state(L, s)) < 0) return fail(L, s);
-  if (lua_pcall(s->L2, m - 1, LUA_MULTRET, 0) != LUA_OK ||
-      tidal__xfer_encode(s->L2, 1, lua_gettop(s->L2), "results", &s->b)) {
-    lua_pushstring(L, lua_tostring(s->L2, -1));
+  if (lua_pcall(s->L2, m - 1, LUA_MULTRET, 0) != LUA_OK) {
+    move_message(L, s);
+    return fail(L, s);
+  }
+  if (!lua_checkstack(s->L2, 1)) { /* room for encode's message */
+    lua_pushliteral(L, "not enough memory");
+    return fail(L, s);
+  }
+  if (tidal__xfer_encode(s->L2, 1, lua_gettop(s->L2), "results", &s->b)) {
+    move_message(L, s);
     return fail(L, s);
   }
   s->own_b = 1;
@@ -182,8 +199,7 @@ static int l_xbench(lua_State *L) {
     s->a.len = 0;
     if (tidal__xfer_encode(L, 2, n, "args", &s->a)) return fail(L, s);
     s->own_a = 1;
-    if ((m = tidal__xfer_decode(L, s->a.data, s->a.len)) < 0)
-      return fail(L, s);
+    if ((m = tidal__xfer_decode(L, s->a.data, s->a.len)) < 0) return fail(L, s);
     lua_pop(L, m);
     tidal__xfer_discard(s->a.data, s->a.len);
     s->own_a = 0;

@@ -75,7 +75,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   long allocs = once((const char *)data, size, -1);
   uint64_t h = 1469598103934665603u; /* FNV-1a picks the failure point */
   size_t i;
-  for (i = 0; i < size; i++) h = (h ^ data[i]) * 1099511628211u;
+  for (i = 0; i < size; i++)
+    h = (h ^ data[i]) * 1099511628211u;
   once((const char *)data, size, (long)(h % (uint64_t)(allocs + 1)));
   return 0;
 }
