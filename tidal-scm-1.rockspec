@@ -27,16 +27,19 @@ build = {
   modules = {
     ["tidal.core"] = {
       sources = {
+        "csrc/blocking.c",
         "csrc/broadcast.c",
         "csrc/channel.c",
         "csrc/core.c",
         "csrc/error.c",
+        "csrc/family.c",
         "csrc/group.c",
         "csrc/introspect.c",
         "csrc/lock.c",
         "csrc/notify.c",
         "csrc/oneshot.c",
         "csrc/op.c",
+        "csrc/parallel.c",
         "csrc/runtime.c",
         "csrc/sched.c",
         "csrc/semaphore.c",

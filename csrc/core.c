@@ -72,7 +72,7 @@ static const char *const type_names[TT_N] = {
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
     "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
     "Guard",         "Semaphore",       "Permit",          "Notify",
-    "Op"};
+    "Op",            "JoinHandle"};
 
 const char *tidal__typename(int tt) {
   return type_names[tt];
@@ -143,6 +143,8 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__semaphore_open(L);
   tidal__notify_open(L);
   tidal__op_open(L);
+  tidal__parallel_open(L);
+  tidal__blocking_open(L);
   tidal__introspect_open(L);
   tidal__xfer_hooks_open(L);
   lua_pop(L, 1);

@@ -7,6 +7,8 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct tidal_runtime {
@@ -53,11 +55,8 @@ static void check_options(lua_State *L, int idx, const char *fname) {
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
         luaL_error(L, "%s: option '%s' must be a non-negative integer", fname,
                    k);
-      if (strcmp(k, "workers") == 0 && lua_tointeger(L, -1) > 0)
-        luaL_error(L,
-                   "%s: option 'workers' > 0 is not available yet in this "
-                   "build (tasks run on the calling thread)",
-                   fname);
+      if (lua_tointeger(L, -1) > 256)
+        luaL_error(L, "%s: option '%s' must be at most 256", fname, k);
     } else if (strcmp(k, "slow_task") == 0) {
       if (lua_type(L, -1) != LUA_TBOOLEAN &&
           (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 0)))
@@ -89,13 +88,44 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
   if (rc)
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
                uv_strerror(rc));
-  rt->closed = 0;
+  int top = lua_gettop(L);
   rt->w.slow_ns = 1000000000u; /* report tasks that hog the thread for 1 s */
-  if (opts && lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
-    double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
-    rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+  int nthreads = 0;
+  const char *thread_name = NULL;
+  if (opts) {
+    if (lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
+      double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
+      rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+    }
+    if (lua_getfield(L, opts, "workers") == LUA_TNUMBER)
+      nthreads = (int)lua_tointeger(L, -1);
+    if (lua_getfield(L, opts, "thread_name") == LUA_TSTRING)
+      thread_name = lua_tostring(L, -1);
+    if (lua_getfield(L, opts, "blocking_threads") == LUA_TNUMBER &&
+        lua_tointeger(L, -1) > 0 && getenv("UV_THREADPOOL_SIZE") == NULL) {
+      /* libuv sizes its (process-wide) pool once, at its first use */
+      setenv("UV_THREADPOOL_SIZE", lua_tostring(L, -1), 0);
+    }
   }
-  if (opts) lua_pop(L, 1);
+  lua_getglobal(L, "package");
+  const char *path = "", *cpath = "";
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "path");
+    lua_getfield(L, -2, "cpath");
+    path = lua_isstring(L, -2) ? lua_tostring(L, -2) : "";
+    cpath = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  }
+  char err[300] = "";
+  rt->w.family = NULL;
+  tidal_family *f = tidal__family_new(&rt->w, nthreads, thread_name, path,
+                                      cpath, err, sizeof err);
+  if (f == NULL) {
+    tidal__worker_close_handles(&rt->w);
+    tidal__worker_free(&rt->w);
+    luaL_error(L, "%s: cannot start the runtime: %s", fname, err);
+  }
+  rt->closed = 0;
+  lua_settop(L, top); /* the runtime on top */
   return rt;
 }
 
@@ -147,9 +177,9 @@ static int block_on_loop(lua_State *L) {
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
     if (main->state == TS_DONE) break;
     if (w->rq_len) {
-      tidal__poll(w, 0, 0);
+      tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
-      tidal__poll(w, 1, 0);
+      tidal__poll(w, L, 1, 0);
     } else {
       /* idle: let finalizers close what was dropped, then look again */
       lua_gc(L, LUA_GCCOLLECT);
@@ -176,9 +206,9 @@ static int shutdown_loop(lua_State *L) {
   while (w->st.alive > 0 || w->rq_len > 0) {
     if (w->rq_len) {
       tidal__run_batch(w, L, INT_MAX);
-      tidal__poll(w, 0, 0);
+      tidal__poll(w, L, 0, 0);
     } else if (w->timers.n || uv_loop_alive(w->loop)) {
-      tidal__poll(w, 1, 0);
+      tidal__poll(w, L, 1, 0);
     } else { /* parked with nothing to wake them: close them as they are */
       lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
       lua_pushnil(L);
@@ -199,9 +229,9 @@ static int step_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   double timeout = lua_tonumber(L, 2);
   if (w->rq_len == 0 && timeout > 0)
-    tidal__poll(w, 1, (uint64_t)(timeout * 1e9) + 1);
+    tidal__poll(w, L, 1, (uint64_t)(timeout * 1e9) + 1);
   else
-    tidal__poll(w, 0, 0);
+    tidal__poll(w, L, 0, 0);
   if (w->rq_len) tidal__run_batch(w, L, (int)w->rq_len);
   return 0;
 }
@@ -238,14 +268,58 @@ static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   return main;
 }
 
+/* Worker 0's tasks unwind first, then every worker thread cancels its own
+** and ends; no callback runs after this returns. */
 static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
   tidal_worker *w = &rt->w;
   if (rt->closed) return;
   w->closing = 1;
   enter(L, w, shutdown_loop, 0);
   rt->closed = 1;
+  if (w->family) {
+    tidal__family_stop(w->family);
+    tidal__drain_remote(w, L); /* late posts: nothing left to wake */
+  }
   tidal__worker_close_handles(w);
   tidal__worker_free(w);
+  if (w->family) tidal__family_free(w->family);
+  w->family = NULL;
+}
+
+static int worker_loop(lua_State *L) {
+  tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
+  while (!w->stop) {
+    tidal__run_batch(w, L, TIDAL_POLL_EVERY);
+    tidal__poll(w, L, w->rq_len == 0, 0);
+  }
+  return 0;
+}
+
+/* Runs loop protected; an error (out of memory) is reported, not fatal. */
+static int run_reporting(lua_State *L, tidal_worker *w, lua_CFunction loop) {
+  lua_pushcfunction(L, loop);
+  lua_pushlightuserdata(L, w);
+  w->ctx->w = w;
+  w->running = 1;
+  int st = lua_pcall(L, 1, 0, 0);
+  w->ctx->w = NULL;
+  w->ctx->cur = NULL;
+  w->running = 0;
+  if (st != LUA_OK) {
+    fprintf(stderr, "tidal: worker %d: %s\n", w->index,
+            lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    lua_pop(L, 1);
+  }
+  return st;
+}
+
+/* A worker thread's scheduler: runs until the runtime stops it, then
+** cancels its tasks and lets them unwind. */
+void tidal__worker_run(lua_State *L, tidal_worker *w) {
+  while (run_reporting(L, w, worker_loop) != LUA_OK && !w->stop) {
+  }
+  w->closing = 1;
+  run_reporting(L, w, shutdown_loop);
 }
 
 /* Leaves the main task's results on the stack and returns their count, or
@@ -397,8 +471,11 @@ static int l_rt_gc(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  if (w->family) tidal__family_stop(w->family);
   tidal__worker_close_handles(w);
   tidal__worker_free(w);
+  if (w->family) tidal__family_free(w->family);
+  w->family = NULL;
   return 0;
 }
 

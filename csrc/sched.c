@@ -332,7 +332,8 @@ static int loop_has_io(tidal_worker *w) {
          atomic_load(&w->remote_pending);
 }
 
-void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
+void tidal__poll(tidal_worker *w, lua_State *L, int block,
+                 uint64_t max_wait_ns) {
   w->st.polls++;
   if (!block) {
     if (loop_has_io(w)) {
@@ -344,7 +345,7 @@ void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
     uv_run(w->loop, UV_RUN_ONCE);
   }
   expire(w);
-  tidal__drain_remote(w);
+  tidal__drain_remote(w, L);
 }
 
 /* ------------------------------------------------------------ remote wakes */
@@ -356,8 +357,8 @@ static void async_cb(uv_async_t *a) {
   (void)a;
 }
 
-/* Runs what other threads posted to w (scheduler context). */
-void tidal__drain_remote(tidal_worker *w) {
+/* Runs what other threads posted to w (scheduler context, stack L). */
+void tidal__drain_remote(tidal_worker *w, lua_State *L) {
   if (!atomic_load(&w->remote_pending)) return;
   uv_mutex_lock(&w->rlock);
   tidal_remote *v = w->remote;
@@ -368,17 +369,41 @@ void tidal__drain_remote(tidal_worker *w) {
   uv_mutex_unlock(&w->rlock);
   for (size_t i = 0; i < n; i++) {
     if (v[i].fn)
-      v[i].fn(w, v[i].arg);
+      v[i].fn(w, L, v[i].arg);
     else if (v[i].task->state == TS_PARKED)
       tidal__wake(v[i].task, 0);
   }
   free(v);
 }
 
+void tidal__wake_any(tidal_worker *cur, tidal_task *t) {
+  if (t->w == cur)
+    tidal__wake(t, 0);
+  else
+    tidal__wake_remote(t->w, t, NULL, NULL);
+}
+
+/* The async handle keeps the loop alive (uv_run waits for posts) while a
+** task waits on something another thread completes, and in a worker thread
+** until it is told to stop. Otherwise an idle loop means nothing can wake
+** anyone. */
+void tidal__async_ref(tidal_worker *w) {
+  if (!w->handles_open) return;
+  if (w->external > 0 || (w->index > 0 && !w->stop))
+    uv_ref((uv_handle_t *)&w->async);
+  else
+    uv_unref((uv_handle_t *)&w->async);
+}
+
+void tidal__external(tidal_worker *w, int delta) {
+  w->external += delta;
+  tidal__async_ref(w);
+}
+
 /* Any thread: run fn(w, arg) on w's thread, or (fn == NULL) wake task t,
 ** which must stay parked until then. Returns 0 or UV_ENOMEM. */
-int tidal__wake_remote(tidal_worker *w, tidal_task *t,
-                       void (*fn)(tidal_worker *, void *), void *arg) {
+int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
+                       void *arg) {
   uv_mutex_lock(&w->rlock);
   if (w->nremote == w->remote_cap) {
     size_t cap = w->remote_cap ? w->remote_cap * 2 : 16;

@@ -123,6 +123,7 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
   w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   tidal__runq_push(w, t);
   return t;
 }
@@ -157,6 +158,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
   w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   return t;
 }
 
@@ -232,8 +234,8 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   if (tidal__traceback_get(L, ctx, err)) lua_rawseti(L, -2, 2);
   lua_setiuservalue(L, 1, UV_OUT);
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
-      (t->ext == NULL ||
-       (t->ext->joiners == NULL && t->ext->group == NULL))) {
+      (t->ext == NULL || (t->ext->joiners == NULL &&
+                          t->ext->group == NULL && t->ext->record == NULL))) {
     /* nobody waits for it yet: report it if nobody ever does */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_UNOBSERVED);
@@ -300,6 +302,8 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
 static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
                     tidal_task *t, int recycle) {
   lua_rawgeti(L, anchors, t->slot); /* the handle */
+  if (t->ext != NULL && t->ext->record != NULL) /* copy the outcome out */
+    tidal__record_publish(L, t, lua_gettop(L));
   if (recycle && w->npool < TIDAL_POOL_MAX) {
     lua_getiuservalue(L, -1, UV_FN);
     lua_rawseti(L, pool, ++w->npool);
@@ -337,6 +341,7 @@ static void done(tidal_worker *w, tidal_task *t) {
   t->state = TS_DONE;
   t->co = NULL;
   w->st.alive--;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   w->st.finished++;
   if (t->flags & TF_FAILED) w->st.failed++;
   if (t->flags & TF_CANCELLED) w->st.cancelled++;

@@ -222,6 +222,7 @@ struct tidal_task_ext {
   tidal_task *joiners;       /* tasks parked in await/join on this one */
   struct tidal_group *group; /* select / join_all / tidal.group it is in */
   tidal_task *gnext, *gprev; /* links among the group's live members */
+  struct tidal_record *record; /* published to when done (parallel.c) */
 };
 
 tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
@@ -240,11 +241,16 @@ typedef struct tidal_ext {
   void (*close)(tidal_worker *w, void *data);
 } tidal_ext;
 
+/* Something another thread asked a worker to do: wake task, or run fn (in
+** the worker's scheduler, outside libuv callbacks: it may use L). */
+typedef void (*tidal_remote_fn)(tidal_worker *w, lua_State *L, void *arg);
 typedef struct tidal_remote {
   tidal_task *task;
-  void (*fn)(tidal_worker *w, void *arg);
+  tidal_remote_fn fn;
   void *arg;
 } tidal_remote;
+
+typedef struct tidal_family tidal_family;
 
 struct tidal_worker {
   uv_loop_t *loop; /* own_loop, or a host's loop */
@@ -272,6 +278,12 @@ struct tidal_worker {
   int ipool_ref, nipool;             /* spare internal handles (task.c) */
   tidal_group *free_groups;          /* group.c */
   uint64_t slow_ns;    /* report a resume longer than this (0: never) */
+  tidal_family *family; /* the runtime's workers (family.c) */
+  int index;           /* this worker's index in the family */
+  atomic_int load;     /* live tasks, read by other threads */
+  atomic_int started;  /* the worker is up (family.c) */
+  int external;        /* tasks parked on something another thread wakes */
+  uint8_t stop;        /* worker thread: leave the loop when idle */
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
@@ -287,7 +299,7 @@ enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
   TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_N
+  TT_RHANDLE, TT_N
 };
 
 /* Per Lua state: one for every state that loaded tidal.core. */
@@ -354,9 +366,14 @@ void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k);
 void tidal__wake(tidal_task *t, int nvalues);
-int tidal__wake_remote(tidal_worker *w, tidal_task *t,
-                       void (*fn)(tidal_worker *, void *), void *arg);
-void tidal__drain_remote(tidal_worker *w);
+int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
+                       void *arg);
+void tidal__drain_remote(tidal_worker *w, lua_State *L);
+/* Wake t, which may belong to another worker than cur (NULL: unknown). */
+void tidal__wake_any(tidal_worker *cur, tidal_task *t);
+/* A task of w starts / stops waiting on something another thread wakes. */
+void tidal__external(tidal_worker *w, int delta);
+void tidal__async_ref(tidal_worker *w);
 void tidal__resumed(lua_State *L, tidal_task *t);
 int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
@@ -366,7 +383,8 @@ int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
-void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns);
+void tidal__poll(tidal_worker *w, lua_State *L, int block,
+                 uint64_t max_wait_ns);
 int tidal__pending(tidal_worker *w);
 int tidal__slot_alloc(tidal_worker *w);
 void tidal__slot_free(tidal_worker *w, int slot);
@@ -452,6 +470,32 @@ void tidal__group_open(lua_State *L);
 void tidal__group_member_done(tidal_group *g, tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
 
+/* family.c: the workers of a runtime */
+struct tidal_family {
+  int n;                /* workers, including worker 0 */
+  tidal_worker **w;     /* w[0]: the runtime's own; w[1..]: threads */
+  uv_thread_t *threads; /* threads[i] runs w[i], i >= 1 */
+  int nstarted;         /* threads running */
+  uv_sem_t ready;
+  char start_error[256];
+  char *thread_name, *path, *cpath;
+  uint64_t slow_ns;
+  atomic_uint_fast64_t next_id; /* ids of tasks spawned in parallel */
+  /* spawn_blocking: idle Lua states of the blocking pool (blocking.c) */
+  uv_mutex_t pool_lock;
+  lua_State **states;
+  int nstates, states_cap;
+  atomic_int blocking_jobs; /* queued or running */
+};
+
+tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
+                                const char *thread_name, const char *path,
+                                const char *cpath, char *err, size_t errlen);
+void tidal__family_stop(tidal_family *f);
+void tidal__family_free(tidal_family *f);
+tidal_worker *tidal__family_pick(tidal_family *f);
+void tidal__worker_run(lua_State *L, tidal_worker *w); /* runtime.c */
+
 /* introspect.c */
 void tidal__introspect_open(lua_State *L);
 void tidal__push_where(lua_State *L, tidal_task *t, int ud);
@@ -525,5 +569,29 @@ long tidal__xprobe_live(void); /* probes alive in the process */
 
 /* xfer_hooks.c */
 void tidal__xfer_hooks_open(lua_State *L);
+
+/* parallel.c, blocking.c */
+typedef struct tidal_record tidal_record;
+struct tidal_bjob;
+enum { TIDAL_R_OK, TIDAL_R_FAILED, TIDAL_R_CANCELLED };
+tidal_record *tidal__record_new(void);
+void tidal__record_ref(tidal_record *r);
+void tidal__record_unref(tidal_record *r); /* any thread */
+void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
+                          tidal_buf *buf);
+void tidal__record_publish(lua_State *L, tidal_task *t, int hidx);
+void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
+                           tidal_worker *w, uint64_t id);
+int tidal__record_aborted(tidal_record *r);
+tidal_buf *tidal__record_input(tidal_record *r);
+void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r);
+void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
+                           tidal_buf *buf);
+void tidal__blocking_cancel(struct tidal_bjob *job);
+extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
+void tidal__parallel_open(lua_State *L);
+void tidal__blocking_open(lua_State *L);
+void tidal__blocking_pool_free(tidal_family *f);
+
 
 #endif

@@ -23,7 +23,13 @@
 **            | 0x08 type ptr8 mac8     handle (type = index in xtypes)
 **            | 0x09 varint(i)          the i-th table/function/handle again
 **            | 0x0A                    the receiving state's globals
+**            | 0x0C varint(len) name mac8         a loaded module, by name
+**            | 0x0D varint(len) "mod\0field" mac8  a field of a loaded module
 **   upval   := value | 0x0B varint(i) n   shares upvalue n of function i
+**
+** Loaded modules cross by name: a function whose upvalue is a module table
+** (local tidal = require("tidal")) or one of its C functions (local insert
+** = table.insert) gets the receiving state's own module, required there.
 **
 ** Tables, functions and handles are numbered in the order they first
 ** appear; a second path to one of them is a back reference, which keeps
@@ -54,7 +60,9 @@ enum {
   XT_HANDLE,
   XT_REF,
   XT_GLOBALS,
-  XT_UPREF /* only where an upvalue is expected */
+  XT_UPREF, /* only where an upvalue is expected */
+  XT_MODULE,
+  XT_MODFIELD
 };
 #define XT_SSTR 0x40   /* 0x40..0x7f: short string, length in low 6 bits */
 #define XT_FIXINT 0x80 /* 0x80..0xff: integer in low 7 bits */
@@ -64,7 +72,8 @@ enum {
 
 /* The shareable userdata types; a handle record names its type by index.
 ** Channels, locks and join handles add their descriptors here. */
-static const tidal_xtype *const xtypes[] = {&tidal__xprobe_xtype, NULL};
+static const tidal_xtype *const xtypes[] = {
+    &tidal__xprobe_xtype, &tidal__rhandle_xtype, &tidal__handle_xtype, NULL};
 #define NXTYPES (sizeof xtypes / sizeof xtypes[0] - 1)
 
 /* ------------------------------------------------------------------- MAC */
@@ -254,6 +263,8 @@ typedef struct xenc {
   lua_Integer nobj;
   xheld *held; /* handle references taken so far, dropped on failure */
   size_t nheld, heldcap;
+  int modslot; /* stack slot of the module map (value -> name) */
+  int havemod;
   xpath *path; /* path[d]: how depth d was reached */
   int pathcap;
   xpath path0[48]; /* enough for most values; deeper ones grow path */
@@ -424,6 +435,89 @@ static lua_Integer enc_seen(xenc *e, int idx) {
   return -1;
 }
 
+/* The map from loaded modules (and the C functions in their fields) to
+** their names: "mod", or "mod\0field". Built from package.loaded and cached
+** in the registry until the number of loaded modules changes. */
+#define MODMAP_KEY "tidal.xfer.modmap"
+
+static void ensure_modmap(xenc *e) {
+  lua_State *L = e->L;
+  lua_Integer count = 0;
+  if (e->havemod) return;
+  e->havemod = 1;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  int loaded = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    lua_pop(L, 1);
+    count++;
+  }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, MODMAP_KEY) == LUA_TTABLE) {
+    lua_getfield(L, -1, "\1count");
+    if (lua_tointeger(L, -1) == count) {
+      lua_pop(L, 1);
+      lua_replace(L, e->modslot);
+      lua_pop(L, 1); /* package.loaded */
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 64);
+  int map = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+      int mod = lua_gettop(L);
+      if (lua_topointer(L, mod) != e->globals) { /* _G stays XT_GLOBALS */
+        lua_pushvalue(L, mod);
+        lua_pushvalue(L, mod - 1);
+        lua_rawset(L, map);
+      }
+      lua_pushnil(L);
+      while (lua_next(L, mod)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+          lua_pushvalue(L, -1);
+          lua_pushvalue(L, mod - 1);
+          lua_pushlstring(L, "", 1); /* a NUL between module and field */
+          lua_pushvalue(L, -5);
+          lua_concat(L, 3);
+          lua_rawset(L, map);
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushinteger(L, count);
+  lua_setfield(L, map, "\1count");
+  lua_pushvalue(L, map);
+  lua_setfield(L, LUA_REGISTRYINDEX, MODMAP_KEY);
+  lua_replace(L, e->modslot);
+  lua_pop(L, 1); /* package.loaded */
+}
+
+/* If the value at idx is a loaded module (or one of its C functions),
+** writes its reference and returns 1. */
+static int enc_module(xenc *e, int idx, unsigned char tag) {
+  lua_State *L = e->L;
+  size_t len;
+  uint64_t mac;
+  ensure_modmap(e);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->modslot) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  const char *name = lua_tolstring(L, -1, &len);
+  mac = xmac(name, len);
+  ENC(e, put_tagvar(e->b, tag, len));
+  ENC(e, put_bytes(e->b, name, len));
+  ENC(e, put_bytes(e->b, &mac, 8));
+  lua_pop(L, 1);
+  return 1;
+}
+
 /* Entering a table or function at depth: check the limits, make room for
 ** the path frame of its contents. */
 static void enc_enter(xenc *e, int depth, const char *what) {
@@ -458,6 +552,10 @@ static void enc_table(xenc *e, int t, int depth) {
     ENC(e, put1(b, XT_GLOBALS));
     return;
   }
+  /* a module reached through a function's upvalue crosses by name */
+  if (depth > 0 && e->path[depth].kind == P_UPVAL &&
+      enc_module(e, t, XT_MODULE))
+    return;
   if ((ref = enc_seen(e, t)) >= 0) {
     ENC(e, put_tagvar(b, XT_REF, (uint64_t)ref));
     return;
@@ -512,7 +610,10 @@ static void enc_function(xenc *e, int f, int depth) {
   uint64_t mac;
   uint32_t len32;
   int n;
-  if (lua_iscfunction(L, f)) refuse(e, depth, "C function", "");
+  if (lua_iscfunction(L, f)) {
+    if (enc_module(e, f, XT_MODFIELD)) return;
+    refuse(e, depth, "C function", " (only C functions of loaded modules can be copied)");
+  }
   if ((ref = enc_seen(e, f)) >= 0) {
     ENC(e, put_tagvar(b, XT_REF, (uint64_t)ref));
     return;
@@ -648,6 +749,9 @@ static int enc_protected(lua_State *L) {
   int i;
   lua_pushnil(L); /* the seen-map's slot, filled when needed */
   e->mapslot = lua_gettop(L);
+  lua_pushnil(L); /* the module map's slot, likewise */
+  e->modslot = lua_gettop(L);
+  e->havemod = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e->globals = lua_topointer(L, -1); /* anchored by the registry */
   lua_pop(L, 1);
@@ -883,6 +987,37 @@ static void dec_handle(xdec *d) {
   dec_register(d, lua_gettop(d->L));
 }
 
+/* A loaded module (or a field of one), by name: the receiving state's own,
+** required if it is not loaded yet. */
+static void dec_module(xdec *d, int field) {
+  lua_State *L = d->L;
+  uint64_t len = dec_varint(d), mac;
+  const char *name, *dot;
+  dec_need(d, len);
+  dec_need(d, len + 8);
+  name = (const char *)d->p;
+  memcpy(&mac, d->p + len, 8);
+  if (xmac(name, (size_t)len) != mac) dec_fail(d, "module name fails its MAC");
+  d->p += len + 8;
+  dot = field ? (const char *)memchr(name, 0, (size_t)len) : NULL;
+  if (field && dot == NULL) dec_fail(d, "bad module field");
+  size_t modlen = dot ? (size_t)(dot - name) : (size_t)len;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, name, modlen);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushlstring(L, name, modlen);
+    lua_call(L, 1, 1);
+  }
+  lua_remove(L, -2);
+  if (field) {
+    lua_pushlstring(L, dot + 1, (size_t)len - modlen - 1);
+    lua_gettable(L, -2);
+    lua_remove(L, -2);
+  }
+}
+
 static void dec_value(xdec *d, int depth) {
   lua_State *L = d->L;
   unsigned tag;
@@ -940,6 +1075,10 @@ static void dec_value(xdec *d, int depth) {
     break;
   case XT_GLOBALS:
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    break;
+  case XT_MODULE:
+  case XT_MODFIELD:
+    dec_module(d, tag == XT_MODFIELD);
     break;
   default:
     d->p--;
@@ -1062,6 +1201,11 @@ static int walk_value(xwalk *w, int depth, int upval) {
     return walk_skip(w, sizeof(lua_Number));
   case XT_STR:
     return rd_varint(&w->p, w->end, &a) ? walk_skip(w, a) : -1;
+  case XT_MODULE:
+  case XT_MODFIELD:
+    return rd_varint(&w->p, w->end, &a) && a < UINT64_MAX - 8
+               ? walk_skip(w, a + 8)
+               : -1;
   case XT_UPREF:
     if (!upval || !rd_varint(&w->p, w->end, &a)) return -1;
     return walk_skip(w, 1);
