@@ -158,6 +158,18 @@ static int l_end_gc(lua_State *L) {
   return 0;
 }
 
+/* __close: closes the end's side but keeps the channel, so the end stays
+** usable (as a closed end) through other references until it is collected */
+static int l_end_close(lua_State *L) {
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->ch == NULL) return 0;
+  if (is_sender(L, 1))
+    close_sender(e);
+  else
+    close_receiver(e);
+  return 0;
+}
+
 /* tidal.channel([capacity]) -> tx, rx */
 static int l_channel(lua_State *L) {
   int cap = 0;
@@ -468,13 +480,13 @@ static const luaL_Reg receiver_methods[] = {
     {"is_closed", l_is_closed}, {NULL, NULL}};
 
 static const luaL_Reg sender_meta[] = {{"__gc", l_end_gc},
-                                       {"__close", l_end_gc},
+                                       {"__close", l_end_close},
                                        {"__tostring", l_tostring},
                                        {"__len", l_len},
                                        {NULL, NULL}};
 
 static const luaL_Reg receiver_meta[] = {{"__gc", l_end_gc},
-                                         {"__close", l_end_gc},
+                                         {"__close", l_end_close},
                                          {"__tostring", l_tostring},
                                          {"__len", l_len},
                                          {"__call", l_call},

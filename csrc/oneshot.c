@@ -86,6 +86,18 @@ static int l_end_gc(lua_State *L) {
   return 0;
 }
 
+/* __close: closes the end but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->o == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
+    close_tx(e);
+  else
+    close_rx(e);
+  return 0;
+}
+
 /* tx:send(v) -> true | nil, err */
 static int l_send(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:send");
@@ -208,7 +220,7 @@ static const luaL_Reg rx_methods[] = {{"recv", l_recv},
                                       {NULL, NULL}};
 
 static const luaL_Reg meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_gc}, {NULL, NULL}};
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 
