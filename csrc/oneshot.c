@@ -71,6 +71,7 @@ static void close_rx(end *e) {
   if (e->closed) return;
   e->closed = 1;
   e->o->rx_closed = 1;
+  wake_all(&e->o->waiters); /* they see it closed */
 }
 
 static int l_end_gc(lua_State *L) {
@@ -144,6 +145,7 @@ static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel};
 static int recv_now(lua_State *L, oneshot *o, int *ready) {
   *ready = 1;
   if (o->sent && !o->taken) return take(L, o);
+  if (o->rx_closed) return fail(L, "closed", "receiver closed");
   if (o->tx_closed || o->taken) return fail(L, "closed", "sender closed");
   *ready = 0;
   return 0;
