@@ -100,10 +100,15 @@ static void group_release(tidal_group *g) {
 }
 
 /* Cancel the live members and let them unwind at once, nested in the
-** current task (they may still park while unwinding). */
+** current task (they may still park while unwinding). A member that has not
+** started yet finishes inside tidal__cancel and leaves the live list (its
+** links are cleared), so the next one is read before it is cancelled. */
 static void cancel_live(lua_State *L, tidal_group *g) {
   tidal_task *m, *next;
-  for (m = g->live; m != NULL; m = m->ext->gnext) tidal__cancel(m, CK_ABORT);
+  for (m = g->live; m != NULL; m = next) {
+    next = m->ext->gnext;
+    tidal__cancel(m, CK_ABORT);
+  }
   if (L == NULL) return;
   for (m = g->live; m != NULL; m = next) {
     next = m->ext->gnext;
