@@ -514,8 +514,8 @@ static int l_join_all(lua_State *L) {
                           "runtime",
                           i);
       lua_pushvalue(L, lua_upvalueindex(1));
-      lua_pushcclosure(L, l_await_body, 1);
-      lua_insert(L, -2); /* body, handle */
+      lua_insert(L, -2);
+      lua_pushcclosure(L, l_await_body, 2); /* the handle is its upvalue 2 */
     }
     tidal_task *c = tidal__spawn_internal(L, t->w, base + 1);
     lua_replace(L, base + 1);
@@ -698,11 +698,22 @@ static int l_group_gc(lua_State *L) {
   return 0;
 }
 
+static int await_body_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  (void)k;
+  return lua_gettop(L);
+}
+
+/* A join_all member for a given JoinHandle (upvalue 2): h:await(). Called
+** with no arguments (internal tasks get none), and it must be able to wait,
+** hence lua_callk. */
 static int l_await_body(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(2));
   lua_getfield(L, 1, "await");
   lua_insert(L, 1);
-  lua_call(L, 1, LUA_MULTRET);
-  return lua_gettop(L);
+  lua_callk(L, 1, LUA_MULTRET, 0, await_body_k);
+  return await_body_k(L, LUA_OK, 0);
 }
 
 static const luaL_Reg group_methods[] = {
