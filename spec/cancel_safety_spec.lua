@@ -519,3 +519,101 @@ describe("cancellation safety of locks", function()
     assert.are.equal(0, r)
   end)
 end)
+
+------------------------------------------------- a runtime that is dropped
+
+-- A runtime collected without close() drops its tasks as they are (no task
+-- code runs in a finalizer). A task that was parked on a primitive shared
+-- with other code must not stay registered there: a later send, release or
+-- close would wake a task that no longer exists. Run in a child process, so
+-- that a crash fails this test only.
+describe("a runtime collected while its tasks wait on shared primitives", function()
+  local cases = {
+    channel_send = [[
+      local tx, rx = tidal.channel()
+      drop(function() return rx:recv() end)
+      assert(tx:send(1))
+      assert(rx:try_recv() == 1, "the message is still there")
+    ]],
+    channel_close = [[
+      local tx, rx = tidal.channel(1)
+      tx:send(0)
+      drop(function() return tx:send(1) end)
+      rx:close()
+    ]],
+    mutex = [[
+      local m = tidal.mutex()
+      local g = m:try_lock()
+      drop(function() return m:lock() end)
+      g:release()
+      assert(not m:is_locked(), "the lock went to a dropped task")
+    ]],
+    rwlock = [[
+      local rw = tidal.rwlock()
+      local g = rw:try_write()
+      drop(function() return rw:read() end)
+      g:release()
+      assert(rw:try_write(), "the lock went to a dropped task")
+    ]],
+    semaphore = [[
+      local s = tidal.semaphore(0)
+      drop(function() return s:acquire() end)
+      s:add_permits(1)
+      assert(s:available() == 1, "the permit went to a dropped task")
+      s:close()
+    ]],
+    notify = [[
+      local n = tidal.notify()
+      drop(function() return n:notified() end)
+      n:notify_one()
+      n:notify_waiters()
+    ]],
+    oneshot = [[
+      local tx, rx = tidal.oneshot()
+      drop(function() return rx:recv() end)
+      assert(tx:send(1))
+    ]],
+    broadcast = [[
+      local tx, rx = tidal.broadcast(2)
+      drop(function() return rx:recv() end)
+      tx:send(1)
+      tx:close()
+    ]],
+    watch = [[
+      local tx, rx = tidal.watch(0)
+      drop(function() return rx:changed() end)
+      tx:send(1)
+      tx:close()
+    ]],
+    select = [[
+      local tx, rx = tidal.channel()
+      drop(function() return tidal.select({ rx:recv_op(), tidal.sleep_op(60) }) end)
+      assert(tx:send(1))
+      rx:close()
+    ]],
+  }
+  local prelude = [[
+    local tidal = require("tidal")
+    -- starts fn in a runtime that is then dropped without close()
+    local function drop(fn)
+      local rt = tidal.runtime()
+      rt:spawn(fn)
+      rt:step(0)
+      rt:step(0)
+      rt = nil
+      collectgarbage()
+      collectgarbage()
+    end
+  ]]
+  for name, body in pairs(cases) do
+    it("does not leave a dangling waiter (" .. name .. ")", function()
+      local out, status = support.lua(prelude .. body .. [[
+        collectgarbage()
+        collectgarbage()
+        print("finished")
+      ]])
+      assert.are.equal(0, status, out)
+      assert.matches("finished", out)
+    end)
+  end
+end)
