@@ -277,6 +277,28 @@ describe("tidal.group", function()
     assert.are.equal("cancelled", r.kind)
   end)
 
+  it("<close> in a task that is aborted still waits for the members to unwind", function()
+    local log = {}
+    local r = support.run(function()
+      local owner = tidal.spawn(function()
+        local g <close> = tidal.group()
+        g:spawn(function()
+          local c <close> = closer(log, "member unwound")
+          tidal.sleep(30)
+        end)
+        local c <close> = closer(log, "owner unwinding")
+        tidal.sleep(30)
+      end)
+      tidal.sleep(0.01)
+      owner:abort()
+      local ok, err = owner:join()
+      return { ok = ok, kind = err.kind, log = { table.unpack(log) } }
+    end)
+    assert.is_false(r.ok)
+    assert.are.equal("cancelled", r.kind)
+    assert.are.same({ "owner unwinding", "member unwound" }, r.log)
+  end)
+
   it("<close> cancels members that have not started yet: they never run", function()
     local r = support.run(function()
       local ran = 0

@@ -255,6 +255,23 @@ describe("tidal.select", function()
       assert.are.same({ 1, "from branch 2" }, r)
     end)
 
+    it("an op that is ready once an earlier function branch waits completes in the selecting task", function()
+      local log = {}
+      local r = support.run(function()
+        local tx, rx = tidal.channel()
+        tx:send("ready")
+        local k, v = tidal.select({
+          function()
+            local c <close> = closer(log, "function branch unwound")
+            tidal.sleep(30)
+          end,
+          rx:recv_op(),
+        })
+        return { k, v, { table.unpack(log) }, drain(rx) }
+      end)
+      assert.are.same({ 2, "ready", { "function branch unwound" }, {} }, r)
+    end)
+
     it("an op is callable like the method it stands for", function()
       local r = support.run(function()
         local tx, rx = tidal.channel()
