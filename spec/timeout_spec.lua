@@ -68,6 +68,28 @@ describe("tidal.timeout", function()
     assert.are.same({ false, "only" }, r)
   end)
 
+  it("a recv woken by a send whose deadline passes before it runs passes the message on", function()
+    local r = support.run(function()
+      local tx, rx = tidal.channel()
+      local a_ok, a_v, b_v
+      local a = tidal.spawn(function() a_ok, a_v = tidal.timeout(0.002, rx.recv, rx) end)
+      local b = tidal.spawn(function() b_v = rx:recv() end)
+      tidal.yield()
+      -- many ready tasks ahead of the receiver: the scheduler polls its
+      -- timers before the receiver's turn comes
+      for _ = 1, 200 do tidal.spawn(function() end) end
+      local t0 = tidal.now()
+      while tidal.now() - t0 < 0.004 do end -- past the receiver's deadline
+      tx:send("m") -- wakes the first receiver
+      a:join()
+      b:join()
+      return { a_got = a_ok == true and a_v == "m", b_got = b_v == "m", left = rx:try_recv() }
+    end)
+    assert.is_nil(r.left)
+    assert.is_true(r.a_got ~= r.b_got, "received by the timed-out receiver: " .. tostring(r.a_got)
+      .. ", by the next one: " .. tostring(r.b_got))
+  end)
+
   it("a send that timed out on a full channel delivers nothing", function()
     local r = support.run(function()
       local tx, rx = tidal.channel(1)
