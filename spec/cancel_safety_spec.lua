@@ -520,6 +520,111 @@ describe("cancellation safety of locks", function()
   end)
 end)
 
+--------------------------------------- woken, then timed out before it runs
+
+-- The first waiter is woken (granted the lock, the permits, the
+-- notification, the value) but its deadline passes before its turn: many
+-- ready tasks are queued ahead of it, so the scheduler polls its timers
+-- first. It must raise the timeout and hand what it was woken for to the
+-- second waiter.
+describe("a waiter woken and then timed out before it runs", function()
+  local cases = {
+    { "Mutex:lock", function() local m = tidal.mutex(); return m, m:lock() end,
+      function(m) return m:lock() end, function(m) return not m:is_locked() end },
+    { "RwLock:write", function() local rw = tidal.rwlock(); return rw, rw:read() end,
+      function(rw) return rw:write() end, function(rw) return not rw:is_locked() end },
+    { "RwLock:read", function() local rw = tidal.rwlock(); return rw, rw:write() end,
+      function(rw) return rw:read() end, function(rw) return not rw:is_locked() end },
+    { "Semaphore:acquire", function() local sem = tidal.semaphore(2); return sem, sem:acquire(2) end,
+      function(sem) return sem:acquire(2) end, function(sem) return sem:available() == 2 end },
+  }
+  local function crowd_and_spin(deadline_s)
+    for _ = 1, 200 do tidal.spawn(function() end) end
+    local t0 = tidal.now()
+    while tidal.now() - t0 < deadline_s * 2 do end
+  end
+
+  for _, case in ipairs(cases) do
+    local name, setup, acquire, free = case[1], case[2], case[3], case[4]
+    it("passes " .. name .. " to the next waiter", function()
+      local r = support.run(function()
+        local obj, held = setup()
+        local a_ok, b_got
+        local a = tidal.spawn(function()
+          local ok, g = tidal.timeout(0.002, acquire, obj)
+          a_ok = ok
+          if ok then g:release() end
+        end)
+        local b = tidal.spawn(function()
+          local g = acquire(obj)
+          b_got = g ~= nil
+          g:release()
+        end)
+        tidal.yield()
+        crowd_and_spin(0.002)
+        held:release() -- grants the first waiter
+        a:join()
+        b:join()
+        return { a_ok = a_ok, b_got = b_got, free = free(obj) }
+      end)
+      assert.is_true(r.b_got)
+      assert.is_true(r.free, "leaked")
+    end)
+  end
+
+  it("passes a notify_one to the next waiter", function()
+    local r = support.run(function()
+      local n = tidal.notify()
+      local a_ok, b_woken = nil, false
+      local a = tidal.spawn(function() a_ok = tidal.timeout(0.002, n.notified, n) end)
+      local b = tidal.spawn(function() n:notified(); b_woken = true end)
+      tidal.yield()
+      crowd_and_spin(0.002)
+      n:notify_one()
+      a:join()
+      tidal.timeout(1, function() return b:join() end)
+      return { a_ok = a_ok, b_woken = b_woken }
+    end)
+    assert.is_true(r.a_ok or r.b_woken, "the notification was lost")
+    assert.is_false(r.a_ok and r.b_woken, "one notify_one woke two waiters")
+  end)
+
+  it("passes a oneshot value to the next receiver", function()
+    local r = support.run(function()
+      local tx, rx = tidal.oneshot()
+      local a_ok, a_v, b_v
+      local a = tidal.spawn(function() a_ok, a_v = tidal.timeout(0.002, rx.recv, rx) end)
+      local b = tidal.spawn(function() b_v = rx:recv() end)
+      tidal.yield()
+      crowd_and_spin(0.002)
+      tx:send("v")
+      a:join()
+      b:join()
+      return { a_got = a_ok == true and a_v == "v", b_got = b_v == "v" }
+    end)
+    assert.is_true(r.a_got ~= r.b_got)
+  end)
+
+  it("passes a message of a timed-out select to the next receiver", function()
+    local r = support.run(function()
+      local tx, rx = tidal.channel()
+      local a_ok, a_k, a_v, b_v
+      local a = tidal.spawn(function()
+        a_ok, a_k, a_v = tidal.timeout(0.002, tidal.select, { rx:recv_op(), tidal.sleep_op(30) })
+      end)
+      local b = tidal.spawn(function() b_v = rx:recv() end)
+      tidal.yield()
+      crowd_and_spin(0.002)
+      tx:send("m")
+      a:join()
+      tidal.timeout(1, function() return b:join() end)
+      return { a_got = a_ok == true and a_k == 1 and a_v == "m", b_got = b_v == "m", left = rx:try_recv() }
+    end)
+    assert.is_nil(r.left)
+    assert.is_true(r.a_got ~= r.b_got)
+  end)
+end)
+
 ------------------------------------------------- a runtime that is dropped
 
 -- A runtime collected without close() drops its tasks as they are (no task
