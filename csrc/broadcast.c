@@ -81,6 +81,15 @@ static int l_end_gc(lua_State *L) {
   return 0;
 }
 
+/* __close: closes a sender but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->b == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_BCAST_TX)) close_tx(e);
+  return 0;
+}
+
 static end *check_tx(lua_State *L, const char *fname) {
   end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, fname);
   if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
@@ -214,10 +223,10 @@ static const luaL_Reg rx_methods[] = {
     {"recv", l_recv}, {"try_recv", l_try_recv}, {NULL, NULL}};
 
 static const luaL_Reg tx_meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_gc}, {NULL, NULL}};
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
 
 static const luaL_Reg rx_meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_gc}, {"__len", l_len}, {NULL, NULL}};
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {"__len", l_len}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"broadcast", l_broadcast}, {NULL, NULL}};
 

@@ -30,6 +30,9 @@ typedef struct chan {
   int cap;       /* bounded capacity, 0: unbounded */
   int size;      /* slots in the buffer table (grows when unbounded) */
   int head, n;   /* ring: values at slots head .. head+n-1 (mod size), 1-based */
+  int reserved;  /* bounded: room promised to senders woken for it that have
+                    not run yet (n + reserved <= cap), so that a later send
+                    cannot take it first */
   uint8_t rx_closed;
   tidal_wq recvq, sendq;
 } chan;
@@ -45,8 +48,18 @@ static void chan_unref(chan *ch) {
   if (--ch->refs == 0) free(ch);
 }
 
+/* room for a value that was not promised to a woken sender */
 static int has_room(const chan *ch) {
-  return ch->cap == 0 || ch->n < ch->cap;
+  return ch->cap == 0 || ch->n + ch->reserved < ch->cap;
+}
+
+/* Wake the first waiting sender for the room that just appeared, keeping
+** that room for it. */
+static void wake_sender(chan *ch) {
+  if (ch->sendq.head != NULL && has_room(ch)) {
+    ch->reserved++;
+    tidal__wake(tidal__wq_pop(&ch->sendq), 0);
+  }
 }
 
 static void wake_one(tidal_wq *q) {
@@ -138,6 +151,7 @@ static void close_receiver(end *e) {
   if (e->closed) return;
   e->closed = 1;
   e->ch->rx_closed = 1;
+  e->ch->reserved = 0;     /* nothing more will be sent */
   wake_all(&e->ch->sendq); /* they see the channel closed */
   wake_all(&e->ch->recvq);
 }
@@ -155,6 +169,18 @@ static int l_end_gc(lua_State *L) {
     close_receiver(e);
   chan_unref(e->ch);
   e->ch = NULL;
+  return 0;
+}
+
+/* __close: closes the end's side but keeps the channel, so the end stays
+** usable (as a closed end) through other references until it is collected */
+static int l_end_close(lua_State *L) {
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->ch == NULL) return 0;
+  if (is_sender(L, 1))
+    close_sender(e);
+  else
+    close_receiver(e);
   return 0;
 }
 
@@ -212,7 +238,7 @@ static const tidal_waitop send_op = {"Sender:send", send_cancel};
 
 /* After a sender gave up: room it was woken for goes to the next one. */
 static void pass_send_wake(chan *ch) {
-  if (has_room(ch)) wake_one(&ch->sendq);
+  wake_sender(ch);
 }
 
 /* value at 2 */
@@ -229,6 +255,10 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   (void)status;
+  /* woken for room (not by its cancellation, nor by the receiver closing):
+  ** the room kept for it is its own now */
+  if (!(t->flags & TF_WAKECANCEL) && !ch->rx_closed && ch->reserved > 0)
+    ch->reserved--;
   if (tidal__wake_lost(t)) pass_send_wake(ch);
   tidal__resumed(L, t);
   lua_settop(L, 2);
@@ -349,7 +379,7 @@ static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel};
 static int take(lua_State *L, chan *ch) {
   int buf = push_buf(L, ch, 1);
   buf_take(L, ch, buf);
-  if (ch->sendq.head != NULL) wake_one(&ch->sendq);
+  wake_sender(ch);
   return 1;
 }
 
@@ -402,7 +432,7 @@ static int try_recv_op(lua_State *L, int base) {
     buf_take(L, ch, buf);
     lua_replace(L, buf - (ch->cap == 0)); /* the value, in the ring's slot */
     lua_settop(L, buf - (ch->cap == 0));
-    if (ch->sendq.head != NULL) wake_one(&ch->sendq);
+    wake_sender(ch);
     return 1;
   }
   return ended(ch) ? 0 : -1;
@@ -468,13 +498,13 @@ static const luaL_Reg receiver_methods[] = {
     {"is_closed", l_is_closed}, {NULL, NULL}};
 
 static const luaL_Reg sender_meta[] = {{"__gc", l_end_gc},
-                                       {"__close", l_end_gc},
+                                       {"__close", l_end_close},
                                        {"__tostring", l_tostring},
                                        {"__len", l_len},
                                        {NULL, NULL}};
 
 static const luaL_Reg receiver_meta[] = {{"__gc", l_end_gc},
-                                         {"__close", l_end_gc},
+                                         {"__close", l_end_close},
                                          {"__tostring", l_tostring},
                                          {"__len", l_len},
                                          {"__call", l_call},

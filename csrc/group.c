@@ -30,7 +30,11 @@ struct tidal_group {
   int n;      /* select: branches; join_all: elements */
   int winner; /* select: the winning branch; join_all: the failed one */
   int phase;  /* where the waiting task is */
+  tidal_task *first; /* select: the member that finished first */
   uint8_t closed;
+  uint8_t select;     /* a select: the first member to finish wins */
+  uint8_t decided;    /* select: a winner is known, or none can win now */
+  uint8_t cancelling; /* cancel_members is running */
 };
 
 enum { PH_WAIT = 1, PH_DRAIN_OK, PH_DRAIN_RAISE, PH_DRAIN_ERROR };
@@ -74,11 +78,36 @@ static void unlink_member(tidal_group *g, tidal_task *t) {
   g->nlive--;
 }
 
+/* Cancel the live members (they unwind when they next run). A member that
+** has not started yet finishes inside tidal__cancel and leaves the live
+** list (its links are cleared), so the next one is read first. */
+static void cancel_members(tidal_group *g) {
+  tidal_task *m, *next;
+  if (g->cancelling) return;
+  g->cancelling = 1;
+  for (m = g->live; m != NULL; m = next) {
+    next = m->ext->gnext;
+    tidal__cancel(m, CK_ABORT);
+  }
+  g->cancelling = 0;
+}
+
 /* Called by the task module when member t is done. */
 void tidal__group_member_done(tidal_group *g, tidal_task *t) {
   tidal_task *j;
   unlink_member(g, t);
   g->done[(g->dhead + g->ndone++) % g->dcap] = t; /* room reserved on add */
+  if (g->select) {
+    /* The first to finish wins. Cancel the others now, before they run
+    ** again: one woken for its operation (a recv whose message arrived)
+    ** then passes the wake on instead of taking what the winner's select
+    ** will never return. */
+    if (!g->decided) {
+      g->decided = 1;
+      g->first = t;
+    }
+    cancel_members(g);
+  }
   while ((j = tidal__wq_pop(&g->waiters)) != NULL) tidal__wake(j, 0);
 }
 
@@ -103,7 +132,7 @@ static void group_release(tidal_group *g) {
 ** current task (they may still park while unwinding). */
 static void cancel_live(lua_State *L, tidal_group *g) {
   tidal_task *m, *next;
-  for (m = g->live; m != NULL; m = m->ext->gnext) tidal__cancel(m, CK_ABORT);
+  cancel_members(g);
   if (L == NULL) return;
   for (m = g->live; m != NULL; m = next) {
     next = m->ext->gnext;
@@ -122,7 +151,19 @@ static int shield_cancel(tidal_task *t) {
   return 0;
 }
 
-static const tidal_waitop select_op = {"tidal.select", wait_cancel};
+/* The selecting task is cancelled while it waits: no branch may win any
+** more, and the branches are cancelled at once, before they run again (a
+** branch woken for its operation passes the wake on instead of taking a
+** message the cancelled select would drop). */
+static int select_cancel(tidal_task *t) {
+  tidal_group *g = (tidal_group *)t->wobj;
+  tidal__wq_remove(&g->waiters, t);
+  g->decided = 1;
+  cancel_members(g);
+  return 1;
+}
+
+static const tidal_waitop select_op = {"tidal.select", select_cancel};
 static int l_select(lua_State *L);
 static const tidal_restart select_again = {l_select};
 static const tidal_waitop join_all_op = {"tidal.join_all", wait_cancel};
@@ -257,13 +298,18 @@ static int select_k(lua_State *L, int status, lua_KContext k) {
   tidal_group *g = (tidal_group *)lua_touserdata(L, 2);
   (void)status;
   if (g->phase == PH_WAIT) {
-    if (wake_cancelled(t)) {
+    int cancelled = wake_cancelled(t);
+    if (g->first != NULL) {
+      /* a branch finished: its operation completed and is never undone,
+      ** even if the selecting task was cancelled since (that is raised at
+      ** its next wait) */
+      g->winner =
+          handle_index(L, 2 + g->n, lua_gettop(L) - 2 - g->n, g->first);
+      g->phase = PH_DRAIN_OK;
+    } else if (cancelled) {
       g->phase = PH_DRAIN_RAISE;
     } else {
-      tidal_task *first = take_done(g); /* the first to finish wins */
-      if (first == NULL) return park(L, t, g, &select_op, select_k);
-      g->winner = handle_index(L, 2 + g->n, lua_gettop(L) - 2 - g->n, first);
-      g->phase = PH_DRAIN_OK;
+      return park(L, t, g, &select_op, select_k);
     }
   }
   return select_done(L, t, g);
@@ -313,6 +359,7 @@ static int l_select(lua_State *L) {
   }
   lua_settop(L, 1);
   tidal_group *g = push_scratch_group(L, t->w);
+  g->select = 1;
   if (lua_rawgeti(L, 1, 1) != LUA_TNIL) { /* an array: in order */
     n = (int)lua_rawlen(L, 1);
     lua_pop(L, 1);
@@ -375,6 +422,7 @@ static int l_select(lua_State *L) {
       lua_setfield(L, -2, "n");
       lua_replace(L, slot);
       lua_settop(L, slot);
+      g->decided = 1;
       g->winner = i;
       g->phase = PH_DRAIN_OK;
       return select_done(L, t, g);
@@ -509,8 +557,8 @@ static int l_join_all(lua_State *L) {
                           "runtime",
                           i);
       lua_pushvalue(L, lua_upvalueindex(1));
-      lua_pushcclosure(L, l_await_body, 1);
-      lua_insert(L, -2); /* body, handle */
+      lua_insert(L, -2);
+      lua_pushcclosure(L, l_await_body, 2); /* the handle is its upvalue 2 */
     }
     tidal_task *c = tidal__spawn_internal(L, t->w, base + 1);
     lua_replace(L, base + 1);
@@ -693,11 +741,22 @@ static int l_group_gc(lua_State *L) {
   return 0;
 }
 
+static int await_body_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  (void)k;
+  return lua_gettop(L);
+}
+
+/* A join_all member for a given JoinHandle (upvalue 2): h:await(). Called
+** with no arguments (internal tasks get none), and it must be able to wait,
+** hence lua_callk. */
 static int l_await_body(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(2));
   lua_getfield(L, 1, "await");
   lua_insert(L, 1);
-  lua_call(L, 1, LUA_MULTRET);
-  return lua_gettop(L);
+  lua_callk(L, 1, LUA_MULTRET, 0, await_body_k);
+  return await_body_k(L, LUA_OK, 0);
 }
 
 static const luaL_Reg group_methods[] = {

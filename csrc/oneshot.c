@@ -71,6 +71,7 @@ static void close_rx(end *e) {
   if (e->closed) return;
   e->closed = 1;
   e->o->rx_closed = 1;
+  wake_all(&e->o->waiters); /* they see it closed */
 }
 
 static int l_end_gc(lua_State *L) {
@@ -83,6 +84,18 @@ static int l_end_gc(lua_State *L) {
     close_rx(e);
   if (--e->o->refs == 0) free(e->o);
   e->o = NULL;
+  return 0;
+}
+
+/* __close: closes the end but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->o == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
+    close_tx(e);
+  else
+    close_rx(e);
   return 0;
 }
 
@@ -132,6 +145,7 @@ static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel};
 static int recv_now(lua_State *L, oneshot *o, int *ready) {
   *ready = 1;
   if (o->sent && !o->taken) return take(L, o);
+  if (o->rx_closed) return fail(L, "closed", "receiver closed");
   if (o->tx_closed || o->taken) return fail(L, "closed", "sender closed");
   *ready = 0;
   return 0;
@@ -208,7 +222,7 @@ static const luaL_Reg rx_methods[] = {{"recv", l_recv},
                                       {NULL, NULL}};
 
 static const luaL_Reg meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_gc}, {NULL, NULL}};
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 

@@ -460,7 +460,22 @@ static int l_rt_gc(lua_State *L) {
   tidal_worker *w = &rt->w;
   if (rt->closed) return 0;
   rt->closed = 1;
+  /* Withdraw the waits first, while every task is intact: a parked task is
+  ** registered in the wait queue of its primitive, which may outlive this
+  ** runtime (a channel or lock shared with other code); left there, a later
+  ** send or release would wake a task that no longer exists. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    if (t->state == TS_PARKED && t->op != NULL && t->op->cancel != NULL) {
+      t->op->cancel(t);
+      t->state = TS_RUNNABLE; /* in no queue now; dropped below */
+      t->op = NULL;
+      t->wobj = NULL;
+    }
+    lua_pop(L, 1);
+  }
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);

@@ -77,6 +77,15 @@ static int l_end_gc(lua_State *L) {
   return 0;
 }
 
+/* __close: closes a sender but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->w == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_WATCH_TX)) close_tx(e);
+  return 0;
+}
+
 static end *check_tx(lua_State *L, const char *fname) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, fname);
   if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
@@ -193,7 +202,7 @@ static const luaL_Reg rx_methods[] = {{"borrow", l_borrow},
                                       {NULL, NULL}};
 
 static const luaL_Reg meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_gc}, {NULL, NULL}};
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"watch", l_watch}, {NULL, NULL}};
 
