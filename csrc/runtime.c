@@ -179,7 +179,8 @@ static int block_on_loop(lua_State *L) {
     if (w->rq_len) {
       tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
-      tidal__poll(w, L, 1, 0);
+      if (w->external) tidal__idle_gc(w, L);
+      if (!w->rq_len) tidal__poll(w, L, 1, 0);
     } else {
       /* idle: let finalizers close what was dropped, then look again */
       lua_gc(L, LUA_GCCOLLECT);
@@ -290,6 +291,7 @@ static int worker_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   while (!w->stop) {
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
+    if (!w->rq_len) tidal__idle_gc(w, L);
     tidal__poll(w, L, w->rq_len == 0, 0);
   }
   return 0;

@@ -348,6 +348,20 @@ void tidal__poll(tidal_worker *w, lua_State *L, int block,
   tidal__drain_remote(w, L);
 }
 
+/* About to wait for timers, I/O or other threads with nothing to run: if
+** tasks ran since the last time (and not within 50 ms), collect garbage in
+** full, so that finalizers close the channel ends and guards that tasks
+** dropped -- a receiver waiting on another worker may be waiting for
+** exactly that. */
+void tidal__idle_gc(tidal_worker *w, lua_State *L) {
+  if (w->rq_len || w->st.resumes == w->gc_resumes) return;
+  uint64_t now = tidal__coarse_ns();
+  if (now - w->gc_at < 50000000u) return;
+  w->gc_at = now;
+  w->gc_resumes = w->st.resumes;
+  lua_gc(L, LUA_GCCOLLECT);
+}
+
 /* ------------------------------------------------------------ remote wakes */
 
 /* The async handle only interrupts uv_run; what was posted runs after

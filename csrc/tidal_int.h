@@ -284,6 +284,8 @@ struct tidal_worker {
   atomic_int started;  /* the worker is up (family.c) */
   int external;        /* tasks parked on something another thread wakes */
   uint8_t stop;        /* worker thread: leave the loop when idle */
+  uint64_t gc_resumes; /* st.resumes at the last idle collection */
+  uint64_t gc_at;      /* coarse time of the last idle collection */
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
@@ -385,6 +387,7 @@ int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns);
+void tidal__idle_gc(tidal_worker *w, lua_State *L);
 int tidal__pending(tidal_worker *w);
 int tidal__slot_alloc(tidal_worker *w);
 void tidal__slot_free(tidal_worker *w, int slot);
@@ -589,6 +592,7 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
 extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
+extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

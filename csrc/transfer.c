@@ -73,7 +73,8 @@ enum {
 /* The shareable userdata types; a handle record names its type by index.
 ** Channels, locks and join handles add their descriptors here. */
 static const tidal_xtype *const xtypes[] = {
-    &tidal__xprobe_xtype, &tidal__rhandle_xtype, &tidal__handle_xtype, NULL};
+    &tidal__xprobe_xtype, &tidal__rhandle_xtype, &tidal__handle_xtype,
+    &tidal__sender_xtype, &tidal__receiver_xtype, NULL};
 #define NXTYPES (sizeof xtypes / sizeof xtypes[0] - 1)
 
 /* ------------------------------------------------------------------- MAC */
