@@ -80,11 +80,6 @@ static void chan_unref(chan *ch) {
   free(ch);
 }
 
-/* the worker running in the calling state, or NULL */
-static tidal_worker *cur_worker(lua_State *L) {
-  tidal_ctx *ctx = tidal__ctx(L);
-  return ctx ? ctx->w : NULL;
-}
 
 /* Wake t: directly when it is ours, else through its worker. */
 static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
@@ -558,7 +553,7 @@ static int try_send_op(lua_State *L, int base) {
       lua_pop(L, 1);
       return -1; /* run() raises with the reason */
     }
-    int n = shared_put(L, ch, cur_worker(L), &b, 1);
+    int n = shared_put(L, ch, tidal__cur_worker(L), &b, 1);
     if (n < 0) uv_mutex_unlock(&ch->mu);
     return n;
   }
@@ -568,7 +563,7 @@ static int try_send_op(lua_State *L, int base) {
   lua_pushvalue(L, base + 1);
   buf_push(L, ch, buf);
   lua_settop(L, buf - (ch->cap == 0) - 1);
-  if (ch->recvq.head) wake_one(ch, &ch->recvq, cur_worker(L));
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, tidal__cur_worker(L));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -721,7 +716,7 @@ static int l_recv(lua_State *L) {
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
   chan *ch = ((end *)lua_touserdata(L, base))->ch;
-  tidal_worker *cur = cur_worker(L);
+  tidal_worker *cur = tidal__cur_worker(L);
   if (ch->shared) {
     uv_mutex_lock(&ch->mu);
     if (ch->n > 0) {

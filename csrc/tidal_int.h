@@ -167,7 +167,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
-#define TF_WRITER 0x0800    /* waits for a write lock (lock.c) */
+
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 
@@ -331,6 +331,7 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
+tidal_worker *tidal__cur_worker(lua_State *L);
 void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
 int tidal__is_callable(lua_State *L, int idx);
 /* stack: module, ctx. Registers type tt once: metatable named name (meta
@@ -593,6 +594,10 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
 void tidal__blocking_cancel(struct tidal_bjob *job);
 extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
 extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
+extern const struct tidal_xtype tidal__mutex_xtype, tidal__rwlock_xtype;
+extern const struct tidal_xtype tidal__semaphore_xtype;
+extern const struct tidal_xtype tidal__oneshot_tx_xtype,
+    tidal__oneshot_rx_xtype;
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);
