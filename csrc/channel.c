@@ -406,15 +406,10 @@ static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
   else
     tidal__wq_push(q, t);
   if (ch->shared) {
-    tidal__external(t->w, 1); /* another worker may wake it */
     uv_mutex_unlock(&ch->mu);
+    return tidal__park_shared(L, t, op, ch, k);
   }
   return tidal__park(L, t, op, ch, k);
-}
-
-/* After a shared wait: the loop need not wait for other threads for it */
-static void unpark(chan *ch, tidal_task *t) {
-  if (ch->shared) tidal__external(t->w, -1);
 }
 
 /* --------------------------------------------------------------- Sender */
@@ -474,7 +469,6 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   tidal_worker *cur = t->w;
   (void)status;
-  unpark(ch, t);
   LOCK(ch);
   /* woken for room (not by its cancellation, nor by the receiver closing):
   ** the room kept for it is its own now */
@@ -516,7 +510,6 @@ static int l_send(lua_State *L) {
     return luaL_error(L, "Sender:send: this sender was closed (use an open "
                          "clone)");
   if (t != NULL && t->co == L) {
-    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
       t->budget = 1;
@@ -660,7 +653,6 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   (void)status;
-  unpark(ch, t);
   LOCK(ch);
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
   UNLOCK(ch);
@@ -683,7 +675,6 @@ static int l_recv(lua_State *L) {
   tidal_task *t = ctx->cur;
   chan *ch = e->ch;
   if (t != NULL && t->co == L) {
-    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) {
         lua_settop(L, 1);

@@ -211,7 +211,6 @@ static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
-  if (l->shared) tidal__external(t->w, -1);
   if (tidal__wake_lost(t)) { /* granted, never observed: pass it on */
     LOCK(l);
     release(l, kind, t->w);
@@ -267,8 +266,8 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   t->nres = kind; /* for the granter, while queued */
   tidal__wq_push(&l->waiters, t);
   if (l->shared) {
-    tidal__external(t->w, 1);
     uv_mutex_unlock(&l->mu);
+    return tidal__park_shared(L, t, op, l, ks[kind]);
   }
   return tidal__park(L, t, op, l, ks[kind]);
 }

@@ -255,8 +255,8 @@ static int park(lua_State *L, tidal_task *t, oneshot *o, int front,
   else
     tidal__wq_push(&o->waiters, t);
   if (o->shared) {
-    tidal__external(t->w, 1);
     uv_mutex_unlock(&o->mu);
+    return tidal__park_shared(L, t, &recv_op, o, k);
   }
   return tidal__park(L, t, &recv_op, o, k);
 }
@@ -266,7 +266,6 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   oneshot *o = ((end *)lua_touserdata(L, 1))->o;
   int n;
   (void)status;
-  if (o->shared) tidal__external(t->w, -1);
   LOCK(o);
   if (tidal__wake_lost(t)) wake_all(o, t->w); /* another may take it */
   UNLOCK(o);

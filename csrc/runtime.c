@@ -179,8 +179,8 @@ static int block_on_loop(lua_State *L) {
     if (w->rq_len) {
       tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
-      if (w->external) tidal__idle_gc(w, L);
-      if (!w->rq_len) tidal__poll(w, L, 1, 0);
+      uint64_t retry = w->external ? tidal__idle_gc(w, L) : 0;
+      if (!w->rq_len) tidal__poll(w, L, 1, retry);
     } else {
       /* idle: let finalizers close what was dropped, then look again */
       lua_gc(L, LUA_GCCOLLECT);
@@ -290,9 +290,10 @@ static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
 static int worker_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   while (!w->stop) {
+    uint64_t retry = 0;
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
-    if (!w->rq_len) tidal__idle_gc(w, L);
-    tidal__poll(w, L, w->rq_len == 0, 0);
+    if (!w->rq_len) retry = tidal__idle_gc(w, L);
+    tidal__poll(w, L, w->rq_len == 0, retry);
   }
   return 0;
 }

@@ -137,7 +137,6 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   sem *s = ((semud *)lua_touserdata(L, 1))->s;
   lua_Integer k = check_k(L, "Semaphore:acquire");
   (void)status;
-  if (s->shared) tidal__external(t->w, -1);
   LOCK(s);
   int was_closed = s->closed;
   UNLOCK(s);
@@ -173,8 +172,8 @@ static int l_acquire(lua_State *L) {
   t->nres = (int32_t)k; /* what it waits for, while parked */
   tidal__wq_push(&s->waiters, t);
   if (s->shared) {
-    tidal__external(t->w, 1);
     uv_mutex_unlock(&s->mu);
+    return tidal__park_shared(L, t, &acquire_op, s, acquire_k);
   }
   return tidal__park(L, t, &acquire_op, s, acquire_k);
 }

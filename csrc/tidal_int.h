@@ -107,8 +107,6 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 **
 **   static int l_op(lua_State *L) {
 **     tidal_task *t = tidal__wait_begin(L, "tidal.op");  -- raises on misuse
-**                                                        -- and on a pending
-**                                                        -- cancellation
 **     TIDAL_SPEND(L, t, &op_restart);    -- cooperative budget
 **     if (ready) return results;          -- fast path, nothing registered
 **     register t (e.g. tidal__wq_push(&obj->waiters, t));
@@ -119,6 +117,12 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 **     tidal__resumed(L, t);      -- raises if the wait was cancelled
 **     return results;            -- values the waker deposited are on top
 **   }
+**
+** A cancelled task does not wait: tidal__park raises its cancellation
+** instead (withdrawing the registration through op->cancel), so an
+** operation that can complete at once still completes in a cancelled task
+** (cleanup code can send a last message, release a lock), while every
+** actual wait raises again (sticky).
 **
 ** The waker (on the worker's thread) unregisters the task, may push values
 ** on t->co's stack, and calls tidal__wake(t, nvalues). From another thread
@@ -170,6 +174,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
+#define TF_XWAIT 0x4000     /* parked on something another thread may wake */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -368,6 +373,10 @@ tidal_task *tidal__task_check(lua_State *L, const char *fname);
 void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k);
+/* The same, for an object shared between workers: the wake may come from
+** another thread, so the worker's loop must stay alive meanwhile. */
+int tidal__park_shared(lua_State *L, tidal_task *t, const tidal_waitop *op,
+                       void *obj, lua_KFunction k);
 void tidal__wake(tidal_task *t, int nvalues);
 int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
                        void *arg);
@@ -388,7 +397,7 @@ int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns);
-void tidal__idle_gc(tidal_worker *w, lua_State *L);
+uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L);
 int tidal__pending(tidal_worker *w);
 int tidal__slot_alloc(tidal_worker *w);
 void tidal__slot_free(tidal_worker *w, int slot);
