@@ -10,11 +10,21 @@ local function pid()
   return s:match("^(%d+)")
 end
 
+-- the names of this process's threads (no child process: it must also work
+-- under ThreadSanitizer)
 local function thread_names()
-  local p = assert(io.popen("cat /proc/" .. pid() .. "/task/*/comm"))
+  local lfs = require("lfs")
   local names = {}
-  for line in p:lines() do names[#names + 1] = line end
-  p:close()
+  local dir = "/proc/" .. pid() .. "/task"
+  for tid in lfs.dir(dir) do
+    if tid:match("^%d+$") then
+      local f = io.open(dir .. "/" .. tid .. "/comm")
+      if f then
+        names[#names + 1] = f:read("l")
+        f:close()
+      end
+    end
+  end
   return names
 end
 
@@ -37,12 +47,11 @@ end
 
 describe("worker threads", function()
   it("start with the runtime, carry thread_name, and end with it", function()
-    local before = #thread_names()
     local names = run({ workers = 3, thread_name = "tidal-spec-w" }, function()
       return thread_names()
     end)
     assert.are.equal(3, count(names, "tidal-spec-w"))
-    assert.are.equal(before, #thread_names(), "the threads are gone")
+    assert.are.equal(0, count(thread_names(), "tidal-spec-w"), "the threads are gone")
   end)
 
   it("refuse bad options", function()
@@ -173,6 +182,7 @@ describe("tidal.spawn_parallel", function()
   end)
 
   it("lets shutdown cancel tasks still running on workers", function()
+    if not support.can_spawn then return pending("needs a child process") end
     local out, status = support.lua([[
       local tidal = require("tidal")
       tidal.run({ workers = 2 }, function()
