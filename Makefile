@@ -101,7 +101,7 @@ valgrind: deps build
 demo: deps build
 	@$(call lua_env,$(TREE)) $(LUA) examples/demo.lua
 
-BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select
+BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select cpu
 
 bench: build
 	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done

@@ -197,16 +197,18 @@ void tidal__family_free(tidal_family *f) {
   free(f);
 }
 
-/* The worker with the fewest live tasks (ties: the lowest index). */
+/* The worker with the fewest live tasks, counting those on their way to it
+** (ties: the lowest index); the caller then sends it one more. */
 tidal_worker *tidal__family_pick(tidal_family *f) {
   tidal_worker *best = f->w[0];
-  int least = atomic_load(&best->load);
+  int least = atomic_load(&best->load) + atomic_load(&best->assigned);
   for (int i = 1; i < f->n; i++) {
-    int load = atomic_load(&f->w[i]->load);
+    int load = atomic_load(&f->w[i]->load) + atomic_load(&f->w[i]->assigned);
     if (load < least) {
       least = load;
       best = f->w[i];
     }
   }
+  atomic_fetch_add(&best->assigned, 1);
   return best;
 }

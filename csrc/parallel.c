@@ -231,6 +231,7 @@ static int start_protected(lua_State *L) {
 
 static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
+  atomic_fetch_sub(&w->assigned, 1);
   tidal_buf none = {NULL, 0, 0};
   start_args a = {r, w};
   uv_mutex_lock(&r->mu);
@@ -313,6 +314,7 @@ static int l_spawn_parallel(lua_State *L) {
   r->target = tidal__family_pick(w->family);
   tidal__record_ref(r); /* the target's */
   if (tidal__wake_remote(r->target, NULL, start_msg, r)) {
+    atomic_fetch_sub(&r->target->assigned, 1);
     tidal__record_unref(r);
     tidal__record_unref(r);
     return luaL_error(L, "tidal.spawn_parallel: not enough memory");

@@ -286,6 +286,7 @@ struct tidal_worker {
   tidal_family *family; /* the runtime's workers (family.c) */
   int index;           /* this worker's index in the family */
   atomic_int load;     /* live tasks, read by other threads */
+  atomic_int assigned; /* tasks sent here by spawn_parallel, not started */
   atomic_int started;  /* the worker is up (family.c) */
   int external;        /* tasks parked on something another thread wakes */
   uint8_t stop;        /* worker thread: leave the loop when idle */
