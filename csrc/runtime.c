@@ -93,9 +93,12 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
   int nthreads = 0;
   const char *thread_name = NULL;
   if (opts) {
-    if (lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
-      double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
+    int ty = lua_getfield(L, opts, "slow_task");
+    if (ty == LUA_TNUMBER) {
+      double s = lua_tonumber(L, -1);
       rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+    } else if (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+      rt->w.slow_ns = 0; /* false: off; true: the default */
     }
     if (lua_getfield(L, opts, "workers") == LUA_TNUMBER)
       nthreads = (int)lua_tointeger(L, -1);
