@@ -136,6 +136,13 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** continuation first checks tidal__wake_lost(t) and passes the wake on to the
 ** next waiter. So a cancelled wait never loses anything.
 **
+** Handoff (task.c): tidal__park may, instead of yielding, run the run
+** queue's head nested on the parking task's C stack and then call op_k
+** directly when that woke the task and it is next in line. So op_k must not
+** assume a real yield happened, and a waker must not push values on the
+** stack of the task that is handing off (w->handing); none does today, every
+** wake is tidal__wake(t, 0).
+**
 ** Cancellation (abort, timeout, shutdown, deadlock) of a parked task calls
 ** op->cancel(t). It must undo the registration and return 1; or return 0
 ** when the operation has already completed and a (remote) wake is on its
