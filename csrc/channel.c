@@ -531,7 +531,7 @@ static int l_send(lua_State *L) {
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
   if (has_room(ch) && ch->sendq.head == NULL) return try_put(L, ch, ctx->w);
   lua_settop(L, 2);
-  t = tidal__wait_begin(L, "Sender:send"); /* raises outside a task */
+  t = tidal__wait_ok(L, t, "Sender:send"); /* raises outside a task */
   return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
 }
 
@@ -687,7 +687,7 @@ static int l_recv(lua_State *L) {
     if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
     if (ended(ch)) return 0;
     lua_settop(L, 1);
-    t = tidal__wait_begin(L, "Receiver:recv"); /* raises outside a task */
+    t = tidal__wait_ok(L, t, "Receiver:recv"); /* raises outside a task */
     return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
   }
   lua_settop(L, 1);

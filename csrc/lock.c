@@ -254,7 +254,7 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   lockud *u = (lockud *)tidal__self(L, ctx, tt, fname);
   lock *l = u->l;
   if (l != NULL) TIDAL_HOT(ctx, tt, u) = u; /* cleared by its __gc */
-  tidal_task *t = tidal__wait_begin(L, fname);
+  tidal_task *t = tidal__wait_ok(L, ctx->cur, fname);
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
   LOCK(l);

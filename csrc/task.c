@@ -232,6 +232,16 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   lua_pushvalue(L, err);
   lua_rawseti(L, -2, 1);
   if (tidal__traceback_get(L, ctx, err)) lua_rawseti(L, -2, 2);
+  if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL)) {
+    /* Handles have no __gc (a finalizer would cost every task): a failed
+    ** one gets a report object instead, collected with it, whose __gc says
+    ** the error if nobody observed it. It refers back to the handle. */
+    lua_newuserdatauv(L, 0, 1);
+    tidal__setmt(L, ctx, TT_REPORT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawseti(L, -2, 3);
+  }
   lua_setiuservalue(L, 1, UV_OUT);
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
       (t->ext == NULL || (t->ext->joiners == NULL &&
@@ -706,10 +716,13 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
-static int l_gc(lua_State *L) {
-  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
-  if (t->state == TS_DONE && unobserved(t))
-    report(L, t, 1, "its error was never observed");
+/* __gc of a failed task's report object: its handle is being collected */
+static int l_report_gc(lua_State *L) {
+  if (lua_getiuservalue(L, 1, 1) == LUA_TUSERDATA) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    if (t->state == TS_DONE && unobserved(t))
+      report(L, t, lua_gettop(L), "its error was never observed");
+  }
   return 0;
 }
 
@@ -719,7 +732,9 @@ static const luaL_Reg handle_methods[] = {
     {NULL, NULL}};
 
 static const luaL_Reg handle_meta[] = {
-    {"__tostring", l_tostring}, {"__gc", l_gc}, {NULL, NULL}};
+    {"__tostring", l_tostring}, {NULL, NULL}};
+
+static const luaL_Reg report_meta[] = {{"__gc", l_report_gc}, {NULL, NULL}};
 
 /* tidal.spawn([opts,] fn, ...) */
 static int l_spawn(lua_State *L) {
@@ -740,6 +755,7 @@ void tidal__task_open(lua_State *L) {
   tidal__register(L, funcs);
   if (ctx->msgh_ref != LUA_NOREF) return; /* loaded before */
   tidal__newtype(L, TT_HANDLE, TIDAL_HANDLE_MT, handle_meta, handle_methods);
+  tidal__newtype(L, TT_REPORT, "tidal.FailureReport", report_meta, NULL);
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, task_msgh, 1);
   ctx->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -320,7 +320,7 @@ enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
   TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_RHANDLE, TT_N
+  TT_RHANDLE, TT_REPORT, TT_N
 };
 
 /* Per Lua state: one for every state that loaded tidal.core. */
@@ -390,6 +390,12 @@ void tidal__runq_push(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__runq_pop(tidal_worker *w);
 void tidal__runq_remove(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__wait_begin(lua_State *L, const char *fname);
+/* tidal__wait_begin for a caller that has the context's current task t. */
+static inline tidal_task *tidal__wait_ok(lua_State *L, tidal_task *t,
+                                         const char *fname) {
+  if (t != NULL && t->co == L && lua_isyieldable(L)) return t;
+  return tidal__wait_begin(L, fname); /* raises */
+}
 tidal_task *tidal__task_check(lua_State *L, const char *fname);
 void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
