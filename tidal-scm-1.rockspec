@@ -29,6 +29,9 @@ build = {
       sources = {
         "csrc/core.c",
         "csrc/error.c",
+        "csrc/http.c",
+        "csrc/http_glue.c",
+        "csrc/http_xfer.c",
         "csrc/introspect.c",
         "csrc/runtime.c",
         "csrc/sched.c",
@@ -41,6 +44,7 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(LIBCURL_LIBDIR)" },
     },
     ["tidal"] = "lua/tidal/init.lua",
+    ["tidal.http"] = "lua/tidal/http.lua",
   },
   copy_directories = { "docs", "examples" },
 }

@@ -53,6 +53,7 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__runtime_open(L);
   tidal__time_open(L);
   tidal__introspect_open(L);
+  tidal__http_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");

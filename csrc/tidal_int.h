@@ -12,6 +12,7 @@
 **   error.c      error objects (kind, message) and tracebacks
 **   introspect.c tasks(), stats()
 **   core.c       luaopen_tidal_core and the per-state context
+**   http*.c      tidal.http's C core (see http_int.h)
 */
 #ifndef TIDAL_INT_H
 #define TIDAL_INT_H
@@ -312,6 +313,9 @@ const char *tidal__error_kind(lua_State *L, int idx); /* NULL if not ours */
 void tidal__push_errstring(lua_State *L, int idx); /* never raises */
 void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb);
 int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err);
+
+/* http.c */
+void tidal__http_open(lua_State *L);
 
 /* introspect.c */
 void tidal__introspect_open(lua_State *L);

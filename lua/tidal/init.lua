@@ -109,4 +109,11 @@ M.stats = core.stats
 -- @function current_id
 M.current_id = core.current_id
 
+--- HTTP
+-- @section http
+
+--- The HTTP client (`tidal.http`, also `require("tidal.http")`): `get`,
+-- `post`, `request`, `client`. See the `tidal.http` module.
+M.http = require("tidal.http")
+
 return M

@@ -1,0 +1,368 @@
+/*
+** http_xfer.c: one HTTP transfer. Its easy handle (reused from the pool of
+** its multi handle, with its buffers), the options of a request, the
+** header and body callbacks with the limits they enforce, completion, and
+** what a failure means (the error kinds of DESIGN.md).
+**
+** The callbacks run inside libcurl, inside a libuv callback: they only
+** append to buffers, set flags and wake the parked task.
+*/
+#include "http_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---------------------------------------------------------------- buffers */
+
+int http__buf_add(http_buf *b, const char *p, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 2048;
+    while (cap < b->n + n) cap *= 2;
+    char *q = (char *)realloc(b->p, cap);
+    if (q == NULL) return -1;
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+  return 0;
+}
+
+void http__buf_free(http_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
+/* Buffers grown by one large body are not kept for the next request. */
+static void buf_trim(http_buf *b, size_t keep) {
+  b->n = 0;
+  if (b->cap > keep) http__buf_free(b);
+}
+
+/* ------------------------------------------------------------------ wake */
+
+static void wake(http_xfer *x) {
+  tidal_task *t = x->task;
+  if (t == NULL) return;
+  x->task = NULL;
+  x->wait = XW_NONE;
+  tidal__wake(t, 0);
+}
+
+/* ------------------------------------------------------------- callbacks */
+
+static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
+  http_xfer *x = (http_xfer *)ud;
+  size_t len = size * n;
+  if (x->flags & XF_HEADERS) return len; /* trailers */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    /* a status line: a new header block (1xx, a redirect, the final one) */
+    x->hdr.n = 0;
+    x->flags &= (uint8_t)~XF_LOCATION;
+    return len;
+  }
+  if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
+    /* the end of a header block: is it the final response's? */
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 100 && code < 200) return len;
+    if ((x->flags & (XF_FOLLOW | XF_LOCATION)) == (XF_FOLLOW | XF_LOCATION) &&
+        code >= 300 && code < 400 && code != 304)
+      return len; /* curl follows it */
+    x->flags |= XF_HEADERS;
+    if (x->wait == XW_HEADERS) wake(x);
+    return len;
+  }
+  if (len > 9 && strncasecmp(p, "location:", 9) == 0) x->flags |= XF_LOCATION;
+  if (http__buf_add(&x->hdr, p, len)) {
+    x->flags |= XF_NOMEM;
+    return 0;
+  }
+  return len;
+}
+
+static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
+  http_xfer *x = (http_xfer *)ud;
+  size_t len = size * n;
+  if (x->max_body >= 0 && x->received + (curl_off_t)len > x->max_body) {
+    x->flags |= XF_TOO_LARGE;
+    return 0; /* CURLE_WRITE_ERROR */
+  }
+  if ((x->flags & XF_STREAM) && x->body.n >= HTTP_STREAM_HWM) {
+    x->flags |= XF_PAUSED; /* curl keeps the data and offers it again */
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  if (http__buf_add(&x->body, p, len)) {
+    x->flags |= XF_NOMEM;
+    return 0;
+  }
+  x->received += (curl_off_t)len;
+  if (!(x->flags & XF_HEADERS)) {
+    x->flags |= XF_HEADERS;
+    if (x->wait == XW_HEADERS) wake(x);
+  }
+  if (x->wait == XW_DATA) wake(x);
+  return len;
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static void live_push(http_multi *m, http_xfer *x) {
+  x->prev = NULL;
+  x->next = m->live;
+  if (m->live) m->live->prev = x;
+  m->live = x;
+}
+
+static void live_remove(http_multi *m, http_xfer *x) {
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    m->live = x->next;
+  if (x->next) x->next->prev = x->prev;
+  x->next = x->prev = NULL;
+}
+
+/* Options that never change for a transfer of this multi. */
+static int easy_init(http_xfer *x, http_multi *m) {
+  const http_config *c = m->cfg;
+  CURL *e = curl_easy_init();
+  if (e == NULL) return -1;
+  x->easy = e;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  /* only http and https, on the request and on every redirect */
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+  if (c->user_agent) curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent);
+  if (c->decompress) curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  if (c->proxy) {
+    curl_easy_setopt(e, CURLOPT_PROXY, c->proxy);
+    if (c->proxy[0] == '\0') curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  }
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   c->http2 ? (long)CURL_HTTP_VERSION_2TLS
+                            : (long)CURL_HTTP_VERSION_1_1);
+  http__sockopts(m, e);
+  return 0;
+}
+
+http_xfer *http__xfer_get(http_multi *m) {
+  http_xfer *x = m->idle;
+  if (x) {
+    m->idle = x->next;
+    m->nidle--;
+  } else {
+    x = (http_xfer *)calloc(1, sizeof *x);
+    if (x == NULL) return NULL;
+    if (easy_init(x, m)) {
+      free(x);
+      return NULL;
+    }
+    x->m = m;
+  }
+  x->state = XS_IDLE;
+  x->wait = XW_NONE;
+  x->flags = 0;
+  x->task = NULL;
+  x->rc = CURLE_OK;
+  x->received = 0;
+  x->hdr.n = x->body.n = 0;
+  x->errbuf[0] = '\0';
+  live_push(m, x);
+  return x;
+}
+
+static int is_method(const char *method, const char *name) {
+  return strcmp(method, name) == 0;
+}
+
+CURLcode http__xfer_setup(http_xfer *x, const http_req *r) {
+  CURL *e = x->easy;
+  CURLcode rc;
+  int https;
+  x->headers = r->own;
+  x->max_body = r->max_body;
+  if (r->stream) x->flags |= XF_STREAM;
+  if (r->follow) x->flags |= XF_FOLLOW;
+  rc = curl_easy_setopt(e, CURLOPT_URL, r->url);
+  if (rc != CURLE_OK) return rc;
+  /* the method: every request sets all of these, as the handle is reused */
+  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+  if (is_method(r->method, "GET") && r->body == NULL) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+  } else if (is_method(r->method, "HEAD") && r->body == NULL) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (r->body != NULL || is_method(r->method, "POST") ||
+             is_method(r->method, "PUT") || is_method(r->method, "PATCH")) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                     is_method(r->method, "POST") ? NULL : r->method);
+  } else {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->follow ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+                   r->max_body >= 0 ? r->max_body : (curl_off_t)0);
+  /* wait for a multiplexed connection rather than open a second one; only
+  ** where h2 is possible (TLS), not to delay plain HTTP/1.1 bursts */
+  https = strncasecmp(r->url, "https:", 6) == 0;
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+                   (https && x->m->cfg->http2) ? 1L : 0L);
+  return CURLE_OK;
+}
+
+int http__xfer_start(http_xfer *x) {
+  int rc = http__multi_add(x->m, x);
+  if (rc) return rc;
+  x->state = XS_RUNNING;
+  return 0;
+}
+
+void http__xfer_finished(http_xfer *x, CURLcode rc) {
+  x->rc = rc;
+  x->state = XS_DONE;
+  x->flags |= XF_HEADERS;
+  wake(x);
+}
+
+void http__xfer_abort(http_xfer *x) {
+  x->task = NULL;
+  x->wait = XW_NONE;
+  if (x->state == XS_RUNNING && x->m) {
+    http__multi_remove(x->m, x);
+    x->state = XS_ABORTED;
+  }
+}
+
+void http__xfer_free(http_xfer *x) {
+  if (x->easy) curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->headers);
+  http__buf_free(&x->hdr);
+  http__buf_free(&x->body);
+  free(x);
+}
+
+/* Done with it: back to the pool for the next request, or freed. */
+void http__xfer_release(http_xfer *x) {
+  http_multi *m = x->m;
+  http__xfer_abort(x);
+  curl_slist_free_all(x->headers);
+  x->headers = NULL;
+  if (m == NULL) { /* its multi is gone */
+    http__xfer_free(x);
+    return;
+  }
+  live_remove(m, x);
+  if (m->close_idle && m->live == NULL) { /* its client was closed */
+    x->m = NULL;
+    http__xfer_free(x);
+    http__multi_close(m);
+    return;
+  }
+  if (m->nidle >= HTTP_IDLE_MAX) {
+    http__xfer_free(x);
+    return;
+  }
+  /* nothing points into the buffers or the old request's strings now */
+  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, NULL);
+  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+  buf_trim(&x->hdr, 16 * 1024);
+  buf_trim(&x->body, 256 * 1024);
+  x->state = XS_IDLE;
+  x->flags = 0;
+  x->next = m->idle;
+  m->idle = x;
+  m->nidle++;
+}
+
+/* The multi is closing: the transfer dies. A stream's userdata still owns
+** the struct (and frees it); any other transfer is freed now. */
+void http__xfer_detach(http_xfer *x) {
+  http_multi *m = x->m;
+  http__xfer_abort(x);
+  live_remove(m, x);
+  x->m = NULL;
+  curl_easy_cleanup(x->easy);
+  x->easy = NULL;
+  if (x->state != XS_DONE) x->state = XS_DEAD;
+  if (!(x->flags & XF_USERDATA)) http__xfer_free(x);
+}
+
+int http__xfer_resume(http_xfer *x) {
+  if (!(x->flags & XF_PAUSED) || x->state != XS_RUNNING) return 0;
+  x->flags &= (uint8_t)~XF_PAUSED;
+  /* may call write_cb at once with what curl held back */
+  if (curl_easy_pause(x->easy, CURLPAUSE_CONT) != CURLE_OK) return -1;
+  http__multi_kick(x->m);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+const char *http__error_kind(const http_xfer *x) {
+  if (x->flags & XF_TOO_LARGE) return "too_large";
+  switch (x->rc) {
+  case CURLE_OPERATION_TIMEDOUT:
+    return "timeout";
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    return "dns";
+  case CURLE_COULDNT_CONNECT:
+    return "connect";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_USE_SSL_FAILED:
+    return "tls";
+  case CURLE_TOO_MANY_REDIRECTS:
+    return "too_many_redirects";
+  case CURLE_FILESIZE_EXCEEDED:
+    return "too_large";
+  default:
+    return "protocol";
+  }
+}
+
+const char *http__version_name(long v) {
+  switch (v) {
+  case CURL_HTTP_VERSION_1_0:
+    return "1.0";
+  case CURL_HTTP_VERSION_1_1:
+    return "1.1";
+  case CURL_HTTP_VERSION_2_0:
+    return "2";
+  case CURL_HTTP_VERSION_3:
+    return "3";
+  default:
+    return "";
+  }
+}
