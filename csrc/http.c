@@ -14,6 +14,7 @@
 #include "http_int.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,27 @@ typedef struct http_body {
   http_xfer *x; /* NULL once closed */
 } http_body;
 
+/* ---------------------------------------------------------------- misuse */
+
+/* Raises "where: message" like luaL_error, but "where" is the first caller
+** outside tidal/http.lua (the facade), i.e. the user's code. */
+static int herr(lua_State *L, const char *fmt, ...) {
+  lua_Debug ar;
+  int level = 1;
+  va_list ap;
+  while (lua_getstack(L, level, &ar)) {
+    lua_getinfo(L, "S", &ar);
+    if (strstr(ar.source, "tidal/http.lua") == NULL) break;
+    level++;
+  }
+  luaL_where(L, level);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 /* ------------------------------------------------------------- options */
 
 static long seconds_to_ms(lua_State *L, int idx, const char *fname,
@@ -46,10 +68,10 @@ static long seconds_to_ms(lua_State *L, int idx, const char *fname,
   double s;
   if (lua_isnil(L, idx)) return 0;
   if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "%s: option '%s' must be a number of seconds, got %s",
+    herr(L, "%s: option '%s' must be a number of seconds, got %s",
                fname, opt, luaL_typename(L, idx));
   s = lua_tonumber(L, idx);
-  if (isnan(s)) luaL_error(L, "%s: option '%s' is nan", fname, opt);
+  if (isnan(s)) herr(L, "%s: option '%s' is nan", fname, opt);
   if (s == HUGE_VAL) return 0; /* no limit */
   if (s <= 0) return 1;        /* a negative duration counts as 0 */
   s = ceil(s * 1000);
@@ -59,7 +81,7 @@ static long seconds_to_ms(lua_State *L, int idx, const char *fname,
 static long count_opt(lua_State *L, int idx, const char *fname,
                       const char *opt) {
   if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-    luaL_error(L, "%s: option '%s' must be a non-negative integer, got %s",
+    herr(L, "%s: option '%s' must be a non-negative integer, got %s",
                fname, opt,
                lua_type(L, idx) == LUA_TNUMBER ? "a fraction or negative"
                                                : luaL_typename(L, idx));
@@ -70,7 +92,7 @@ static long count_opt(lua_State *L, int idx, const char *fname,
 static int bool_opt(lua_State *L, int idx, const char *fname,
                     const char *opt) {
   if (!lua_isboolean(L, idx))
-    luaL_error(L, "%s: option '%s' must be a boolean, got %s", fname, opt,
+    herr(L, "%s: option '%s' must be a boolean, got %s", fname, opt,
                luaL_typename(L, idx));
   return lua_toboolean(L, idx);
 }
@@ -81,7 +103,7 @@ static curl_off_t body_opt(lua_State *L, int idx, const char *fname) {
   if (lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) == HUGE_VAL)
     return -1;
   if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-    luaL_error(L,
+    herr(L,
                "%s: option 'max_body' must be a byte count (a non-negative "
                "integer), or false for no limit, got %s",
                fname, luaL_typename(L, idx));
@@ -95,10 +117,10 @@ static int is_tchar(unsigned char c) {
 
 static void check_token(lua_State *L, const char *s, size_t n,
                         const char *fname, const char *what) {
-  if (n == 0) luaL_error(L, "%s: %s is empty", fname, what);
+  if (n == 0) herr(L, "%s: %s is empty", fname, what);
   for (size_t i = 0; i < n; i++)
     if (!is_tchar((unsigned char)s[i]))
-      luaL_error(L,
+      herr(L,
                  "%s: %s '%s' has a character not allowed in an HTTP token "
                  "(byte %d)%s",
                  fname, what, s, (int)(unsigned char)s[i],
@@ -133,7 +155,7 @@ static void slist_add(lua_State *L, struct curl_slist **list,
   if (nl == NULL) {
     curl_slist_free_all(*list);
     *list = NULL;
-    luaL_error(L, "%s: not enough memory", fname);
+    herr(L, "%s: not enough memory", fname);
   }
   *list = nl;
 }
@@ -152,7 +174,7 @@ static void header_value(lua_State *L, struct curl_slist **list,
     } else if (lua_type(L, vidx) == LUA_TNUMBER) {
       v = lua_tolstring(L, vidx, &vn); /* a value slot, not a key */
     } else if (!build) {
-      luaL_error(L,
+      herr(L,
                  "%s: header '%s' must be a string, a number, a list of "
                  "them, or false, got %s",
                  fname, name, luaL_typename(L, vidx));
@@ -160,7 +182,7 @@ static void header_value(lua_State *L, struct curl_slist **list,
     if (!build)
       for (size_t i = 0; i < vn; i++)
         if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
-          luaL_error(L,
+          herr(L,
                      "%s: header '%s' has a %s in its value; CR/LF would "
                      "inject headers (remove it, or encode the value)",
                      fname, name, v[i] == '\0' ? "NUL byte" : "CR or LF");
@@ -175,14 +197,14 @@ static void header_table(lua_State *L, int idx, struct curl_slist **list,
                          int build, const char *fname) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE)
-    luaL_error(L,
+    herr(L,
                "%s: option 'headers' must be a table of name = value, got %s",
                fname, luaL_typename(L, idx));
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nn;
     if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "%s: header names must be strings, got %s", fname,
+      herr(L, "%s: header names must be strings, got %s", fname,
                  luaL_typename(L, -2));
     const char *name = lua_tolstring(L, -2, &nn);
     if (!build) check_token(L, name, nn, fname, "header name");
@@ -221,7 +243,7 @@ static void merge_defaults(lua_State *L, struct curl_slist **list,
     if (nl == NULL) {
       curl_slist_free_all(*list);
       *list = NULL;
-      luaL_error(L, "%s: not enough memory", fname);
+      herr(L, "%s: not enough memory", fname);
     }
     *list = nl;
   }
@@ -232,7 +254,7 @@ static void merge_defaults(lua_State *L, struct curl_slist **list,
 static http_client *check_client(lua_State *L, int idx, const char *fname) {
   http_client *c = (http_client *)luaL_testudata(L, idx, CLIENT_MT);
   if (c == NULL)
-    luaL_error(L, "%s: expected an HTTP client (from tidal.http.client), got %s",
+    herr(L, "%s: expected an HTTP client (from tidal.http.client), got %s",
                fname, luaL_typename(L, idx));
   return c;
 }
@@ -279,13 +301,13 @@ static char *dup_string(lua_State *L, int idx, const char *fname,
                         const char *opt) {
   size_t n;
   if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, "%s: option '%s' must be a string, got %s", fname, opt,
+    herr(L, "%s: option '%s' must be a string, got %s", fname, opt,
                luaL_typename(L, idx));
   const char *s = lua_tolstring(L, idx, &n);
   if (strlen(s) != n || strpbrk(s, "\r\n"))
-    luaL_error(L, "%s: option '%s' has a NUL, CR or LF byte", fname, opt);
+    herr(L, "%s: option '%s' has a NUL, CR or LF byte", fname, opt);
   char *d = (char *)malloc(n + 1);
-  if (d == NULL) luaL_error(L, "%s: not enough memory", fname);
+  if (d == NULL) herr(L, "%s: not enough memory", fname);
   memcpy(d, s, n + 1);
   return d;
 }
@@ -308,7 +330,7 @@ static int l_client_new(lua_State *L) {
   int has = !lua_isnoneornil(L, 1);
   http_client *c;
   if (has && !lua_istable(L, 1))
-    luaL_error(L, "%s: expected an options table or nothing, got %s", fname,
+    herr(L, "%s: expected an options table or nothing, got %s", fname,
                luaL_typename(L, 1));
   lua_settop(L, 1);
   c = (http_client *)lua_newuserdatauv(L, sizeof *c, 0);
@@ -364,7 +386,7 @@ static int l_client_new(lua_State *L) {
       else
         c->cfg.proxy = dup_string(L, v, fname, k);
     } else {
-      luaL_error(L,
+      herr(L,
                  "%s: unknown option '%s' (known: headers, timeout, "
                  "connect_timeout, follow_redirects, max_redirects, max_body, "
                  "ca_file, user_agent, max_connections, max_host_connections, "
@@ -386,9 +408,9 @@ static http_multi *client_pool(lua_State *L, http_client *c, tidal_worker *w,
   for (; m; m = m->cnext)
     if (m->hw->w == w) return m;
   http_worker *hw = http__worker(w);
-  if (hw == NULL) luaL_error(L, "%s: cannot initialise libcurl", fname);
+  if (hw == NULL) herr(L, "%s: cannot initialise libcurl", fname);
   m = http__multi_new(hw, &c->cfg, &c->pools);
-  if (m == NULL) luaL_error(L, "%s: cannot create a curl multi handle", fname);
+  if (m == NULL) herr(L, "%s: cannot create a curl multi handle", fname);
   return m;
 }
 
@@ -428,7 +450,8 @@ static void push_error(lua_State *L, http_xfer *x, const char *method,
                       "tidal.http: %s %s failed (too_large): the response "
                       "body is larger than max_body (%I bytes)",
                       method, url, (lua_Integer)x->max_body);
-  else if (x->rc == CURLE_UNSUPPORTED_PROTOCOL)
+  else if (x->rc == CURLE_UNSUPPORTED_PROTOCOL &&
+           strncmp(detail, "Protocol ", 9) == 0)
     tidal__error_push(L, kind,
                       "tidal.http: %s %s failed (protocol): %s (only http "
                       "and https URLs are allowed, also on redirects)",
@@ -476,10 +499,12 @@ static int send_finish(lua_State *L, http_xfer *x, int stream) {
   const char *url = lua_tostring(L, S_URL);
   if (x->flags & XF_NOMEM) {
     http__xfer_release(x);
-    return luaL_error(L, "%s: not enough memory for the response of %s %s",
+    return herr(L, "%s: not enough memory for the response of %s %s",
                       fname, method, url);
   }
-  if (x->state == XS_DONE && (x->rc != CURLE_OK || (x->flags & XF_TOO_LARGE))) {
+  /* a stream whose headers arrived reports a later failure when read */
+  if (x->state == XS_DONE && (x->rc != CURLE_OK || (x->flags & XF_TOO_LARGE)) &&
+      !(stream && (x->flags & XF_GOTHEADERS))) {
     if (is_misuse(x)) {
       lua_pushfstring(L, "%s: malformed URL '%s' (%s)", fname, url,
                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc));
@@ -535,26 +560,27 @@ static int l_send(lua_State *L) {
   struct curl_slist *own = NULL;
   TIDAL_SPEND(L, t, &send_again);
   lua_settop(L, 8);
-  if (c->closed) luaL_error(L, "%s: the client is closed", fname);
+  if (c->closed) herr(L, "%s: the client is closed", fname);
   size_t mlen;
   const char *method = luaL_checklstring(L, S_METHOD, &mlen);
   check_token(L, method, mlen, fname, "method");
   if (lua_type(L, S_URL) != LUA_TSTRING)
-    luaL_error(L, "%s: url must be a string, got %s", fname,
+    herr(L, "%s: url must be a string, got %s", fname,
                luaL_typename(L, S_URL));
   size_t ulen;
   const char *url = lua_tolstring(L, S_URL, &ulen);
   if (strlen(url) != ulen || strpbrk(url, "\r\n \t"))
-    luaL_error(L, "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
+    herr(L, "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
                   "percent-encode it)", fname, url);
   if (strstr(url, "://") == NULL)
-    luaL_error(L, "%s: malformed URL '%s' (expected an absolute URL such as "
+    herr(L, "%s: malformed URL '%s' (expected an absolute URL such as "
                   "http://host/path or https://host/path)", fname, url);
   mode = (int)luaL_optinteger(L, 7, MODE_BUFFER);
 
   memset(&r, 0, sizeof r);
   r.method = method;
   r.url = url;
+  r.url_len = ulen;
   r.headers = c->headers;
   r.timeout_ms = c->timeout_ms;
   r.connect_timeout_ms = c->connect_timeout_ms;
@@ -564,7 +590,7 @@ static int l_send(lua_State *L) {
   r.stream = mode != MODE_BUFFER;
   if (!lua_isnil(L, S_BODY)) {
     if (lua_type(L, S_BODY) != LUA_TSTRING)
-      luaL_error(L, "%s: body must be a string, got %s (use json = ... for "
+      herr(L, "%s: body must be a string, got %s (use json = ... for "
                     "a table)", fname, luaL_typename(L, S_BODY));
     r.body = lua_tolstring(L, S_BODY, &r.body_len);
   }
@@ -593,7 +619,7 @@ static int l_send(lua_State *L) {
                  strcmp(k, "on_progress") == 0) {
         /* handled by the Lua side */
       } else {
-        luaL_error(L,
+        herr(L,
                    "%s: unknown option '%s' (known: method, url, headers, "
                    "body, json, query, timeout, connect_timeout, "
                    "follow_redirects, max_redirects, max_body, on_progress, "
@@ -612,11 +638,11 @@ static int l_send(lua_State *L) {
       lua_replace(L, 5);
     }
   } else if (!lua_isnil(L, 5)) {
-    luaL_error(L, "%s: options must be a table, got %s", fname,
+    herr(L, "%s: options must be a table, got %s", fname,
                luaL_typename(L, 5));
   }
   if (!lua_isnil(L, 8) && lua_type(L, 8) != LUA_TSTRING)
-    luaL_error(L, "%s: content type must be a string", fname);
+    herr(L, "%s: content type must be a string", fname);
   if (r.max_body == MAX_BODY_DEFAULT)
     r.max_body = mode == MODE_STREAM ? -1 : HTTP_MAX_BODY;
   http_multi *m = client_pool(L, c, t->w, fname);
@@ -636,11 +662,29 @@ static int l_send(lua_State *L) {
   x = http__xfer_get(m);
   if (x == NULL) {
     curl_slist_free_all(own);
-    return luaL_error(L, "%s: not enough memory", fname);
+    return herr(L, "%s: not enough memory", fname);
   }
-  if (http__xfer_setup(x, &r) != CURLE_OK || http__xfer_start(x) != 0) {
+  CURLUcode uerr = CURLUE_OK;
+  if (http__xfer_setup(x, &r, &uerr) != 0) {
     http__xfer_release(x); /* frees own */
-    return luaL_error(L, "%s: libcurl refused the request for %s", fname,
+    if (uerr == CURLUE_UNSUPPORTED_SCHEME) {
+      lua_pushnil(L);
+      tidal__error_push(L, "protocol",
+                        "tidal.http: %s %s failed (protocol): unsupported "
+                        "scheme (only http and https URLs are allowed)",
+                        method, url);
+      lua_pushvalue(L, S_URL);
+      lua_setfield(L, -2, "url");
+      return 2;
+    }
+    if (uerr == CURLUE_OUT_OF_MEMORY)
+      return herr(L, "%s: not enough memory", fname);
+    return herr(L, "%s: malformed URL '%s' (%s)", fname, url,
+                      curl_url_strerror(uerr));
+  }
+  if (http__xfer_start(x) != 0) {
+    http__xfer_release(x);
+    return herr(L, "%s: libcurl refused the request for %s", fname,
                       url);
   }
   lua_settop(L, 8);
@@ -672,7 +716,7 @@ static int push_body(lua_State *L, http_xfer *x) {
 static http_body *check_body(lua_State *L, const char *fname) {
   http_body *b = (http_body *)luaL_testudata(L, 1, BODY_MT);
   if (b == NULL)
-    luaL_error(L, "%s: expected a streamed response body, got %s (call it "
+    herr(L, "%s: expected a streamed response body, got %s (call it "
                   "with ':')",
                fname, luaL_typename(L, 1));
   return b;
@@ -705,12 +749,12 @@ static int read_now(lua_State *L, http_body *b, tidal_task *t) {
     return 2;
   }
   if (x->flags & XF_NOMEM)
-    return luaL_error(L, "tidal.http body:read: not enough memory");
+    return herr(L, "tidal.http body:read: not enough memory");
   if (x->body.n > 0) {
     lua_pushlstring(L, x->body.p, x->body.n);
     x->body.n = 0;
     if (http__xfer_resume(x))
-      return luaL_error(L, "tidal.http body:read: cannot resume the transfer");
+      return herr(L, "tidal.http body:read: cannot resume the transfer");
     return 1;
   }
   switch (x->state) {

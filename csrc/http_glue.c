@@ -309,6 +309,7 @@ void http__multi_close(http_multi *m) {
     x->m = NULL;
     http__xfer_free(x);
   }
+  http__url_cache_free(m);
   curl_multi_cleanup(m->cm); /* closes the connections: closesocket_cb */
   m->cm = NULL;
   for (size_t i = 0; i < m->nsocks; i++)

@@ -40,6 +40,17 @@ typedef struct http_buf {
 int http__buf_add(http_buf *b, const char *p, size_t n); /* 0 or -1 */
 void http__buf_free(http_buf *b);
 
+/* Parsed URLs kept per multi: libcurl 7.88 parses CURLOPT_URL again for
+** every transfer, which costs more than a copy of a parsed handle. */
+#define HTTP_URL_CACHE 8
+
+typedef struct http_url {
+  char *s; /* the URL as given, NULL: free slot */
+  size_t n;
+  CURLU *u;
+  int refs; /* transfers using it */
+} http_url;
+
 typedef struct http_worker http_worker;
 typedef struct http_multi http_multi;
 typedef struct http_xfer http_xfer;
@@ -83,6 +94,8 @@ struct http_multi {
   int nidle;
   http_xfer *live; /* every other transfer of this multi (doubly linked) */
   int nactive;     /* transfers added to the multi handle */
+  http_url urls[HTTP_URL_CACHE];
+  int url_next; /* the next slot to evict */
   int close_idle;  /* the client was closed: close when live is empty */
   int closing;
 };
@@ -113,11 +126,13 @@ enum { XW_NONE, XW_DONE, XW_HEADERS, XW_DATA };
 #define XF_LOCATION 0x20  /* the current header block has a Location */
 #define XF_NOMEM 0x40     /* a buffer could not grow */
 #define XF_FOLLOW 0x80    /* redirects are followed */
+#define XF_GOTHEADERS 0x100 /* the final headers arrived (not just the end) */
 
 /* Per-request settings (from the client's defaults and the call's opts). */
 typedef struct http_req {
   const char *method; /* upper-case token */
   const char *url;
+  size_t url_len;
   const char *body; /* NULL: none */
   size_t body_len;
   struct curl_slist *headers; /* what to send (may be the client's) */
@@ -130,6 +145,16 @@ typedef struct http_req {
   curl_off_t max_body; /* -1: no limit */
 } http_req;
 
+/* What was last set on a reused easy handle, to skip unchanged options. */
+typedef struct http_applied {
+  struct curl_slist *headers;
+  long timeout_ms, connect_timeout_ms, max_redirects;
+  curl_off_t max_body;
+  long follow, pipewait;
+  int method;        /* AM_*: how the method was set */
+  char custom[16];   /* the custom method, if short enough to remember */
+} http_applied;
+
 struct http_xfer {
   CURL *easy;
   http_multi *m;           /* NULL once the multi is gone */
@@ -140,8 +165,12 @@ struct http_xfer {
   curl_off_t received;
   http_buf hdr;  /* the final header block: "Name: value\r\n" lines */
   http_buf body; /* the body, or the part a stream has not read yet */
+  http_applied set;
+  CURLU *url;    /* the parsed URL given to curl */
+  int url_slot;  /* its slot in m->urls, or -1 when the transfer owns it */
   CURLcode rc;
-  uint8_t state, wait, flags;
+  uint16_t flags;
+  uint8_t state, wait;
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -157,8 +186,10 @@ void http__multi_remove(http_multi *m, http_xfer *x);
 void http__sockopts(http_multi *m, CURL *easy); /* open/close callbacks */
 
 /* http_xfer.c */
+void http__url_cache_free(http_multi *m);
 http_xfer *http__xfer_get(http_multi *m);                 /* NULL: ENOMEM */
-CURLcode http__xfer_setup(http_xfer *x, const http_req *r); /* options */
+/* Options for request r: 0, or -1 with *uerr set (a malformed URL). */
+int http__xfer_setup(http_xfer *x, const http_req *r, CURLUcode *uerr);
 int http__xfer_start(http_xfer *x); /* 0 or a CURLMcode */
 void http__xfer_finished(http_xfer *x, CURLcode rc); /* from the glue */
 void http__xfer_abort(http_xfer *x);   /* remove from the multi at once */

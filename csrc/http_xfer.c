@@ -60,7 +60,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     /* a status line: a new header block (1xx, a redirect, the final one) */
     x->hdr.n = 0;
-    x->flags &= (uint8_t)~XF_LOCATION;
+    x->flags &= (uint16_t)~XF_LOCATION;
     return len;
   }
   if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
@@ -71,7 +71,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
     if ((x->flags & (XF_FOLLOW | XF_LOCATION)) == (XF_FOLLOW | XF_LOCATION) &&
         code >= 300 && code < 400 && code != 304)
       return len; /* curl follows it */
-    x->flags |= XF_HEADERS;
+    x->flags |= XF_HEADERS | XF_GOTHEADERS;
     if (x->wait == XW_HEADERS) wake(x);
     return len;
   }
@@ -100,7 +100,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
   }
   x->received += (curl_off_t)len;
   if (!(x->flags & XF_HEADERS)) {
-    x->flags |= XF_HEADERS;
+    x->flags |= XF_HEADERS | XF_GOTHEADERS;
     if (x->wait == XW_HEADERS) wake(x);
   }
   if (x->wait == XW_DATA) wake(x);
@@ -170,6 +170,13 @@ http_xfer *http__xfer_get(http_multi *m) {
       return NULL;
     }
     x->m = m;
+    x->set.timeout_ms = -1; /* nothing applied yet: all differ */
+    x->set.connect_timeout_ms = -1;
+    x->set.max_redirects = -2;
+    x->set.max_body = -1;
+    x->set.follow = -1;
+    x->set.pipewait = -1;
+    x->set.headers = (struct curl_slist *)&x->set; /* never a real list */
   }
   x->state = XS_IDLE;
   x->wait = XW_NONE;
@@ -179,6 +186,8 @@ http_xfer *http__xfer_get(http_multi *m) {
   x->received = 0;
   x->hdr.n = x->body.n = 0;
   x->errbuf[0] = '\0';
+  x->url = NULL;
+  x->url_slot = -1;
   live_push(m, x);
   return x;
 }
@@ -187,47 +196,154 @@ static int is_method(const char *method, const char *name) {
   return strcmp(method, name) == 0;
 }
 
-CURLcode http__xfer_setup(http_xfer *x, const http_req *r) {
+/* ------------------------------------------------------------------ URLs */
+
+static void url_unref(http_xfer *x) {
+  http_multi *m = x->m;
+  if (x->url == NULL) return;
+  if (x->url_slot >= 0 && m)
+    m->urls[x->url_slot].refs--;
+  else if (x->url_slot < 0)
+    curl_url_cleanup(x->url);
+  x->url = NULL;
+  x->url_slot = -1;
+}
+
+/* The parsed form of r->url, from the multi's cache when possible. */
+static int url_ref(http_xfer *x, const http_req *r, CURLUcode *uerr) {
+  http_multi *m = x->m;
+  CURLU *u;
+  int slot = -1;
+  for (int i = 0; i < HTTP_URL_CACHE; i++) {
+    http_url *e = &m->urls[i];
+    if (e->s && e->n == r->url_len && memcmp(e->s, r->url, e->n) == 0) {
+      e->refs++;
+      x->url = e->u;
+      x->url_slot = i;
+      return 0;
+    }
+  }
+  u = curl_url();
+  if (u == NULL) {
+    *uerr = CURLUE_OUT_OF_MEMORY;
+    return -1;
+  }
+  *uerr = curl_url_set(u, CURLUPART_URL, r->url, 0);
+  if (*uerr != CURLUE_OK) {
+    curl_url_cleanup(u);
+    return -1;
+  }
+  /* cache it in the next slot no transfer uses */
+  for (int i = 0; i < HTTP_URL_CACHE; i++) {
+    int j = (m->url_next + i) % HTTP_URL_CACHE;
+    if (m->urls[j].refs == 0) {
+      slot = j;
+      break;
+    }
+  }
+  if (slot >= 0) {
+    http_url *e = &m->urls[slot];
+    char *s = (char *)malloc(r->url_len + 1);
+    if (s) {
+      memcpy(s, r->url, r->url_len + 1);
+      free(e->s);
+      curl_url_cleanup(e->u);
+      e->s = s;
+      e->n = r->url_len;
+      e->u = u;
+      e->refs = 1;
+      m->url_next = (slot + 1) % HTTP_URL_CACHE;
+    } else {
+      slot = -1;
+    }
+  }
+  x->url = u;
+  x->url_slot = slot;
+  return 0;
+}
+
+void http__url_cache_free(http_multi *m) {
+  for (int i = 0; i < HTTP_URL_CACHE; i++) {
+    free(m->urls[i].s);
+    curl_url_cleanup(m->urls[i].u);
+    m->urls[i].s = NULL;
+    m->urls[i].u = NULL;
+  }
+}
+
+/* --------------------------------------------------------------- options */
+
+/* how the method was set on the handle */
+enum { AM_NONE, AM_GET, AM_HEAD, AM_POST, AM_CUSTOM_BODY, AM_CUSTOM };
+
+#define SET_IF(field, value, opt)                                              \
+  do {                                                                         \
+    if (x->set.field != (value)) {                                             \
+      x->set.field = (value);                                                  \
+      curl_easy_setopt(e, opt, x->set.field);                                  \
+    }                                                                          \
+  } while (0)
+
+int http__xfer_setup(http_xfer *x, const http_req *r, CURLUcode *uerr) {
   CURL *e = x->easy;
-  CURLcode rc;
-  int https;
+  int https, am;
   x->headers = r->own;
   x->max_body = r->max_body;
   if (r->stream) x->flags |= XF_STREAM;
   if (r->follow) x->flags |= XF_FOLLOW;
-  rc = curl_easy_setopt(e, CURLOPT_URL, r->url);
-  if (rc != CURLE_OK) return rc;
-  /* the method: every request sets all of these, as the handle is reused */
-  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-  if (is_method(r->method, "GET") && r->body == NULL) {
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-  } else if (is_method(r->method, "HEAD") && r->body == NULL) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else if (r->body != NULL || is_method(r->method, "POST") ||
-             is_method(r->method, "PUT") || is_method(r->method, "PATCH")) {
+  if (url_ref(x, r, uerr)) return -1;
+  /* the parsed URL spares curl a parse; the string too, as curl 7.88
+  ** reports a reused handle's previous URL as CURLINFO_EFFECTIVE_URL
+  ** when given only CURLOPT_CURLU */
+  curl_easy_setopt(e, CURLOPT_CURLU, x->url);
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  /* the method: a reused handle may have had another one */
+  if (is_method(r->method, "GET") && r->body == NULL)
+    am = AM_GET;
+  else if (is_method(r->method, "HEAD") && r->body == NULL)
+    am = AM_HEAD;
+  else if (is_method(r->method, "POST"))
+    am = AM_POST;
+  else if (r->body != NULL || is_method(r->method, "PUT") ||
+           is_method(r->method, "PATCH"))
+    am = AM_CUSTOM_BODY;
+  else
+    am = AM_CUSTOM;
+  if (am == AM_POST || am == AM_CUSTOM_BODY) {
+    /* POSTFIELDS points into the Lua string, alive while the call runs */
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
-                     is_method(r->method, "POST") ? NULL : r->method);
-  } else {
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+                     am == AM_POST ? NULL : r->method);
+    x->set.method = AM_NONE; /* the next request sets its method again */
+  } else if (x->set.method != am ||
+             (am == AM_CUSTOM && strcmp(x->set.custom, r->method) != 0)) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* also clears NOBODY */
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                     am == AM_CUSTOM ? r->method : NULL);
+    if (am == AM_HEAD) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    x->set.method = am;
+    x->set.custom[0] = '\0';
+    if (am == AM_CUSTOM) {
+      if (strlen(r->method) < sizeof x->set.custom)
+        strcpy(x->set.custom, r->method);
+      else
+        x->set.method = AM_NONE; /* too long to remember: set every time */
+    }
   }
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->follow ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects);
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                   r->max_body >= 0 ? r->max_body : (curl_off_t)0);
+  SET_IF(headers, r->headers, CURLOPT_HTTPHEADER);
+  SET_IF(timeout_ms, r->timeout_ms, CURLOPT_TIMEOUT_MS);
+  SET_IF(connect_timeout_ms, r->connect_timeout_ms, CURLOPT_CONNECTTIMEOUT_MS);
+  SET_IF(follow, r->follow, CURLOPT_FOLLOWLOCATION);
+  SET_IF(max_redirects, r->max_redirects, CURLOPT_MAXREDIRS);
+  SET_IF(max_body, r->max_body >= 0 ? r->max_body : (curl_off_t)0,
+         CURLOPT_MAXFILESIZE_LARGE);
   /* wait for a multiplexed connection rather than open a second one; only
   ** where h2 is possible (TLS), not to delay plain HTTP/1.1 bursts */
-  https = strncasecmp(r->url, "https:", 6) == 0;
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT,
-                   (https && x->m->cfg->http2) ? 1L : 0L);
-  return CURLE_OK;
+  https = r->url_len > 6 && strncasecmp(r->url, "https:", 6) == 0;
+  SET_IF(pipewait, (https && x->m->cfg->http2) ? 1 : 0, CURLOPT_PIPEWAIT);
+  return 0;
 }
 
 int http__xfer_start(http_xfer *x) {
@@ -254,6 +370,7 @@ void http__xfer_abort(http_xfer *x) {
 }
 
 void http__xfer_free(http_xfer *x) {
+  url_unref(x);
   if (x->easy) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
   http__buf_free(&x->hdr);
@@ -265,6 +382,7 @@ void http__xfer_free(http_xfer *x) {
 void http__xfer_release(http_xfer *x) {
   http_multi *m = x->m;
   http__xfer_abort(x);
+  url_unref(x);
   curl_slist_free_all(x->headers);
   x->headers = NULL;
   if (m == NULL) { /* its multi is gone */
@@ -282,9 +400,9 @@ void http__xfer_release(http_xfer *x) {
     http__xfer_free(x);
     return;
   }
-  /* nothing points into the buffers or the old request's strings now */
-  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, NULL);
-  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+  /* the easy handle may keep pointers to the old request's headers and
+  ** body: curl reads them only during a transfer, and the next request
+  ** sets its own (a list at the same address is set again, harmlessly) */
   buf_trim(&x->hdr, 16 * 1024);
   buf_trim(&x->body, 256 * 1024);
   x->state = XS_IDLE;
@@ -299,6 +417,7 @@ void http__xfer_release(http_xfer *x) {
 void http__xfer_detach(http_xfer *x) {
   http_multi *m = x->m;
   http__xfer_abort(x);
+  url_unref(x);
   live_remove(m, x);
   x->m = NULL;
   curl_easy_cleanup(x->easy);
@@ -309,7 +428,7 @@ void http__xfer_detach(http_xfer *x) {
 
 int http__xfer_resume(http_xfer *x) {
   if (!(x->flags & XF_PAUSED) || x->state != XS_RUNNING) return 0;
-  x->flags &= (uint8_t)~XF_PAUSED;
+  x->flags &= (uint16_t)~XF_PAUSED;
   /* may call write_cb at once with what curl held back */
   if (curl_easy_pause(x->easy, CURLPAUSE_CONT) != CURLE_OK) return -1;
   http__multi_kick(x->m);

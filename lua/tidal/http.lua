@@ -49,16 +49,24 @@ local function json_lib(fname)
   if cjson == nil then
     local ok, mod = pcall(require, "cjson")
     if not ok then
-      error(fname .. ": JSON support needs lua-cjson (Debian: apt-get install "
-        .. "lua-cjson; or luarocks install lua-cjson)", 3)
+      argerror(fname, "JSON support needs lua-cjson (Debian: apt-get install "
+        .. "lua-cjson; or luarocks install lua-cjson)")
     end
     cjson = mod.new()
   end
   return cjson
 end
 
+-- misuse: raise at the first caller outside this file (the user's code)
+local this_file = debug.getinfo(1, "S").source
 local function argerror(fname, msg)
-  error(fname .. ": " .. msg, 3)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= this_file then break end
+    level = level + 1
+  end
+  error(fname .. ": " .. msg, level)
 end
 
 -- RFC 3986 percent-encoding of everything but the unreserved characters
@@ -245,6 +253,9 @@ local Client = {}
 -- @tparam[opt] table opts
 -- @return response, or nil and an error object
 function M.get(url, opts)
+  if opts == nil then -- the common case, straight to C
+    return send(default or default_client(), "tidal.http.get", "GET", url)
+  end
   return request(default_client(), "tidal.http.get", "GET", url, opts)
 end
 
@@ -310,6 +321,7 @@ function M.request(opts)
 end
 
 function Client:get(url, opts)
+  if opts == nil then return send(self, "client:get", "GET", url) end
   return request(self, "client:get", "GET", url, opts)
 end
 
@@ -339,8 +351,8 @@ local Response = {}
 function Response:json()
   local body = rawget(self, "body")
   if body == nil then
-    error("resp:json: the response was streamed (stream = true); read it "
-      .. "with resp:chunks() or resp:read()", 2)
+    argerror("resp:json", "the response was streamed (stream = true); read "
+      .. "it with resp:chunks() or resp:read()")
   end
   local ok, v = pcall(json_lib("resp:json").decode, body)
   if ok then return v end
@@ -353,8 +365,8 @@ end
 local function stream_body(self, fname)
   local b = rawget(self, "_b")
   if b == nil then
-    error(fname .. ": the response is not streamed (pass stream = true to "
-      .. "the request); its body is resp.body", 3)
+    argerror(fname, "the response is not streamed (pass stream = true to "
+      .. "the request); its body is resp.body")
   end
   return b
 end
