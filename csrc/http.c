@@ -416,6 +416,14 @@ static http_multi *client_pool(lua_State *L, http_client *c, tidal_worker *w,
 
 /* ------------------------------------------------------------ responses */
 
+/* Stack of l_send: 1 client, 2 fname, 3 method, 4 url, 5 opts, 6 body,
+** 7 mode, 8 content type, 9 the transfer (light userdata). */
+#define S_FNAME 2
+#define S_METHOD 3
+#define S_URL 4
+#define S_BODY 6
+#define S_XFER 9
+
 static void push_response(lua_State *L, http_xfer *x, int with_body) {
   long code = 0, version = 0;
   char *url = NULL;
@@ -431,7 +439,10 @@ static void push_response(lua_State *L, http_xfer *x, int with_body) {
   lua_setfield(L, -2, "_h");
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
   if (url) {
-    lua_pushstring(L, url);
+    if (strcmp(url, lua_tostring(L, S_URL)) == 0)
+      lua_pushvalue(L, S_URL); /* not redirected: the caller's string */
+    else
+      lua_pushstring(L, url);
     lua_setfield(L, -2, "url");
   }
   curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
@@ -472,13 +483,6 @@ static int is_misuse(http_xfer *x) {
 
 /* ------------------------------------------------------------- requests */
 
-/* Stack of l_send: 1 client, 2 fname, 3 method, 4 url, 5 opts, 6 body,
-** 7 mode, 8 content type, 9 the transfer (light userdata). */
-#define S_FNAME 2
-#define S_METHOD 3
-#define S_URL 4
-#define S_BODY 6
-#define S_XFER 9
 
 enum { MODE_BUFFER, MODE_STREAM, MODE_PROGRESS };
 
