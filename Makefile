@@ -7,6 +7,8 @@
 #   make bench       tidal's own bench workloads (bench/run)
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
+#   make fuzz        libFuzzer over transfer.c's serialized form for
+#                    FUZZ_SECONDS (default 60); corpus in build/fuzz
 #
 # Builds install the rock into a project-local tree with luarocks, so what is
 # tested is what `luarocks make` installs.
@@ -32,7 +34,8 @@ lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;
 C_SOURCES := $(wildcard csrc/*.c csrc/*.h)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
-.PHONY: all deps build test test-asan valgrind demo bench docs lint clean
+.PHONY: all deps build test test-asan valgrind demo bench docs lint clean \
+        fuzz fuzz-deps
 
 all: build
 
@@ -80,14 +83,75 @@ valgrind: deps build
 demo: deps build
 	@$(call lua_env,$(TREE)) $(LUA) examples/demo.lua
 
+BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select
+
 bench: build
-	@for w in spawn timers; do ./bench/run $$w; done
+	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done
 
 docs:
 	ldoc -d docs/ref lua/tidal
 
 lint:
 	luacheck lua spec examples bench
+
+# The fuzzer links transfer.c (and the probe type its table names) with the
+# system's static Lua; TIDAL_XFER_FIXED_KEY lets the seeds, written by
+# another process, carry valid MACs. With LUA_SRC=<a Lua 5.4 source tree>
+# it links a Lua built from it with the sanitizers, API checks
+# (LUA_USE_APICHECK) and internal assertions (LUAI_ASSERT), so misuse of
+# the C API aborts too.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC     := csrc/transfer.c csrc/xprobe.c
+ifdef LUA_SRC
+FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz-checked
+FUZZ_LUA     := $(FUZZ_DIR)/liblua-checked.a
+FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -Werror -DTIDAL_XFER_FIXED_KEY \
+                -Icsrc -I$(LUA_SRC)
+FUZZ_LIBS    := $(FUZZ_LUA) -luv -lm -ldl
+else
+FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz
+FUZZ_LUA     :=
+FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -Werror -DTIDAL_XFER_FIXED_KEY \
+                -Icsrc $(shell pkg-config --cflags lua5.4)
+FUZZ_LIBS    := -l:liblua5.4.a -luv -lm -ldl
+endif
+
+$(FUZZ_DIR)/liblua-checked.a:
+	@mkdir -p $(FUZZ_DIR)/lua
+	cd $(FUZZ_DIR)/lua && for f in $(filter-out %/lua.c %/luac.c %/ltests.c %/onelua.c,\
+	  $(wildcard $(LUA_SRC)/l*.c)); do \
+	  $(FUZZ_CC) -g -O1 -DLUA_USE_POSIX -DLUA_USE_APICHECK -DLUAI_ASSERT \
+	    -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c $$f || exit 1; done
+	ar rcs $@ $(FUZZ_DIR)/lua/*.o
+
+fuzz-deps:
+	@missing=""; for p in clang libclang-rt-14-dev; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(FUZZ_BIN): fuzz/transfer_fuzz.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ \
+	  fuzz/transfer_fuzz.c $(FUZZ_SRC) $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/seeds/.done: fuzz/seeds.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
+	@mkdir -p $(FUZZ_DIR)/seeds
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -o $(FUZZ_DIR)/seeds-gen \
+	  fuzz/seeds.c $(FUZZ_SRC) $(FUZZ_LIBS)
+	$(FUZZ_DIR)/seeds-gen $(FUZZ_DIR)/seeds
+	@touch $@
+
+fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	  -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 
 clean:
 	rm -rf $(TREE) build csrc/*.o tidal build.log build-asan.log

@@ -86,6 +86,140 @@ function W.http()
   C.result("http", { { "req_per_s", N / (t1 - t0) }, { "check", good }, { "rss_kb", C.hwm_kb() } })
 end
 
+local function chan_run(workload, producers, per)
+  local total = producers * per
+  local t0, t1, sum
+  tidal.run(function()
+    local spawn = tidal.spawn
+    t0 = clock()
+    local tx, rx = tidal.channel(128)
+    local hs = {}
+    for p = 0, producers - 1 do
+      local txp = tx:clone()
+      hs[#hs + 1] = spawn(function()
+        local base = p * per
+        for j = base, base + per - 1 do txp:send(j) end
+        txp:close()
+      end)
+    end
+    tx:close()
+    local cons = spawn(function()
+      local s = 0
+      for v in rx do s = s + v end
+      return s
+    end)
+    for i = 1, #hs do hs[i]:await() end
+    sum = cons:await()
+    t1 = clock()
+  end)
+  if sum ~= total * (total - 1) // 2 then C.fail("sum " .. sum) end
+  C.result(workload, { { "ns_per_msg", (t1 - t0) * 1e9 / total }, { "check", sum }, { "rss_kb", C.hwm_kb() } })
+end
+
+function W.chan() chan_run("chan", 1, C.scaled(1000000)) end
+function W.chan_mp() chan_run("chan_mp", 4, C.scaled(250000)) end
+
+function W.pingpong()
+  local R = C.scaled(100000)
+  local t0, t1, last
+  tidal.run(function()
+    local tx1, rx1 = tidal.channel(1)
+    local tx2, rx2 = tidal.channel(1)
+    t0 = clock()
+    local a = tidal.spawn(function()
+      local v
+      for i = 0, R - 1 do
+        tx1:send(i)
+        v = rx2:recv()
+      end
+      return v
+    end)
+    tidal.spawn(function()
+      for _ = 1, R do tx2:send(rx1:recv() + 1) end
+    end)
+    last = a:await()
+    t1 = clock()
+  end)
+  if last ~= R then C.fail("last " .. tostring(last)) end
+  C.result("pingpong", { { "ns_per_rt", (t1 - t0) * 1e9 / R }, { "check", last }, { "rss_kb", C.hwm_kb() } })
+end
+
+function W.timeout()
+  local N = C.scaled(100000)
+  local count = 0
+  local t0, t1
+  tidal.run(function()
+    local timeout = tidal.timeout
+    local function op(i) return i end -- completes immediately
+    t0 = clock()
+    for i = 1, N do
+      local ok, v = timeout(1.0, op, i)
+      if ok and v == i then count = count + 1 end
+    end
+    t1 = clock()
+  end)
+  if count ~= N then C.fail("count " .. count) end
+  C.result("timeout", { { "ns_per_call", (t1 - t0) * 1e9 / N }, { "check", count }, { "rss_kb", C.hwm_kb() } })
+end
+
+-- select between an already-ready recv and a 1 s sleep. The branches are
+-- wait operations (rx:recv_op(), tidal.sleep_op(1)); BENCH_SELECT=fn uses
+-- function branches (each started as a child task) instead.
+function W.select()
+  local N = C.scaled(100000)
+  local wins = 0
+  local t0, t1
+  local form = os.getenv("BENCH_SELECT") or "op"
+  tidal.run(function()
+    local tx, rx = tidal.channel(1)
+    local select, sleep = tidal.select, tidal.sleep
+    local branches = { rx:recv_op(), tidal.sleep_op(1.0) }
+    if form == "fn" then
+      branches = {
+        function() return rx:recv() end, -- ready: a value was just sent
+        function() sleep(1.0) end,
+      }
+    end
+    t0 = clock()
+    for i = 1, N do
+      tx:send(i)
+      local b, v = select(branches)
+      if b == 1 and v == i then wins = wins + 1 end
+    end
+    t1 = clock()
+  end)
+  if wins ~= N then C.fail("ready branch won " .. wins .. " of " .. N) end
+  C.result("select", { { "ns_per_select", (t1 - t0) * 1e9 / N }, { "check", wins }, { "form", form },
+    { "rss_kb", C.hwm_kb() } })
+end
+
+function W.mutex()
+  local NT = C.scaled(1000)
+  local counter = 0
+  local t0, t1
+  tidal.run(function()
+    local m = tidal.mutex()
+    local yield = tidal.yield
+    local function worker()
+      for _ = 1, 100 do
+        local g = m:lock()
+        local c = counter
+        yield()
+        counter = c + 1
+        g:release()
+      end
+    end
+    t0 = clock()
+    local hs = {}
+    for i = 1, NT do hs[i] = tidal.spawn(worker) end
+    for i = 1, NT do hs[i]:await() end
+    t1 = clock()
+  end)
+  if counter ~= NT * 100 then C.fail("counter " .. counter) end
+  C.result("mutex", { { "ns_per_section", (t1 - t0) * 1e9 / (NT * 100) }, { "check", counter },
+    { "rss_kb", C.hwm_kb() } })
+end
+
 local w = arg[1]
 if not W[w] then C.skip(tostring(w), "no such workload in tidal's bench") end
 W[w]()

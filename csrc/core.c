@@ -28,9 +28,14 @@ static tidal_ctx *push_ctx(lua_State *L) {
   ctx = (tidal_ctx *)lua_newuserdatauv(L, sizeof *ctx, 0);
   ctx->w = NULL;
   ctx->cur = NULL;
-  ctx->msgh_ref = ctx->handle_mt_ref = ctx->error_mt_ref = LUA_NOREF;
+  ctx->msgh_ref = ctx->error_mt_ref = LUA_NOREF;
   ctx->tbs_ref = ctx->stbs_ref = ctx->names_ref = LUA_NOREF;
   ctx->nstbs = 0;
+  for (int i = 0; i < TT_N; i++) {
+    ctx->mt[i] = NULL;
+    ctx->mt_ref[i] = LUA_NOREF;
+    for (int j = 0; j < 4; j++) ctx->hot[i][j] = NULL;
+  }
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
   return ctx;
@@ -45,6 +50,82 @@ void tidal__register(lua_State *L, const luaL_Reg *funcs) {
   lua_pop(L, 1);
 }
 
+int tidal__is_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+void tidal__check_callable(lua_State *L, int idx, const char *fname,
+                           const char *what) {
+  if (!tidal__is_callable(L, idx))
+    luaL_error(L, "%s: expected %s, got %s", fname, what,
+               lua_type(L, idx) == LUA_TNONE ? "no value"
+                                             : luaL_typename(L, idx));
+}
+
+static const char *const type_names[TT_N] = {
+    "JoinHandle", "Runtime",  "Group",          "Sender",        "Receiver",
+    "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
+    "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
+    "Guard",         "Semaphore",       "Permit",          "Notify",
+    "Op",            "JoinHandle"};
+
+const char *tidal__typename(int tt) {
+  return type_names[tt];
+}
+
+void tidal__newtype(lua_State *L, int tt, const char *name,
+                    const luaL_Reg *meta, const luaL_Reg *methods) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
+  if (ctx->mt[tt] != NULL) return; /* loaded before in this state */
+  luaL_newmetatable(L, name);
+  if (meta) {
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, meta, 1);
+  }
+  if (methods) {
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
+    luaL_setfuncs(L, methods, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  ctx->mt[tt] = lua_topointer(L, -1);
+  ctx->mt_ref[tt] = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == ctx->mt[tt]) return p;
+  }
+  return NULL;
+}
+
+void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  void *p = tidal__toud(L, ctx, idx, tt);
+  if (p == NULL) {
+    if (idx == 1)
+      luaL_error(L, "%s: expected a %s as self, got %s (call it with ':')",
+                 fname, type_names[tt], luaL_typename(L, idx));
+    else
+      luaL_error(L, "%s: argument #%d must be a %s, got %s", fname, idx - 1,
+                 type_names[tt], luaL_typename(L, idx));
+  }
+  return p;
+}
+
+void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[tt]);
+  lua_setmetatable(L, -2);
+}
+
 int luaopen_tidal_core(lua_State *L) {
   lua_newtable(L);
   push_ctx(L);
@@ -52,7 +133,20 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__task_open(L);
   tidal__runtime_open(L);
   tidal__time_open(L);
+  tidal__timeout_open(L);
+  tidal__group_open(L);
+  tidal__channel_open(L);
+  tidal__oneshot_open(L);
+  tidal__broadcast_open(L);
+  tidal__watch_open(L);
+  tidal__lock_open(L);
+  tidal__semaphore_open(L);
+  tidal__notify_open(L);
+  tidal__op_open(L);
+  tidal__parallel_open(L);
+  tidal__blocking_open(L);
   tidal__introspect_open(L);
+  tidal__xfer_hooks_open(L);
   tidal__http_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);

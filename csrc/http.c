@@ -324,7 +324,7 @@ static void proxy_from_env(lua_State *L, http_client *c, const char *fname) {
   c->cfg.proxy = dup_string(L, lua_upvalueindex(2), fname, "proxy");
 }
 
-/* core.http_client([opts]) */
+/* core._http_client([opts]) */
 static int l_client_new(lua_State *L) {
   const char *fname = "tidal.http.client";
   int has = !lua_isnoneornil(L, 1);
@@ -543,16 +543,19 @@ static int send_finish(lua_State *L, http_xfer *x, int stream) {
 
 static int send_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  (void)status;
-  tidal__resumed(L, t); /* cancelled: the transfer is gone already */
   http_xfer *x = (http_xfer *)lua_touserdata(L, S_XFER);
+  (void)status;
+  /* woken with the response, but cancelled before it ran: nothing was
+  ** taken, the response is dropped (its connection is back in the pool) */
+  if (tidal__wake_lost(t)) http__xfer_release(x);
+  tidal__resumed(L, t); /* cancelled while waiting: send_cancel released x */
   return send_finish(L, x, (int)lua_tointeger(L, 7) != MODE_BUFFER);
 }
 
 static int l_send(lua_State *L);
 static const tidal_restart send_again = {l_send};
 
-/* core.http_send(client, fname, method, url, opts, body, mode, ctype)
+/* core._http_send(client, fname, method, url, opts, body, mode, ctype)
 ** -> response | nil, err */
 static int l_send(lua_State *L) {
   const char *fname = luaL_optstring(L, S_FNAME, "tidal.http.request");
@@ -739,9 +742,13 @@ static int read_now(lua_State *L, http_body *b, tidal_task *t);
 
 static int read_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
+  http_body *b = (http_body *)lua_touserdata(L, 1);
   (void)status;
+  /* cancelled after the data arrived: the stream ends as if cancelled
+  ** while waiting (read_cancel) */
+  if (tidal__wake_lost(t) && b->x) http__xfer_abort(b->x);
   tidal__resumed(L, t);
-  return read_now(L, (http_body *)lua_touserdata(L, 1), t);
+  return read_now(L, b, t);
 }
 
 static int read_now(lua_State *L, http_body *b, tidal_task *t) {
@@ -820,7 +827,7 @@ static int l_body_tostring(lua_State *L) {
 
 /* -------------------------------------------------------------- headers */
 
-/* core.http_headers(raw) -> {lower-case name = value}; repeated headers
+/* core._http_headers(raw) -> {lower-case name = value}; repeated headers
 ** are joined with ", " (set-cookie with "\n", as it may contain commas). */
 static int l_headers(lua_State *L) {
   size_t n;
@@ -861,7 +868,7 @@ static int l_headers(lua_State *L) {
   return 1;
 }
 
-/* core.http_metatables() -> client, response, body metatables (the Lua
+/* core._http_metatables() -> client, response, body metatables (the Lua
 ** side adds its methods) */
 static int l_metatables(lua_State *L) {
   luaL_getmetatable(L, CLIENT_MT);
@@ -870,7 +877,7 @@ static int l_metatables(lua_State *L) {
   return 3;
 }
 
-/* core.http_version() -> libcurl's version and features */
+/* core._http_curl_version() -> libcurl's version and features */
 static int l_curl_version(lua_State *L) {
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
@@ -886,10 +893,10 @@ static int l_curl_version(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg funcs[] = {{"http_send", l_send},
-                                 {"http_headers", l_headers},
-                                 {"http_metatables", l_metatables},
-                                 {"http_curl_version", l_curl_version},
+static const luaL_Reg funcs[] = {{"_http_send", l_send},
+                                 {"_http_headers", l_headers},
+                                 {"_http_metatables", l_metatables},
+                                 {"_http_curl_version", l_curl_version},
                                  {NULL, NULL}};
 
 static const luaL_Reg client_meta[] = {{"__gc", l_client_gc},
@@ -913,7 +920,7 @@ void tidal__http_open(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushliteral(L, "");
   lua_pushcclosure(L, l_client_new, 2);
-  lua_setfield(L, -3, "http_client");
+  lua_setfield(L, -3, "_http_client");
   if (luaL_newmetatable(L, CLIENT_MT)) {
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, client_meta, 1);

@@ -65,8 +65,10 @@ int tidal__push_tasks(lua_State *L, tidal_worker *w) {
       if (t->state == TS_PARKED && t->op) set_str(L, "waiting", t->op->name);
       tidal__push_where(L, t, h);
       lua_setfield(L, -2, "where");
-      lua_pushvalue(L, h);
-      lua_setfield(L, -2, "handle");
+      if (!(t->flags & TF_INTERNAL)) { /* pooled handles are not shown */
+        lua_pushvalue(L, h);
+        lua_setfield(L, -2, "handle");
+      }
       lua_rawseti(L, -5, ++n);
     }
     lua_pop(L, 1);

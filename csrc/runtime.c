@@ -7,6 +7,8 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct tidal_runtime {
@@ -19,12 +21,7 @@ static tidal_ctx *upctx(lua_State *L) {
 }
 
 static tidal_runtime *check_rt(lua_State *L, const char *fname) {
-  tidal_runtime *rt = (tidal_runtime *)luaL_testudata(L, 1, TIDAL_RUNTIME_MT);
-  if (rt == NULL)
-    luaL_error(L, "%s: expected a runtime (from tidal.runtime) as self, got %s"
-                  " (call it with ':')",
-               fname, luaL_typename(L, 1));
-  return rt;
+  return (tidal_runtime *)tidal__checkud(L, 1, TT_RUNTIME, fname);
 }
 
 static tidal_runtime *check_open_rt(lua_State *L, const char *fname) {
@@ -45,12 +42,7 @@ static void check_idle(lua_State *L, tidal_ctx *ctx, const char *fname) {
 }
 
 static int is_options(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE) return 0;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  return 1;
+  return lua_type(L, idx) == LUA_TTABLE && !tidal__is_callable(L, idx);
 }
 
 /* Validates the options table at idx (0: none). */
@@ -63,10 +55,14 @@ static void check_options(lua_State *L, int idx, const char *fname) {
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
         luaL_error(L, "%s: option '%s' must be a non-negative integer", fname,
                    k);
-      if (strcmp(k, "workers") == 0 && lua_tointeger(L, -1) > 0)
+      if (lua_tointeger(L, -1) > 256)
+        luaL_error(L, "%s: option '%s' must be at most 256", fname, k);
+    } else if (strcmp(k, "slow_task") == 0) {
+      if (lua_type(L, -1) != LUA_TBOOLEAN &&
+          (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 0)))
         luaL_error(L,
-                   "%s: option 'workers' > 0 is not available yet in this "
-                   "build (tasks run on the calling thread)",
+                   "%s: option 'slow_task' must be a number of seconds >= 0 "
+                   "or false",
                    fname);
     } else if (strcmp(k, "thread_name") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING)
@@ -74,25 +70,62 @@ static void check_options(lua_State *L, int idx, const char *fname) {
     } else {
       luaL_error(L,
                  "%s: unknown option '%s' (known: workers, blocking_threads, "
-                 "thread_name)",
+                 "thread_name, slow_task)",
                  fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
     }
     lua_pop(L, 1);
   }
 }
 
-/* Pushes a new runtime. */
-static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx,
+/* Pushes a new runtime (options table at opts, or 0). */
+static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
                                   const char *fname) {
   tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   rt->closed = 1; /* harmless until the loop exists */
-  luaL_setmetatable(L, TIDAL_RUNTIME_MT);
+  tidal__setmt(L, ctx, TT_RUNTIME);
   int rc = tidal__worker_init(&rt->w, L, ctx, NULL);
   if (rc)
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
                uv_strerror(rc));
+  int top = lua_gettop(L);
+  rt->w.slow_ns = 1000000000u; /* report tasks that hog the thread for 1 s */
+  int nthreads = 0;
+  const char *thread_name = NULL;
+  if (opts) {
+    if (lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
+      double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
+      rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+    }
+    if (lua_getfield(L, opts, "workers") == LUA_TNUMBER)
+      nthreads = (int)lua_tointeger(L, -1);
+    if (lua_getfield(L, opts, "thread_name") == LUA_TSTRING)
+      thread_name = lua_tostring(L, -1);
+    if (lua_getfield(L, opts, "blocking_threads") == LUA_TNUMBER &&
+        lua_tointeger(L, -1) > 0 && getenv("UV_THREADPOOL_SIZE") == NULL) {
+      /* libuv sizes its (process-wide) pool once, at its first use */
+      setenv("UV_THREADPOOL_SIZE", lua_tostring(L, -1), 0);
+    }
+  }
+  lua_getglobal(L, "package");
+  const char *path = "", *cpath = "";
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "path");
+    lua_getfield(L, -2, "cpath");
+    path = lua_isstring(L, -2) ? lua_tostring(L, -2) : "";
+    cpath = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  }
+  char err[300] = "";
+  rt->w.family = NULL;
+  tidal_family *f = tidal__family_new(&rt->w, nthreads, thread_name, path,
+                                      cpath, err, sizeof err);
+  if (f == NULL) {
+    tidal__worker_close_handles(&rt->w);
+    tidal__worker_free(&rt->w);
+    luaL_error(L, "%s: cannot start the runtime: %s", fname, err);
+  }
   rt->closed = 0;
+  lua_settop(L, top); /* the runtime on top */
   return rt;
 }
 
@@ -144,9 +177,10 @@ static int block_on_loop(lua_State *L) {
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
     if (main->state == TS_DONE) break;
     if (w->rq_len) {
-      tidal__poll(w, 0, 0);
+      tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
-      tidal__poll(w, 1, 0);
+      if (w->external) tidal__idle_gc(w, L);
+      if (!w->rq_len) tidal__poll(w, L, 1, 0);
     } else {
       /* idle: let finalizers close what was dropped, then look again */
       lua_gc(L, LUA_GCCOLLECT);
@@ -173,9 +207,9 @@ static int shutdown_loop(lua_State *L) {
   while (w->st.alive > 0 || w->rq_len > 0) {
     if (w->rq_len) {
       tidal__run_batch(w, L, INT_MAX);
-      tidal__poll(w, 0, 0);
+      tidal__poll(w, L, 0, 0);
     } else if (w->timers.n || uv_loop_alive(w->loop)) {
-      tidal__poll(w, 1, 0);
+      tidal__poll(w, L, 1, 0);
     } else { /* parked with nothing to wake them: close them as they are */
       lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
       lua_pushnil(L);
@@ -196,9 +230,9 @@ static int step_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   double timeout = lua_tonumber(L, 2);
   if (w->rq_len == 0 && timeout > 0)
-    tidal__poll(w, 1, (uint64_t)(timeout * 1e9) + 1);
+    tidal__poll(w, L, 1, (uint64_t)(timeout * 1e9) + 1);
   else
-    tidal__poll(w, 0, 0);
+    tidal__poll(w, L, 0, 0);
   if (w->rq_len) tidal__run_batch(w, L, (int)w->rq_len);
   return 0;
 }
@@ -235,14 +269,59 @@ static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   return main;
 }
 
+/* Worker 0's tasks unwind first, then every worker thread cancels its own
+** and ends; no callback runs after this returns. */
 static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
   tidal_worker *w = &rt->w;
   if (rt->closed) return;
   w->closing = 1;
   enter(L, w, shutdown_loop, 0);
   rt->closed = 1;
+  if (w->family) {
+    tidal__family_stop(w->family);
+    tidal__drain_remote(w, L); /* late posts: nothing left to wake */
+  }
   tidal__worker_close_handles(w);
   tidal__worker_free(w);
+  if (w->family) tidal__family_free(w->family);
+  w->family = NULL;
+}
+
+static int worker_loop(lua_State *L) {
+  tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
+  while (!w->stop) {
+    tidal__run_batch(w, L, TIDAL_POLL_EVERY);
+    if (!w->rq_len) tidal__idle_gc(w, L);
+    tidal__poll(w, L, w->rq_len == 0, 0);
+  }
+  return 0;
+}
+
+/* Runs loop protected; an error (out of memory) is reported, not fatal. */
+static int run_reporting(lua_State *L, tidal_worker *w, lua_CFunction loop) {
+  lua_pushcfunction(L, loop);
+  lua_pushlightuserdata(L, w);
+  w->ctx->w = w;
+  w->running = 1;
+  int st = lua_pcall(L, 1, 0, 0);
+  w->ctx->w = NULL;
+  w->ctx->cur = NULL;
+  w->running = 0;
+  if (st != LUA_OK) {
+    fprintf(stderr, "tidal: worker %d: %s\n", w->index,
+            lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    lua_pop(L, 1);
+  }
+  return st;
+}
+
+/* A worker thread's scheduler: runs until the runtime stops it, then
+** cancels its tasks and lets them unwind. */
+void tidal__worker_run(lua_State *L, tidal_worker *w) {
+  while (run_reporting(L, w, worker_loop) != LUA_OK && !w->stop) {
+  }
+  w->closing = 1;
+  run_reporting(L, w, shutdown_loop);
 }
 
 /* Leaves the main task's results on the stack and returns their count, or
@@ -276,16 +355,9 @@ static int l_run(lua_State *L) {
     check_options(L, 1, "tidal.run");
     first = 2;
   }
-  if (lua_type(L, first) != LUA_TFUNCTION) {
-    if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
-      luaL_error(L,
-                 "tidal.run: expected a function to run as the main task, "
-                 "got %s",
-                 lua_type(L, first) == LUA_TNONE ? "no value"
-                                                 : luaL_typename(L, first));
-    lua_pop(L, 1);
-  }
-  tidal_runtime *rt = new_runtime(L, ctx, "tidal.run");
+  tidal__check_callable(L, first, "tidal.run",
+                        "a function to run as the main task");
+  tidal_runtime *rt = new_runtime(L, ctx, first == 2 ? 1 : 0, "tidal.run");
   lua_insert(L, first); /* rt below the function: anchored during the run */
   tidal_task *main = block_on(L, rt, first + 1);
   return finish_main(L, main, lua_gettop(L), rt);
@@ -298,7 +370,7 @@ static int l_runtime(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_options(L, 1, "tidal.runtime");
   }
-  new_runtime(L, ctx, "tidal.runtime");
+  new_runtime(L, ctx, lua_istable(L, 1) ? 1 : 0, "tidal.runtime");
   return 1;
 }
 
@@ -390,7 +462,22 @@ static int l_rt_gc(lua_State *L) {
   tidal_worker *w = &rt->w;
   if (rt->closed) return 0;
   rt->closed = 1;
+  /* Withdraw the waits first, while every task is intact: a parked task is
+  ** registered in the wait queue of its primitive, which may outlive this
+  ** runtime (a channel or lock shared with other code); left there, a later
+  ** send or release would wake a task that no longer exists. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    if (t->state == TS_PARKED && t->op != NULL && t->op->cancel != NULL) {
+      t->op->cancel(t);
+      t->state = TS_RUNNABLE; /* in no queue now; dropped below */
+      t->op = NULL;
+      t->wobj = NULL;
+    }
+    lua_pop(L, 1);
+  }
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
@@ -401,8 +488,11 @@ static int l_rt_gc(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  if (w->family) tidal__family_stop(w->family);
   tidal__worker_close_handles(w);
   tidal__worker_free(w);
+  if (w->family) tidal__family_free(w->family);
+  w->family = NULL;
   return 0;
 }
 
@@ -423,22 +513,14 @@ static const luaL_Reg funcs[] = {
 
 /* stack: module, ctx */
 void tidal__runtime_open(lua_State *L) {
-  if (luaL_newmetatable(L, TIDAL_RUNTIME_MT)) {
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, rt_meta, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    luaL_setfuncs(L, rt_methods, 1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  tidal__newtype(L, TT_RUNTIME, TIDAL_RUNTIME_MT, rt_meta, rt_methods);
   tidal__register(L, funcs);
 }
 
 /* ------------------------------------------------------------- host API */
 
 static int host_new(lua_State *L) {
-  new_runtime(L, tidal__ctx(L), "tidal_runtime_new");
+  new_runtime(L, tidal__ctx(L), 0, "tidal_runtime_new");
   return 1;
 }
 

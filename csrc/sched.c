@@ -26,6 +26,16 @@ void tidal__wq_push(tidal_wq *q, tidal_task *t) {
   q->tail = t;
 }
 
+void tidal__wq_push_front(tidal_wq *q, tidal_task *t) {
+  t->qprev = NULL;
+  t->qnext = q->head;
+  if (q->head)
+    q->head->qprev = t;
+  else
+    q->tail = t;
+  q->head = t;
+}
+
 void tidal__wq_remove(tidal_wq *q, tidal_task *t) {
   if (t->qprev)
     t->qprev->qnext = t->qnext;
@@ -75,6 +85,7 @@ tidal_task *tidal__wq_pop(tidal_wq *q) {
 void tidal__runq_push(tidal_worker *w, tidal_task *t) {
   t->flags |= TF_QUEUED;
   t->qnext = NULL;
+  t->qprev = w->rq_tail;
   if (w->rq_len++)
     w->rq_tail->qnext = t;
   else
@@ -86,10 +97,27 @@ tidal_task *tidal__runq_pop(tidal_worker *w) {
   tidal_task *t = w->rq_head;
   if (t == NULL) return NULL;
   w->rq_head = t->qnext;
-  if (--w->rq_len == 0) w->rq_tail = NULL;
-  t->qnext = NULL;
+  if (--w->rq_len == 0)
+    w->rq_tail = NULL;
+  else
+    w->rq_head->qprev = NULL;
+  t->qnext = t->qprev = NULL;
   t->flags &= ~TF_QUEUED;
   return t;
+}
+
+void tidal__runq_remove(tidal_worker *w, tidal_task *t) {
+  if (t->qprev)
+    t->qprev->qnext = t->qnext;
+  else
+    w->rq_head = t->qnext;
+  if (t->qnext)
+    t->qnext->qprev = t->qprev;
+  else
+    w->rq_tail = t->qprev;
+  w->rq_len--;
+  t->qnext = t->qprev = NULL;
+  t->flags &= ~TF_QUEUED;
 }
 
 /* ----------------------------------------------------------------- slots */
@@ -112,7 +140,7 @@ void tidal__slot_free(tidal_worker *w, int slot) {
 
 /* ------------------------------------------------------ park/wake/cancel */
 
-tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
+tidal_task *tidal__task_check(lua_State *L, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
   if (t == NULL || t->co != L) {
@@ -125,6 +153,11 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
     luaL_error(L, "%s: not inside a tidal task (wrap the code in tidal.run)",
                fname);
   }
+  return t;
+}
+
+tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
+  tidal_task *t = tidal__task_check(L, fname);
   if (!lua_isyieldable(L))
     luaL_error(L,
                "%s: cannot wait here: Lua cannot yield across this C call "
@@ -133,7 +166,7 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
                "collector, a metamethod or iterator called from C); move "
                "the wait out of it",
                fname);
-  if (t->cancel) tidal__raise_cancel(L, t);
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
   return t;
 }
 
@@ -163,11 +196,21 @@ void tidal__requeue(tidal_task *t) {
   tidal__runq_push(t->w, t);
 }
 
+/* A task resumes from a wait: raise if its wait was withdrawn, or if it was
+** cancelled after the wake but before it ran (its operation is not observed
+** yet, so it is withdrawn too: the waker's ops pass such wakes on, see
+** tidal__wake_lost). */
 void tidal__resumed(lua_State *L, tidal_task *t) {
-  if (t->flags & TF_WAKECANCEL) {
+  if ((t->flags & TF_WAKECANCEL) || (t->cancel | t->tmo)) {
     t->flags &= ~TF_WAKECANCEL;
     tidal__raise_cancel(L, t);
   }
+}
+
+/* Was t woken for its operation, but is about to raise a cancellation
+** instead? Then the primitive must pass the wake on to the next waiter. */
+int tidal__wake_lost(tidal_task *t) {
+  return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
 }
 
 static int budget_k(lua_State *L, int status, lua_KContext k) {
@@ -180,21 +223,26 @@ int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   return lua_yieldk(L, 0, (lua_KContext)r, budget_k);
 }
 
+/* Withdraw a parked task's wait so that it raises where it waits. */
+void tidal__interrupt(tidal_task *t) {
+  if (t->state != TS_PARKED) return; /* raised at its next wait */
+  if (t->op->cancel == NULL || t->op->cancel(t)) {
+    tidal__wake(t, 0);
+    t->flags |= TF_WAKECANCEL;
+  }
+}
+
 void tidal__cancel(tidal_task *t, int kind) {
   if (t->state == TS_DONE) return;
   if (kind > t->cancel) t->cancel = (uint8_t)kind;
-  if (t->state == TS_NEW) {
+  if (t->state == TS_NEW)
     tidal__task_finish_unstarted(t);
-  } else if (t->state == TS_PARKED) {
-    if (t->op->cancel == NULL || t->op->cancel(t)) {
-      tidal__wake(t, 0);
-      t->flags |= TF_WAKECANCEL;
-    }
-  }
-  /* runnable or running: raised at its next wait */
+  else
+    tidal__interrupt(t);
 }
 
 int tidal__raise_cancel(lua_State *L, tidal_task *t) {
+  if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_DEADLOCK);
@@ -260,6 +308,9 @@ static void expire(tidal_worker *w) {
     case TK_SLEEP:
       tidal__wake(tidal__container_of(top, tidal_task, timer), 0);
       break;
+    case TK_SCOPE:
+      tidal__scope_fire(w, tidal__container_of(top, tidal_scope, timer));
+      break;
     default:
       break;
     }
@@ -268,7 +319,7 @@ static void expire(tidal_worker *w) {
 
 /* Whether anything could still wake a task: timers, I/O, other threads. */
 int tidal__pending(tidal_worker *w) {
-  if (w->rq_len || w->timers.n) return 1;
+  if (w->rq_len || w->timers.n || atomic_load(&w->remote_pending)) return 1;
   arm(w, 0);
   return uv_loop_alive(w->loop);
 }
@@ -278,10 +329,11 @@ int tidal__pending(tidal_worker *w) {
 static int loop_has_io(tidal_worker *w) {
   unsigned ours = w->armed ? 1 : 0;
   return w->loop->active_handles > ours || w->loop->active_reqs.count > 0 ||
-         w->remote_pending;
+         atomic_load(&w->remote_pending);
 }
 
-void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
+void tidal__poll(tidal_worker *w, lua_State *L, int block,
+                 uint64_t max_wait_ns) {
   w->st.polls++;
   if (!block) {
     if (loop_has_io(w)) {
@@ -293,33 +345,79 @@ void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns) {
     uv_run(w->loop, UV_RUN_ONCE);
   }
   expire(w);
+  tidal__drain_remote(w, L);
+}
+
+/* About to wait for timers, I/O or other threads with nothing to run: if
+** tasks ran since the last time (and not within 50 ms), collect garbage in
+** full, so that finalizers close the channel ends and guards that tasks
+** dropped -- a receiver waiting on another worker may be waiting for
+** exactly that. */
+void tidal__idle_gc(tidal_worker *w, lua_State *L) {
+  if (w->rq_len || w->st.resumes == w->gc_resumes) return;
+  uint64_t now = tidal__coarse_ns();
+  if (now - w->gc_at < 50000000u) return;
+  w->gc_at = now;
+  w->gc_resumes = w->st.resumes;
+  lua_gc(L, LUA_GCCOLLECT);
 }
 
 /* ------------------------------------------------------------ remote wakes */
 
+/* The async handle only interrupts uv_run; what was posted runs after
+** uv_run returns (tidal__drain_remote), outside any libuv callback, so it
+** may run Lua code. */
 static void async_cb(uv_async_t *a) {
-  tidal_worker *w = (tidal_worker *)a->data;
+  (void)a;
+}
+
+/* Runs what other threads posted to w (scheduler context, stack L). */
+void tidal__drain_remote(tidal_worker *w, lua_State *L) {
+  if (!atomic_load(&w->remote_pending)) return;
   uv_mutex_lock(&w->rlock);
   tidal_remote *v = w->remote;
-  size_t n = w->nremote, cap = w->remote_cap;
+  size_t n = w->nremote;
   w->remote = NULL;
   w->nremote = w->remote_cap = 0;
-  w->remote_pending = 0;
+  atomic_store(&w->remote_pending, 0);
   uv_mutex_unlock(&w->rlock);
   for (size_t i = 0; i < n; i++) {
     if (v[i].fn)
-      v[i].fn(w, v[i].arg);
+      v[i].fn(w, L, v[i].arg);
     else if (v[i].task->state == TS_PARKED)
       tidal__wake(v[i].task, 0);
   }
-  (void)cap;
   free(v);
+}
+
+void tidal__wake_any(tidal_worker *cur, tidal_task *t) {
+  if (t->w == cur)
+    tidal__wake(t, 0);
+  else
+    tidal__wake_remote(t->w, t, NULL, NULL);
+}
+
+/* The async handle keeps the loop alive (uv_run waits for posts) while a
+** task waits on something another thread completes, and in a worker thread
+** until it is told to stop. Otherwise an idle loop means nothing can wake
+** anyone. */
+void tidal__async_ref(tidal_worker *w) {
+  if (!w->handles_open) return;
+  if (w->external > 0 || (w->index > 0 && !w->stop))
+    uv_ref((uv_handle_t *)&w->async);
+  else
+    uv_unref((uv_handle_t *)&w->async);
+}
+
+void tidal__external(tidal_worker *w, int delta) {
+  w->external += delta;
+  tidal__async_ref(w);
 }
 
 /* Any thread: run fn(w, arg) on w's thread, or (fn == NULL) wake task t,
 ** which must stay parked until then. Returns 0 or UV_ENOMEM. */
-int tidal__wake_remote(tidal_worker *w, tidal_task *t,
-                       void (*fn)(tidal_worker *, void *), void *arg) {
+int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
+                       void *arg) {
   uv_mutex_lock(&w->rlock);
   if (w->nremote == w->remote_cap) {
     size_t cap = w->remote_cap ? w->remote_cap * 2 : 16;
@@ -335,7 +433,7 @@ int tidal__wake_remote(tidal_worker *w, tidal_task *t,
   w->remote[w->nremote].fn = fn;
   w->remote[w->nremote].arg = arg;
   w->nremote++;
-  w->remote_pending = 1;
+  atomic_store(&w->remote_pending, 1);
   uv_mutex_unlock(&w->rlock);
   uv_async_send(&w->async);
   return 0;
@@ -358,7 +456,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
                        uv_loop_t *host_loop) {
   int rc;
   memset(w, 0, sizeof *w);
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   w->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -367,6 +465,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
   /* Lua allocations first: they may raise, and nothing needs undoing yet */
   w->anchors_ref = new_ref_table(L, 0, NULL);
   w->pool_ref = new_ref_table(L, 0, NULL);
+  w->ipool_ref = new_ref_table(L, 0, NULL);
   lua_createtable(L, AUX_N, 0);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
@@ -405,7 +504,8 @@ fail_lua:
   luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
   return rc;
 }
 
@@ -435,6 +535,13 @@ void tidal__worker_close_handles(tidal_worker *w) {
 
 void tidal__worker_free(tidal_worker *w) {
   lua_State *L = w->L;
+  tidal_task_ext *e;
+  tidal__scopes_drop(w, NULL);
+  tidal__groups_free(w);
+  while ((e = w->free_exts) != NULL) {
+    w->free_exts = (tidal_task_ext *)e->joiners;
+    free(e);
+  }
   tidal__heap_free(&w->timers);
   free(w->free_slots);
   w->free_slots = NULL;
@@ -443,6 +550,7 @@ void tidal__worker_free(tidal_worker *w) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
   }
-  w->anchors_ref = w->pool_ref = w->aux_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
 }

@@ -15,18 +15,14 @@
 #include "tidal_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define UV_FN 1  /* uservalue: function, then coroutine */
 #define UV_OUT 2 /* uservalue: first result, or packed results / failure */
 
 static tidal_task *check_handle(lua_State *L, int idx, const char *fname) {
-  tidal_task *t = (tidal_task *)luaL_testudata(L, idx, TIDAL_HANDLE_MT);
-  if (t == NULL)
-    luaL_error(L, "%s: expected a JoinHandle (from tidal.spawn) as self, got %s"
-                  " (call it with ':')",
-               fname, luaL_typename(L, idx));
-  return t;
+  return (tidal_task *)tidal__checkud(L, idx, TT_HANDLE, fname);
 }
 
 const char *tidal__state_name(const tidal_task *t) {
@@ -66,23 +62,14 @@ void tidal__push_label(lua_State *L, tidal_task *t, int handle) {
 
 /* ----------------------------------------------------------------- spawn */
 
-static int is_callable(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return 0;
-}
-
 /* Spawns stack[first] (options table optional) with the values above it as
 ** arguments; pushes the JoinHandle. */
 tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   tidal_ctx *ctx = w->ctx;
   int top = lua_gettop(L);
   int fn = first;
-  if (lua_type(L, fn) == LUA_TTABLE && !is_callable(L, fn)) fn++;
-  if (fn > top || !is_callable(L, fn))
+  if (lua_type(L, fn) == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
+  if (fn > top || !tidal__is_callable(L, fn))
     luaL_error(L,
                "tidal.spawn: expected a function to run as the task%s, got %s",
                fn > first ? " after the options table" : "",
@@ -106,8 +93,7 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   t->nuv = nuv;
   t->nres = nargs; /* until it starts */
   t->state = TS_NEW;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->handle_mt_ref);
-  lua_setmetatable(L, -2);
+  tidal__setmt(L, ctx, TT_HANDLE);
   for (int i = 0; i <= nargs; i++) {
     lua_pushvalue(L, fn + i);
     lua_setiuservalue(L, -2, UV_FN + i);
@@ -137,8 +123,58 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
   w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   tidal__runq_push(w, t);
   return t;
+}
+
+tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
+  tidal_task *t;
+  fnidx = lua_absindex(L, fnidx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  if (w->nipool > 0) {
+    lua_rawgeti(L, -1, w->nipool);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, w->nipool--);
+    lua_remove(L, -2);
+    t = (tidal_task *)lua_touserdata(L, -1);
+  } else {
+    lua_pop(L, 1);
+    t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, 2);
+    tidal__setmt(L, w->ctx, TT_HANDLE);
+  }
+  memset(t, 0, sizeof *t);
+  t->nuv = 2;
+  t->state = TS_NEW;
+  t->flags = TF_INTERNAL;
+  lua_pushvalue(L, fnidx);
+  lua_setiuservalue(L, -2, UV_FN);
+  t->id = w->next_id++;
+  w->st.spawned++;
+  t->w = w;
+  t->slot = tidal__slot_alloc(w);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+  return t;
+}
+
+void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, hidx);
+  if (t->state != TS_DONE || t->w != NULL) return; /* not released: keep */
+  hidx = lua_absindex(L, hidx);
+  for (int i = 1; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, hidx, i);
+  }
+  if (w->nipool >= TIDAL_POOL_MAX) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  lua_pushvalue(L, hidx);
+  lua_rawseti(L, -2, ++w->nipool);
+  lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------- task body */
@@ -197,7 +233,9 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   lua_rawseti(L, -2, 1);
   if (tidal__traceback_get(L, ctx, err)) lua_rawseti(L, -2, 2);
   lua_setiuservalue(L, 1, UV_OUT);
-  if ((t->flags & TF_FAILED) && t->joiners == NULL) {
+  if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
+      (t->ext == NULL || (t->ext->joiners == NULL &&
+                          t->ext->group == NULL && t->ext->record == NULL))) {
     /* nobody waits for it yet: report it if nobody ever does */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_UNOBSERVED);
@@ -264,6 +302,8 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
 static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
                     tidal_task *t, int recycle) {
   lua_rawgeti(L, anchors, t->slot); /* the handle */
+  if (t->ext != NULL && t->ext->record != NULL) /* copy the outcome out */
+    tidal__record_publish(L, t, lua_gettop(L));
   if (recycle && w->npool < TIDAL_POOL_MAX) {
     lua_getiuservalue(L, -1, UV_FN);
     lua_rawseti(L, pool, ++w->npool);
@@ -276,6 +316,24 @@ static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
   tidal__slot_free(w, t->slot);
   t->slot = 0;
   t->w = NULL;
+  if (t->ext != NULL) { /* back to the free list, chained through joiners */
+    t->ext->joiners = (tidal_task *)w->free_exts;
+    w->free_exts = t->ext;
+    t->ext = NULL;
+  }
+}
+
+tidal_task_ext *tidal__task_ext(tidal_task *t) {
+  tidal_worker *w = t->w;
+  if (t->ext != NULL) return t->ext;
+  if (w->free_exts != NULL) {
+    t->ext = w->free_exts;
+    w->free_exts = (tidal_task_ext *)t->ext->joiners;
+  } else if ((t->ext = (tidal_task_ext *)malloc(sizeof *t->ext)) == NULL) {
+    return NULL;
+  }
+  memset(t->ext, 0, sizeof *t->ext);
+  return t->ext;
 }
 
 static void done(tidal_worker *w, tidal_task *t) {
@@ -283,12 +341,16 @@ static void done(tidal_worker *w, tidal_task *t) {
   t->state = TS_DONE;
   t->co = NULL;
   w->st.alive--;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   w->st.finished++;
   if (t->flags & TF_FAILED) w->st.failed++;
   if (t->flags & TF_CANCELLED) w->st.cancelled++;
-  while ((j = t->joiners) != NULL) {
-    tidal__list_remove(&t->joiners, j);
-    tidal__wake(j, 0);
+  if (t->ext != NULL) {
+    while ((j = t->ext->joiners) != NULL) {
+      tidal__list_remove(&t->ext->joiners, j);
+      tidal__wake(j, 0);
+    }
+    if (t->ext->group != NULL) tidal__group_member_done(t->ext->group, t);
   }
 }
 
@@ -312,8 +374,65 @@ static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   (void)w;
 }
 
-int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
+/* t ran for dt ns in one go: other tasks, timers and I/O waited that long.
+** Said once per task, with where it finally waited. */
+static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
+  int top = lua_gettop(L);
+  t->flags |= TF_SLOW;
+  tidal__push_label(L, t, 0);
+  if (st == LUA_YIELD)
+    luaL_traceback(L, t->co, "it then waited at:", 0);
+  else
+    lua_pushliteral(L, "it then finished");
+  fprintf(stderr,
+          "tidal: %s ran %.2f s without waiting (other tasks, timers and "
+          "I/O waited meanwhile; move CPU-heavy work to "
+          "tidal.spawn_blocking or yield now and then); %s\n",
+          lua_tostring(L, -2), (double)dt / 1e9, lua_tostring(L, -1));
+  fflush(stderr);
+  lua_settop(L, top);
+}
+
+/* Runs t (popped from the run queue, or never queued) until it waits or
+** ends. Returns 1 when it is done. */
+static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
+                tidal_task *t) {
   tidal_ctx *ctx = w->ctx;
+  tidal_task *prev = ctx->cur;
+  int nres, st;
+  if (t->state == TS_DONE) { /* cancelled before it started */
+    lua_rawgeti(L, anchors, t->slot);
+    for (int i = 1; i <= t->nuv; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, i);
+    }
+    lua_pop(L, 1);
+    release(w, L, anchors, pool, t, 0);
+    return 1;
+  }
+  if (t->state == TS_NEW) start(w, L, anchors, pool, t);
+  t->state = TS_RUNNING;
+  t->budget = TIDAL_BUDGET;
+  ctx->cur = t;
+  uint64_t t0 = w->slow_ns ? tidal__coarse_ns() : 0;
+  st = lua_resume(t->co, L, t->nres, &nres);
+  ctx->cur = prev;
+  w->st.resumes++;
+  if (t0 && !(t->flags & TF_SLOW) && tidal__coarse_ns() - t0 > w->slow_ns)
+    report_slow(L, t, tidal__coarse_ns() - t0, st);
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    /* a plain coroutine.yield() from the task body: treat as tidal.yield */
+    if (t->state == TS_RUNNING) tidal__requeue(t);
+    return 0;
+  }
+  if (st != LUA_OK) escaped(w, L, anchors, t);
+  done(w, t);
+  release(w, L, anchors, pool, t, st == LUA_OK);
+  return 1;
+}
+
+int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
   tidal_task *t;
   int n = 0;
   luaL_checkstack(L, 8, "tidal: scheduler");
@@ -321,38 +440,27 @@ int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
   int anchors = lua_gettop(L) - 1, pool = anchors + 1;
   while (n < max && (t = tidal__runq_pop(w)) != NULL) {
-    int nres, st;
-    if (t->state == TS_DONE) { /* cancelled before it started */
-      lua_rawgeti(L, anchors, t->slot);
-      for (int i = 1; i <= t->nuv; i++) {
-        lua_pushnil(L);
-        lua_setiuservalue(L, -2, i);
-      }
-      lua_pop(L, 1);
-      release(w, L, anchors, pool, t, 0);
-      continue;
-    }
-    if (t->state == TS_NEW) start(w, L, anchors, pool, t);
-    t->state = TS_RUNNING;
-    t->budget = TIDAL_BUDGET;
-    ctx->cur = t;
-    st = lua_resume(t->co, L, t->nres, &nres);
-    ctx->cur = NULL;
     n++;
-    w->st.resumes++;
-    if (st == LUA_YIELD) {
-      lua_pop(t->co, nres);
-      /* a plain coroutine.yield() from the task body: treat as tidal.yield */
-      if (t->state == TS_RUNNING) tidal__requeue(t);
-      continue;
-    }
-    if (st != LUA_OK) escaped(w, L, anchors, t);
-    done(w, t);
-    release(w, L, anchors, pool, t, st == LUA_OK);
-    if (t == w->main) break;
+    if (step(w, L, anchors, pool, t) && t == w->main) break;
   }
   lua_pop(L, 2);
   return n;
+}
+
+/* From inside the running task (stack L): run t now, nested, instead of
+** waiting for its turn. Used by select to start branches eagerly, and to let
+** cancelled branches unwind at once. Returns 1 when t is done. */
+int tidal__run_now(lua_State *L, tidal_task *t) {
+  tidal_worker *w = t->w;
+  int fin;
+  if (t->state == TS_PARKED) return 0;
+  if (t->flags & TF_QUEUED) tidal__runq_remove(w, t);
+  luaL_checkstack(L, 8, "tidal: nested run");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  fin = step(w, L, lua_gettop(L) - 1, lua_gettop(L), t);
+  lua_pop(L, 2);
+  return fin;
 }
 
 /* Shutdown found t parked with nothing left to wake it: close its coroutine
@@ -366,6 +474,7 @@ void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
     w->st.parked--;
   }
   if (t->co) lua_resetthread(t->co);
+  tidal__scopes_drop(w, t); /* their continuations will never run */
   t->flags |= TF_CANCELLED;
   done(w, t);
   release(w, L, anchors, 0, t, 0);
@@ -446,7 +555,7 @@ static int join_k(lua_State *L, int status, lua_KContext k);
 
 static int await_cancel(tidal_task *t) {
   tidal_task *h = (tidal_task *)t->wobj;
-  tidal__list_remove(&h->joiners, t);
+  tidal__list_remove(&h->ext->joiners, t);
   return 1;
 }
 
@@ -471,7 +580,8 @@ static int wait_for(lua_State *L, const char *fname,
   if (h->w != t->w)
     luaL_error(L, "%s: the task belongs to another runtime", fname);
   TIDAL_SPEND(L, t, again);
-  tidal__list_push(&h->joiners, t);
+  if (tidal__task_ext(h) == NULL) luaL_error(L, "%s: not enough memory", fname);
+  tidal__list_push(&h->ext->joiners, t);
   return tidal__park(L, t, &await_op, h, k);
 }
 
@@ -578,17 +688,8 @@ static const luaL_Reg funcs[] = {{"spawn", l_spawn}, {NULL, NULL}};
 void tidal__task_open(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
   tidal__register(L, funcs);
-  if (ctx->handle_mt_ref != LUA_NOREF) return; /* loaded before */
-  luaL_newmetatable(L, TIDAL_HANDLE_MT);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, handle_meta, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, handle_methods, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushliteral(L, "tidal.JoinHandle");
-  lua_setfield(L, -2, "__name");
-  ctx->handle_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (ctx->msgh_ref != LUA_NOREF) return; /* loaded before */
+  tidal__newtype(L, TT_HANDLE, TIDAL_HANDLE_MT, handle_meta, handle_methods);
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, task_msgh, 1);
   ctx->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);

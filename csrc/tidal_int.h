@@ -11,6 +11,9 @@
 **   time.c       sleep, yield, now
 **   error.c      error objects (kind, message) and tracebacks
 **   introspect.c tasks(), stats()
+**   transfer.c   copying values between Lua states (serialize / rebuild)
+**   xprobe.c     a test-only shareable handle type for transfer.c
+**   xfer_hooks.c tidal.core's underscore test hooks for transfer.c
 **   core.c       luaopen_tidal_core and the per-state context
 **   http*.c      tidal.http's C core (see http_int.h)
 */
@@ -49,6 +52,9 @@ typedef struct tidal_ctx tidal_ctx;
 typedef struct tidal_worker tidal_worker;
 typedef struct tidal_task tidal_task;
 typedef struct tidal_timer tidal_timer;
+typedef struct tidal_task_ext tidal_task_ext;
+typedef struct tidal_scope tidal_scope;
+typedef struct tidal_group tidal_group;
 
 /* ---------------------------------------------------------------- timers */
 
@@ -76,6 +82,7 @@ void tidal__heap_free(tidal_heap *h);
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
 uint64_t tidal__deadline(double seconds);
+uint64_t tidal__coarse_ns(void); /* cheap monotonic clock, ms resolution */
 
 /* ------------------------------------------------------- wait queues */
 
@@ -86,6 +93,7 @@ typedef struct tidal_wq {
 } tidal_wq;
 
 void tidal__wq_push(tidal_wq *q, tidal_task *t);
+void tidal__wq_push_front(tidal_wq *q, tidal_task *t);
 void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
 
@@ -117,6 +125,13 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** on t->co's stack, and calls tidal__wake(t, nvalues). From another thread
 ** it calls tidal__wake_remote instead (the worker then wakes the task on
 ** its own thread).
+**
+** Wake, then take: a waker does not hand a value to a parked task; it makes
+** the value available (a message stays in the channel) and wakes the task,
+** which takes it when it runs. If the task is cancelled between the wake and
+** its turn, tidal__resumed raises and nothing was taken; the op's
+** continuation first checks tidal__wake_lost(t) and passes the wake on to the
+** next waiter. So a cancelled wait never loses anything.
 **
 ** Cancellation (abort, timeout, shutdown, deadlock) of a parked task calls
 ** op->cancel(t). It must undo the registration and return 1; or return 0
@@ -152,6 +167,10 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_NOSTART 0x0080   /* cancelled before it started */
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
+#define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
+#define TF_WRITER 0x0800    /* waits for a write lock (lock.c) */
+#define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
+#define TF_SLOW 0x2000      /* reported for running long without waiting */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -176,7 +195,7 @@ struct tidal_task {
   };
   const tidal_waitop *op; /* what it is parked on */
   void *wobj;             /* the object it is parked on */
-  tidal_task *joiners;    /* tasks parked in await/join on this one */
+  tidal_task_ext *ext;    /* rarely needed state, or NULL */
   uint64_t id;
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
@@ -184,7 +203,30 @@ struct tidal_task {
   uint16_t nuv; /* uservalues of the handle */
   uint16_t flags;
   uint8_t state, cancel, budget;
+  uint8_t tmo; /* expired timeout scopes it is still inside */
 };
+
+/* A timeout's cancel scope: a deadline around a protected call in the
+** current task (timeout.c). */
+struct tidal_scope {
+  tidal_scope *next, *prev; /* the worker's active scopes, newest first */
+  tidal_task *task;
+  tidal_timer timer; /* TK_SCOPE */
+  double seconds;
+  int err_ref;       /* the timeout error once raised (registry), or NOREF */
+  uint8_t expired;
+};
+
+/* Per-task state most tasks never need, taken on first use from the
+** worker's free list and given back when the task is released (done). */
+struct tidal_task_ext {
+  tidal_task *joiners;       /* tasks parked in await/join on this one */
+  struct tidal_group *group; /* select / join_all / tidal.group it is in */
+  tidal_task *gnext, *gprev; /* links among the group's live members */
+  struct tidal_record *record; /* published to when done (parallel.c) */
+};
+
+tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 
 /* ---------------------------------------------------------------- worker */
 
@@ -200,11 +242,16 @@ typedef struct tidal_ext {
   void (*close)(tidal_worker *w, void *data);
 } tidal_ext;
 
+/* Something another thread asked a worker to do: wake task, or run fn (in
+** the worker's scheduler, outside libuv callbacks: it may use L). */
+typedef void (*tidal_remote_fn)(tidal_worker *w, lua_State *L, void *arg);
 typedef struct tidal_remote {
   tidal_task *task;
-  void (*fn)(tidal_worker *w, void *arg);
+  tidal_remote_fn fn;
   void *arg;
 } tidal_remote;
+
+typedef struct tidal_family tidal_family;
 
 struct tidal_worker {
   uv_loop_t *loop; /* own_loop, or a host's loop */
@@ -227,6 +274,19 @@ struct tidal_worker {
   int npool;
   uint64_t next_id;
   tidal_ext ext[TIDAL_EXT_N];
+  tidal_scope *scopes, *free_scopes; /* timeout.c */
+  tidal_task_ext *free_exts;         /* task.c */
+  int ipool_ref, nipool;             /* spare internal handles (task.c) */
+  tidal_group *free_groups;          /* group.c */
+  uint64_t slow_ns;    /* report a resume longer than this (0: never) */
+  tidal_family *family; /* the runtime's workers (family.c) */
+  int index;           /* this worker's index in the family */
+  atomic_int load;     /* live tasks, read by other threads */
+  atomic_int started;  /* the worker is up (family.c) */
+  int external;        /* tasks parked on something another thread wakes */
+  uint8_t stop;        /* worker thread: leave the loop when idle */
+  uint64_t gc_resumes; /* st.resumes at the last idle collection */
+  uint64_t gc_at;      /* coarse time of the last idle collection */
   tidal_task *main;    /* task of the current block_on */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
@@ -236,17 +296,36 @@ struct tidal_worker {
   } st;
 };
 
+/* tidal's userdata types; their metatables are registered per state and
+** recognised by pointer (no string lookups on hot paths). */
+enum {
+  TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
+  TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
+  TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
+  TT_RHANDLE, TT_N
+};
+
 /* Per Lua state: one for every state that loaded tidal.core. */
 struct tidal_ctx {
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
-  int handle_mt_ref, error_mt_ref;
+  int error_mt_ref;
   int tbs_ref;      /* weak table: error value -> traceback */
   int names_ref;    /* weak table: JoinHandle -> task name */
   int stbs_ref;     /* string error -> traceback, bounded */
   int nstbs;
+  const void *mt[TT_N]; /* metatables of the types */
+  int mt_ref[TT_N];
+  /* Recently verified userdata of each type (direct-mapped by address).
+  ** A type using it clears its entry in __gc, before the memory can be
+  ** reused, and never caches an object that was already finalized. */
+  void *hot[TT_N][4];
 };
+
+#define TIDAL_HOT(ctx, tt, p) ((ctx)->hot[tt][((uintptr_t)(p) >> 4) & 3])
+
+
 
 /* aux table slots (per worker) */
 enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
@@ -254,6 +333,27 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
 void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
+int tidal__is_callable(lua_State *L, int idx);
+/* stack: module, ctx. Registers type tt once: metatable named name (meta
+** functions and methods get ctx as upvalue 1; methods become __index). */
+void tidal__newtype(lua_State *L, int tt, const char *name,
+                    const luaL_Reg *meta, const luaL_Reg *methods);
+void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
+/* the userdata at idx if it is of type tt (ctx from upvalue 1), else raises
+** "fname: expected a <Type> ..." */
+void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
+void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt); /* top value */
+/* userdata of type tt at index 1, checked once per object (see ctx->hot):
+** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
+static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
+                                const char *fname) {
+  void *p = lua_touserdata(L, 1);
+  if (p != NULL && TIDAL_HOT(ctx, tt, p) == p) return p;
+  return tidal__checkud(L, 1, tt, fname);
+}
+const char *tidal__typename(int tt);
+void tidal__check_callable(lua_State *L, int idx, const char *fname,
+                           const char *what);
 
 /* sched.c */
 int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
@@ -262,13 +362,23 @@ void tidal__worker_free(tidal_worker *w); /* after handles are closed */
 void tidal__worker_close_handles(tidal_worker *w);
 void tidal__runq_push(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__runq_pop(tidal_worker *w);
+void tidal__runq_remove(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__wait_begin(lua_State *L, const char *fname);
+tidal_task *tidal__task_check(lua_State *L, const char *fname);
+void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k);
 void tidal__wake(tidal_task *t, int nvalues);
-int tidal__wake_remote(tidal_worker *w, tidal_task *t,
-                       void (*fn)(tidal_worker *, void *), void *arg);
+int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
+                       void *arg);
+void tidal__drain_remote(tidal_worker *w, lua_State *L);
+/* Wake t, which may belong to another worker than cur (NULL: unknown). */
+void tidal__wake_any(tidal_worker *cur, tidal_task *t);
+/* A task of w starts / stops waiting on something another thread wakes. */
+void tidal__external(tidal_worker *w, int delta);
+void tidal__async_ref(tidal_worker *w);
 void tidal__resumed(lua_State *L, tidal_task *t);
+int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r);
 void tidal__cancel(tidal_task *t, int kind);
@@ -276,7 +386,9 @@ int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
-void tidal__poll(tidal_worker *w, int block, uint64_t max_wait_ns);
+void tidal__poll(tidal_worker *w, lua_State *L, int block,
+                 uint64_t max_wait_ns);
+void tidal__idle_gc(tidal_worker *w, lua_State *L);
 int tidal__pending(tidal_worker *w);
 int tidal__slot_alloc(tidal_worker *w);
 void tidal__slot_free(tidal_worker *w, int slot);
@@ -289,7 +401,13 @@ void tidal__slot_free(tidal_worker *w, int slot);
 /* task.c */
 void tidal__task_open(lua_State *L); /* registers the JoinHandle type */
 tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first);
+/* A task for select / join_all: fn at fnidx, pushes its handle (pooled,
+** never shown to users), not queued. Give the handle back with
+** tidal__spawn_internal_done once the task is done and its outcome read. */
+tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx);
+void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx);
 int tidal__run_batch(tidal_worker *w, lua_State *L, int max);
+int tidal__run_now(lua_State *L, tidal_task *t);
 void tidal__task_finish_unstarted(tidal_task *t);
 void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t);
 int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise);
@@ -306,6 +424,12 @@ void tidal__runtime_open(lua_State *L);
 /* time.c */
 void tidal__time_open(lua_State *L);
 
+/* timeout.c */
+void tidal__timeout_open(lua_State *L);
+void tidal__scope_fire(tidal_worker *w, tidal_scope *sc);
+int tidal__scope_error(lua_State *L, tidal_task *t); /* pushes, or 0 */
+void tidal__scopes_drop(tidal_worker *w, tidal_task *t); /* t == NULL: all */
+
 /* error.c */
 void tidal__error_open(lua_State *L);
 void tidal__error_push(lua_State *L, const char *kind, const char *fmt, ...);
@@ -314,6 +438,67 @@ void tidal__push_errstring(lua_State *L, int idx); /* never raises */
 void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb);
 int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err);
 
+/* channel.c */
+void tidal__channel_open(lua_State *L);
+
+/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
+void tidal__lock_open(lua_State *L);
+void tidal__semaphore_open(lua_State *L);
+void tidal__notify_open(lua_State *L);
+void tidal__oneshot_open(lua_State *L);
+void tidal__broadcast_open(lua_State *L);
+void tidal__watch_open(lua_State *L);
+
+
+/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
+void tidal__lock_open(lua_State *L);
+void tidal__semaphore_open(lua_State *L);
+void tidal__notify_open(lua_State *L);
+void tidal__oneshot_open(lua_State *L);
+void tidal__broadcast_open(lua_State *L);
+void tidal__watch_open(lua_State *L);
+
+/* op.c: wait operations as values. A try function gets the op's target at
+** stack index base and its arguments above; it either completes the
+** operation without waiting (pushes its results, returns their count) or
+** returns -1 (not ready; nothing changed). */
+typedef int (*tidal_try_fn)(lua_State *L, int base);
+void tidal__op_open(lua_State *L);
+void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
+                   lua_CFunction run, tidal_try_fn try, int first, int nargs);
+const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs);
+int tidal__op_try(lua_State *L, const void *op, int base);
+
+/* group.c */
+void tidal__group_open(lua_State *L);
+void tidal__group_member_done(tidal_group *g, tidal_task *t);
+void tidal__groups_free(tidal_worker *w);
+
+/* family.c: the workers of a runtime */
+struct tidal_family {
+  int n;                /* workers, including worker 0 */
+  tidal_worker **w;     /* w[0]: the runtime's own; w[1..]: threads */
+  uv_thread_t *threads; /* threads[i] runs w[i], i >= 1 */
+  int nstarted;         /* threads running */
+  uv_sem_t ready;
+  char start_error[256];
+  char *thread_name, *path, *cpath;
+  uint64_t slow_ns;
+  atomic_uint_fast64_t next_id; /* ids of tasks spawned in parallel */
+  /* spawn_blocking: idle Lua states of the blocking pool (blocking.c) */
+  uv_mutex_t pool_lock;
+  lua_State **states;
+  int nstates, states_cap;
+  atomic_int blocking_jobs; /* queued or running */
+};
+
+tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
+                                const char *thread_name, const char *path,
+                                const char *cpath, char *err, size_t errlen);
+void tidal__family_stop(tidal_family *f);
+void tidal__family_free(tidal_family *f);
+tidal_worker *tidal__family_pick(tidal_family *f);
+void tidal__worker_run(lua_State *L, tidal_worker *w); /* runtime.c */
 /* http.c */
 void tidal__http_open(lua_State *L);
 
@@ -322,5 +507,98 @@ void tidal__introspect_open(lua_State *L);
 void tidal__push_where(lua_State *L, tidal_task *t, int ud);
 int tidal__push_tasks(lua_State *L, tidal_worker *w);
 int tidal__push_stats(lua_State *L, tidal_worker *w);
+
+/* -------------------------------------------------------- value transfer */
+
+/*
+** Values cross between Lua states (workers, the blocking pool) as bytes:
+** tidal__xfer_encode serializes values of one state into a tidal_buf (plain
+** malloc'd memory, owned by no state, safe to hand to another thread) and
+** tidal__xfer_decode rebuilds them in another state. See transfer.c for the
+** format and DESIGN.md section 5 for what can be copied.
+**
+** Tidal handles (channels, locks, ...) are not copied but shared: a buffer
+** owns one counted reference to each handle it holds, from encode until
+** tidal__xfer_discard. Decoding takes references of its own, so a buffer
+** may be decoded any number of times (one message, many receivers) and is
+** discarded exactly once, decoded or not.
+*/
+
+/* Nesting limit for tables and functions, on both sides. */
+#define TIDAL_XFER_MAXDEPTH 1000
+
+/* A growable byte buffer; all zero is an empty one. Reuse it across
+** messages (set len = 0) to encode without allocating. */
+typedef struct tidal_buf {
+  char *data;
+  size_t len, cap;
+} tidal_buf;
+
+void tidal__buf_free(tidal_buf *b); /* frees data; the buffer is empty again */
+
+/* A shareable userdata type. The encoder recognises the type by its
+** metatable (registry[mt], compared by identity, never by __name). */
+typedef struct tidal_xtype {
+  const char *mt; /* metatable name, e.g. "tidal.Channel" */
+  /* The C object of the userdata at idx with one more reference, or NULL
+  ** if it cannot be shared (e.g. closed). Must not raise. */
+  void *(*share)(lua_State *L, int idx);
+  /* Pushes a new userdata for obj that takes a reference of its own,
+  ** creating the metatable if the state has none (the receiving state
+  ** may never have loaded tidal.core). May raise a memory error, but only
+  ** before it takes the reference. */
+  void (*push)(lua_State *L, void *obj);
+  /* Releases one reference. Any thread. */
+  void (*drop)(void *obj);
+} tidal_xtype;
+
+/* Appends the n values at stack index first.. to out. Returns 0, or
+** non-zero with an error message pushed (out->len and every reference are
+** as before): "cannot copy userdata at args[2].conn". root names the values
+** in that path: "root" when n is 1, else "root[i]". Never raises. As with
+** any push, the caller provides the free stack slot for the message. */
+int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
+                       tidal_buf *out);
+
+/* Pushes the values encoded in data[0..len) and returns their count; or
+** returns -1 with a message pushed if the buffer is malformed or memory
+** runs out. Never raises; any input is safe. */
+int tidal__xfer_decode(lua_State *L, const char *data, size_t len);
+
+/* Releases the handle references held by an encoded buffer. */
+void tidal__xfer_discard(const char *data, size_t len);
+
+/* xprobe.c: the test-only shareable type "tidal.XProbe" */
+extern const tidal_xtype tidal__xprobe_xtype;
+void tidal__xprobe_new(lua_State *L, lua_Integer value); /* pushes a probe */
+long tidal__xprobe_live(void); /* probes alive in the process */
+
+/* xfer_hooks.c */
+void tidal__xfer_hooks_open(lua_State *L);
+
+/* parallel.c, blocking.c */
+typedef struct tidal_record tidal_record;
+struct tidal_bjob;
+enum { TIDAL_R_OK, TIDAL_R_FAILED, TIDAL_R_CANCELLED };
+tidal_record *tidal__record_new(void);
+void tidal__record_ref(tidal_record *r);
+void tidal__record_unref(tidal_record *r); /* any thread */
+void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
+                          tidal_buf *buf);
+void tidal__record_publish(lua_State *L, tidal_task *t, int hidx);
+void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
+                           tidal_worker *w, uint64_t id);
+int tidal__record_aborted(tidal_record *r);
+tidal_buf *tidal__record_input(tidal_record *r);
+void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r);
+void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
+                           tidal_buf *buf);
+void tidal__blocking_cancel(struct tidal_bjob *job);
+extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
+extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
+void tidal__parallel_open(lua_State *L);
+void tidal__blocking_open(lua_State *L);
+void tidal__blocking_pool_free(tidal_family *f);
+
 
 #endif

@@ -28,7 +28,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext k) {
 static int yield_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   (void)status;
-  if (t->cancel) tidal__raise_cancel(L, t);
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
   return 0;
 }
 
@@ -61,6 +61,27 @@ static int l_sleep(lua_State *L) {
   return tidal__park(L, t, &sleep_op, NULL, sleep_k);
 }
 
+/* select's fast path for tidal.sleep_op(s): done at once if s <= 0 */
+static int try_sleep_op(lua_State *L, int base) {
+  return lua_tonumber(L, base) <= 0 ? 0 : -1;
+}
+
+/* tidal.sleep_op(seconds): the wait as a value (a select branch) */
+static int l_sleep_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (lua_type(L, 1) != LUA_TNUMBER && !lua_isnoneornil(L, 1))
+    return luaL_error(L, "tidal.sleep_op: seconds must be a number, got %s",
+                      luaL_typename(L, 1));
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_pushnumber(L, HUGE_VAL);
+  }
+  if (isnan(lua_tonumber(L, 1)))
+    return luaL_error(L, "tidal.sleep_op: seconds must be a number, got nan");
+  tidal__op_new(L, ctx, "tidal.sleep", l_sleep, try_sleep_op, 1, 1);
+  return 1;
+}
+
 static int l_yield(lua_State *L) {
   return yield_now(L, tidal__wait_begin(L, "tidal.yield"));
 }
@@ -71,7 +92,8 @@ static int l_now(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-    {"sleep", l_sleep}, {"yield", l_yield}, {"now", l_now}, {NULL, NULL}};
+    {"sleep", l_sleep},       {"yield", l_yield}, {"now", l_now},
+    {"sleep_op", l_sleep_op}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__time_open(lua_State *L) {

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
 
 static void put(tidal_heap *h, uint32_t i, tidal_timer *tm) {
   h->v[i] = tm;
@@ -64,6 +65,15 @@ void tidal__heap_free(tidal_heap *h) {
   free(h->v);
   h->v = NULL;
   h->n = h->cap = 0;
+}
+
+uint64_t tidal__coarse_ns(void) {
+#ifdef CLOCK_MONOTONIC_COARSE
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+  return uv_hrtime();
 }
 
 uint64_t tidal__deadline(double seconds) {

@@ -28,4 +28,72 @@ describe("examples", function()
     -- the elapsed time's decimal depends on the machine's load
     assert.are.equal(expected, (out:gsub("in 1%.%d s", "in 1.X s")))
   end)
+
+  it("channel.lua: five producers, main closes its sender, the stream ends", function()
+    local out, status = run_example("channel.lua")
+    assert.are.equal(0, status, out)
+    local lines = {}
+    for i = 0, 4 do lines[#lines + 1] = ("Received message %d: Hello from task %d"):format(i, i) end
+    lines[#lines + 1] = "channel closed after 5 messages"
+    lines[#lines + 1] = ""
+    assert.are.equal(table.concat(lines, "\n"), out)
+  end)
+
+  it("timeout.lua: the fast request returns, the slow one times out and cleans up", function()
+    local out, status = run_example("timeout.lua")
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "  connection for fast.example closed",
+      "fast:\tdata from fast.example",
+      "  connection for slow.example closed",
+      "slow:\tnil\trequest to slow.example timed out after 0.1 seconds (timeout)",
+      "",
+    }, "\n"), out)
+  end)
+
+  it("select.lua: the fallback (1 s) wins and the primary (2 s) is cancelled", function()
+    local out, status = run_example("select.lua")
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "primary source cancelled",
+      "Fallback source responded first",
+      "Got: data from fallback",
+      "after 1 s",
+      "",
+    }, "\n"), out)
+  end)
+
+  it("rwlock_cache.lua: readers overlap, the writer is exclusive", function()
+    local out, status = run_example("rwlock_cache.lua")
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "readers saw: 42 42 42 42 42 42 42 42 42 42",
+      "after the writer: 43",
+      "ten 0.01 s reads overlapped: yes",
+      "missing key: nil",
+      "",
+    }, "\n"), out)
+  end)
+
+  it("host.c: a C host drives the runtime from its own poll loop", function()
+    local exe = os.tmpname()
+    local cc = "gcc -std=c11 -Wall -Wextra -Werror -Icsrc -I/usr/include/lua5.4 " ..
+      "examples/host.c csrc/*.c -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
+    local p = assert(io.popen(cc))
+    local log = p:read("a")
+    assert.is_true(p:close(), log)
+    p = assert(io.popen("LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' " .. exe .. " 2>&1"))
+    local out = p:read("a")
+    local ok = p:close()
+    os.remove(exe)
+    assert.is_true(ok, out)
+    assert.are.equal(table.concat({
+      "task A: tick 1",
+      "task A: tick 2",
+      "task B: done",
+      "task A: tick 3",
+      "host: every task finished after at least 8 frames",
+      "",
+    }, "\n"), out)
+  end)
 end)

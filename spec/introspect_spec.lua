@@ -78,3 +78,44 @@ describe("tidal.stats", function()
     assert.are.equal(ids[1], ids[2])
   end)
 end)
+
+describe("a task that runs long without waiting", function()
+  it("is reported once, with its name and where it then waited", function()
+    local out, status = support.lua([[
+      local tidal = require("tidal")
+      tidal.run({ slow_task = 0.05 }, function()
+        local h = tidal.spawn({ name = "cruncher" }, function()
+          for _ = 1, 2 do
+            local t0 = tidal.now()
+            while tidal.now() - t0 < 0.1 do end -- hogs the thread
+            tidal.sleep(0.001)
+          end
+        end)
+        h:await()
+      end)
+      print("done")
+    ]])
+    assert.are.equal(0, status, out)
+    local n = select(2, out:gsub("ran %d+%.%d+ s without waiting", ""))
+    assert.are.equal(1, n, out)
+    assert.matches("tidal: task 2 %(cruncher%) ran 0%.%d+ s without waiting", out)
+    assert.matches("it then waited at:\nstack traceback:\n.-in function 'tidal.sleep'", out)
+  end)
+
+  it("is not reported when slow_task is false", function()
+    local out = support.lua([[
+      local tidal = require("tidal")
+      tidal.run({ slow_task = false }, function()
+        local t0 = tidal.now()
+        while tidal.now() - t0 < 0.05 do end
+        tidal.yield()
+      end)
+    ]])
+    assert.are.equal("", out)
+  end)
+
+  it("refuses a bad slow_task option", function()
+    assert.matches("option 'slow_task' must be a number of seconds",
+      select(2, pcall(tidal.run, { slow_task = "x" }, function() end)))
+  end)
+end)

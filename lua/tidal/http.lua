@@ -28,11 +28,11 @@
 
 local core = require("tidal.core")
 
-local send = core.http_send
-local parse_headers = core.http_headers
-local new_client = core.http_client
+local send = core._http_send
+local parse_headers = core._http_headers
+local new_client = core._http_client
 local make_error = core.error
-local client_mt, response_mt, body_mt = core.http_metatables()
+local client_mt, response_mt, body_mt = core._http_metatables()
 
 local type, tostring, tonumber, pairs, ipairs, error, getmetatable =
   type, tostring, tonumber, pairs, ipairs, error, getmetatable
@@ -430,6 +430,6 @@ body_mt.__name = "tidal.http.Body"
 --- libcurl's version and features: `version, {async_dns, http2, tls,
 -- tls_version}`.
 -- @function curl_version
-M.curl_version = core.http_curl_version
+M.curl_version = core._http_curl_version
 
 return M

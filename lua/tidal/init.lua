@@ -70,6 +70,104 @@ M.sleep = core.sleep
 -- @treturn number
 M.now = core.now
 
+--- Run `fn(...)` with a deadline, in the current task. Returns `true, ...`
+-- with fn's results, or `false, err` (`err.kind == "timeout"`) when the
+-- deadline passed first: fn's pending wait was cancelled and its `<close>`
+-- variables ran. Errors raised by `fn` propagate. Nested timeouts work.
+-- @function timeout
+-- @tparam number seconds nil or `math.huge` for no limit
+-- @tparam function fn
+M.timeout = core.timeout
+
+--- Run the branches (a table of functions, array or keyed) as child tasks
+-- and return the key of the first to finish, followed by its results. The
+-- others are cancelled and have unwound before `select` returns. Branches
+-- start in order; one that finishes before the next has started wins and
+-- the later ones never start. An error in the winning branch propagates.
+-- @function select
+-- @tparam table branches
+M.select = core.select
+
+--- Run functions (or await JoinHandles) concurrently and return an array of
+-- packed results (`{n = ..., ...}` per element). The first error cancels the
+-- rest, waits for them to unwind, and propagates.
+-- @function join_all
+M.join_all = core.join_all
+
+--- A structured task group: `g:spawn([opts,] fn, ...)` → JoinHandle,
+-- `g:join_next()` → `true, ...` / `false, err` for the next member to
+-- finish (nil when none is left), `g:wait()` (all; the first error cancels
+-- the rest and is raised), `g:abort()`, `#g`. Closing the group (`<close>`
+-- or `g:close()`) aborts what is left and waits for it to unwind.
+-- @function group
+M.group = core.group
+
+--- Channels
+-- @section channels
+
+--- A multi-producer channel: `tx, rx = tidal.channel([capacity])`; no
+-- capacity makes it unbounded. `tx:send(v)` waits while full → `true` or
+-- `nil, err` ("closed"); `tx:try_send(v)` → `true` or `nil, err` ("full" /
+-- "closed"); `tx:clone()`, `tx:close()`. `rx:recv()` → value, or nil once
+-- every sender is closed and the buffer is drained; `rx:try_recv()` → value
+-- or `nil, err` ("empty" / "closed"); `rx:close()`; `for v in rx do ... end`.
+-- Ends close themselves when collected or leaving a `<close>` scope.
+-- @function channel
+M.channel = core.channel
+
+--- A oneshot channel: `tx, rx = tidal.oneshot()`. `tx:send(v)` → `true` or
+-- `nil, err` ("closed" when the receiver is gone); `rx:recv()` waits → the
+-- value, or `nil, err` ("closed" when the sender closed without sending).
+-- @function oneshot
+M.oneshot = core.oneshot
+
+--- A broadcast channel: `tx, rx = tidal.broadcast(capacity)`;
+-- `tx:subscribe()` → another receiver; `tx:send(v)` never waits. A receiver
+-- that falls more than `capacity` values behind gets `nil, err` with
+-- `err.kind == "lagged"` and `err.skipped`, then continues.
+-- @function broadcast
+M.broadcast = core.broadcast
+
+--- A watched value: `tx, rx = tidal.watch(initial)`; `tx:send(v)`;
+-- `rx:borrow()` reads the current value; `rx:changed()` waits for a newer
+-- one → `true`, or `nil, err` ("closed") once the sender is closed and the
+-- last value was seen.
+-- @function watch
+M.watch = core.watch
+
+--- Locks
+-- @section locks
+
+--- A FIFO-fair async mutex: `m:lock()` → guard (`local g <close> =
+-- m:lock()`), `m:try_lock()` → guard or nil; `g:release()`.
+-- @function mutex
+M.mutex = core.mutex
+
+--- An async reader-writer lock: `rw:read()`, `rw:write()` → guard;
+-- `try_read`, `try_write`. Writers are not starved.
+-- @function rwlock
+M.rwlock = core.rwlock
+
+--- A counting semaphore with FIFO waiters: `s:acquire([k])` → permit (or
+-- `nil, err` "closed"), `s:try_acquire([k])`, `s:available()`,
+-- `s:add_permits(k)`, `s:close()`; `permit:release()`.
+-- @function semaphore
+M.semaphore = core.semaphore
+
+--- A notification between tasks: `n:notified()` waits; `n:notify_one()`
+-- wakes one waiter or stores a permit; `n:notify_waiters()` wakes all.
+-- @function notify
+M.notify = core.notify
+
+--- Wait operations
+-- @section ops
+
+--- A sleep as a value, e.g. a branch of `tidal.select`: calling it sleeps.
+-- Other ops: `rx:recv_op()`, `tx:send_op(v)`, `m:lock_op()`. An op branch
+-- that can complete at once completes without starting a task.
+-- @function sleep_op
+M.sleep_op = core.sleep_op
+
 --- Errors
 -- @section errors
 
@@ -115,5 +213,16 @@ M.current_id = core.current_id
 --- The HTTP client (`tidal.http`, also `require("tidal.http")`): `get`,
 -- `post`, `request`, `client`. See the `tidal.http` module.
 M.http = require("tidal.http")
+
+-- anything the core offers that is not listed above (never its private
+-- "_" functions)
+for k, v in pairs(core) do
+  if M[k] == nil and type(k) == "string" and k:sub(1, 1) ~= "_" then M[k] = v end
+end
+
+-- Tracebacks name functions by searching package.loaded; keep the core's
+-- table out of that search so they always read "tidal.sleep", never
+-- "tidal.core.sleep" (require("tidal.core") still works, through __index).
+package.loaded["tidal.core"] = setmetatable({}, { __index = core })
 
 return M

@@ -1,0 +1,220 @@
+/*
+** blocking.c: tidal.spawn_blocking(fn, ...) runs fn on libuv's thread pool,
+** where it may block or burn CPU without stalling the worker's loop.
+**
+** fn and its arguments are copied (transfer.c) into a Lua state taken from
+** the runtime's pool of idle states (created on demand with the standard
+** libraries and the host's package.path / package.cpath, so `require`
+** works; reused, not created per call). The results -- or the error and its
+** traceback -- are copied back and the JoinHandle's record is finished on
+** the worker that queued the job. Aborting a job that is still queued
+** cancels it (it never runs); aborting a running one discards its result
+** (Lua code on another thread cannot be interrupted).
+*/
+#include "tidal_int.h"
+
+#include <lualib.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tidal_bjob {
+  uv_work_t req;
+  tidal_record *r;
+  tidal_family *f;
+  tidal_worker *w; /* queued it; after_work runs on its loop */
+  tidal_buf out;
+  int outcome;
+} tidal_bjob;
+
+/* --------------------------------------------------------- state pool */
+
+static int setup_state(lua_State *L) {
+  tidal_family *f = (tidal_family *)lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_pushstring(L, f->path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, f->cpath);
+  lua_setfield(L, -2, "cpath");
+  return 0;
+}
+
+static lua_State *pool_take(tidal_family *f) {
+  lua_State *L = NULL;
+  uv_mutex_lock(&f->pool_lock);
+  if (f->nstates > 0) L = f->states[--f->nstates];
+  uv_mutex_unlock(&f->pool_lock);
+  if (L != NULL) return L;
+  if ((L = luaL_newstate()) == NULL) return NULL;
+  lua_pushcfunction(L, setup_state);
+  lua_pushlightuserdata(L, f);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
+}
+
+static void pool_give(tidal_family *f, lua_State *L) {
+  lua_settop(L, 0);
+  uv_mutex_lock(&f->pool_lock);
+  if (f->nstates == f->states_cap) {
+    int cap = f->states_cap ? f->states_cap * 2 : 8;
+    lua_State **v = (lua_State **)realloc(f->states, (size_t)cap * sizeof *v);
+    if (v == NULL) {
+      uv_mutex_unlock(&f->pool_lock);
+      lua_close(L);
+      return;
+    }
+    f->states = v;
+    f->states_cap = cap;
+  }
+  f->states[f->nstates++] = L;
+  uv_mutex_unlock(&f->pool_lock);
+}
+
+void tidal__blocking_pool_free(tidal_family *f) {
+  for (int i = 0; i < f->nstates; i++) lua_close(f->states[i]);
+  free(f->states);
+  f->states = NULL;
+  f->nstates = f->states_cap = 0;
+}
+
+/* ---------------------------------------------------------- the job */
+
+static int msgh(lua_State *L) {
+  luaL_traceback(L, L, NULL, 1);
+  lua_setglobal(L, "\1tidal_traceback"); /* read back right after */
+  return 1;
+}
+
+static int run_protected(lua_State *L) {
+  tidal_bjob *job = (tidal_bjob *)lua_touserdata(L, 1);
+  tidal_buf *in = tidal__record_input(job->r);
+  lua_settop(L, 0);
+  lua_pushcfunction(L, msgh);
+  int n = tidal__xfer_decode(L, in->data, in->len);
+  if (n < 1) {
+    job->outcome = TIDAL_R_FAILED;
+    lua_pushnil(L);
+    tidal__encode_outcome(L, 0, 2, NULL, &job->out);
+    return 0;
+  }
+  if (lua_pcall(L, n - 1, LUA_MULTRET, 1) == LUA_OK) {
+    job->outcome = TIDAL_R_OK;
+    tidal__encode_outcome(L, 1, lua_gettop(L) - 1, NULL, &job->out);
+  } else {
+    job->outcome = TIDAL_R_FAILED;
+    lua_getglobal(L, "\1tidal_traceback");
+    lua_pushnil(L);
+    lua_setglobal(L, "\1tidal_traceback");
+    tidal__encode_outcome(L, 0, 2, NULL, &job->out);
+  }
+  return 0;
+}
+
+/* On a thread of the pool. */
+static void work_cb(uv_work_t *req) {
+  tidal_bjob *job = (tidal_bjob *)req->data;
+  lua_State *L;
+  if (tidal__record_aborted(job->r)) {
+    job->outcome = TIDAL_R_CANCELLED;
+    return;
+  }
+  if ((L = pool_take(job->f)) == NULL) {
+    job->outcome = TIDAL_R_CANCELLED;
+    return;
+  }
+  lua_pushcfunction(L, run_protected);
+  lua_pushlightuserdata(L, job);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) { /* out of memory: a broken state */
+    job->outcome = TIDAL_R_FAILED;
+    tidal__buf_free(&job->out);
+    lua_close(L);
+    return;
+  }
+  pool_give(job->f, L);
+}
+
+/* Back on the worker's loop. */
+static void after_cb(uv_work_t *req, int status) {
+  tidal_bjob *job = (tidal_bjob *)req->data;
+  tidal_buf none = {NULL, 0, 0};
+  int outcome = job->outcome;
+  if (status == UV_ECANCELED || tidal__record_aborted(job->r))
+    outcome = TIDAL_R_CANCELLED;
+  if (outcome == TIDAL_R_CANCELLED) {
+    if (job->out.data) tidal__xfer_discard(job->out.data, job->out.len);
+    tidal__buf_free(&job->out);
+    tidal__record_finish(job->r, job->w, outcome, &none);
+  } else {
+    tidal__record_finish(job->r, job->w, outcome, &job->out);
+  }
+  atomic_fetch_sub(&job->f->blocking_jobs, 1);
+  tidal__record_set_job(job->r, NULL, job->w, 0);
+  tidal__record_unref(job->r);
+  free(job);
+}
+
+void tidal__blocking_cancel(tidal_bjob *job) {
+  uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
+}
+
+/* tidal.spawn_blocking(fn, ...) -> JoinHandle */
+static int l_spawn_blocking(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_worker *w = ctx->w;
+  if (w == NULL || w->family == NULL)
+    return luaL_error(L, "tidal.spawn_blocking: not inside a tidal task "
+                         "(wrap the code in tidal.run)");
+  if (lua_type(L, 1) != LUA_TFUNCTION)
+    return luaL_error(L,
+                      "tidal.spawn_blocking: expected a Lua function to run "
+                      "on the thread pool, got %s",
+                      lua_type(L, 1) == LUA_TNONE ? "no value"
+                                                  : luaL_typename(L, 1));
+  tidal_record *r = tidal__record_new();
+  tidal_bjob *job = (tidal_bjob *)calloc(1, sizeof *job);
+  if (r == NULL || job == NULL) {
+    free(job);
+    if (r) tidal__record_unref(r);
+    return luaL_error(L, "tidal.spawn_blocking: not enough memory");
+  }
+  luaL_checkstack(L, 4, "tidal.spawn_blocking");
+  if (tidal__xfer_encode(L, 1, lua_gettop(L), "args",
+                         tidal__record_input(r))) {
+    lua_pushfstring(L, "tidal.spawn_blocking: %s (copy only plain data, Lua "
+                       "functions and tidal handles to the thread pool)",
+                    lua_tostring(L, -1));
+    free(job);
+    tidal__record_unref(r);
+    return lua_error(L);
+  }
+  job->r = r;
+  job->f = w->family;
+  job->w = w;
+  job->req.data = job;
+  tidal__record_set_job(r, job, w, atomic_fetch_add(&w->family->next_id, 1));
+  tidal__record_ref(r); /* the job's */
+  atomic_fetch_add(&w->family->blocking_jobs, 1);
+  int rc = uv_queue_work(w->loop, &job->req, work_cb, after_cb);
+  if (rc) {
+    atomic_fetch_sub(&w->family->blocking_jobs, 1);
+    tidal__record_set_job(r, NULL, w, 0);
+    tidal__record_unref(r);
+    tidal__record_unref(r);
+    free(job);
+    return luaL_error(L, "tidal.spawn_blocking: %s", uv_strerror(rc));
+  }
+  tidal__push_rhandle(L, ctx, r);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"spawn_blocking", l_spawn_blocking},
+                                 {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__blocking_open(lua_State *L) {
+  tidal__register(L, funcs);
+}

@@ -1,0 +1,238 @@
+/*
+** broadcast.c: tidal.broadcast(capacity) -> tx, rx. Every receiver sees
+** every value sent after it subscribed; sending never waits. The last
+** `capacity` values are kept in a ring; a receiver that falls further
+** behind gets nil, err (kind "lagged", err.skipped = how many it missed) and
+** continues with the oldest value still kept. recv gives nil once every
+** sender is closed and the receiver has seen everything.
+*/
+#include "tidal_int.h"
+
+#include <stdlib.h>
+
+#define TX_MT "tidal.BroadcastSender"
+#define RX_MT "tidal.BroadcastReceiver"
+
+typedef struct bcast {
+  int refs, nsenders, cap;
+  lua_Integer head, tail; /* sequence of the oldest kept / of the next */
+  tidal_wq waiters;
+} bcast;
+
+typedef struct end {
+  bcast *b;
+  uint8_t closed;
+  lua_Integer next; /* receiver: the next sequence it reads */
+} end;
+
+static void wake_all(tidal_wq *q) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) tidal__wake(t, 0);
+}
+
+static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
+                     int ring) {
+  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
+  e->b = NULL;
+  tidal__setmt(L, ctx, tt);
+  lua_pushvalue(L, ring);
+  lua_setiuservalue(L, -2, 1);
+  e->b = b;
+  e->closed = 0;
+  e->next = b->tail;
+  b->refs++;
+  if (tt == TT_BCAST_TX) b->nsenders++;
+  return e;
+}
+
+static int l_broadcast(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
+      lua_tointeger(L, 1) > (1 << 24))
+    return luaL_error(L, "tidal.broadcast: capacity must be an integer >= 1,"
+                         " got %s",
+                      luaL_typename(L, 1));
+  bcast *b = (bcast *)calloc(1, sizeof *b);
+  if (b == NULL) return luaL_error(L, "tidal.broadcast: not enough memory");
+  b->cap = (int)lua_tointeger(L, 1);
+  b->refs = 1;
+  lua_createtable(L, b->cap, 0);
+  int ring = lua_gettop(L);
+  push_end(L, ctx, b, TT_BCAST_TX, ring);
+  push_end(L, ctx, b, TT_BCAST_RX, ring);
+  b->refs--;
+  return 2;
+}
+
+static void close_tx(end *e) {
+  if (e->closed) return;
+  e->closed = 1;
+  if (--e->b->nsenders == 0) wake_all(&e->b->waiters);
+}
+
+static int l_end_gc(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->b == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_BCAST_TX)) close_tx(e);
+  e->closed = 1;
+  if (--e->b->refs == 0) free(e->b);
+  e->b = NULL;
+  return 0;
+}
+
+/* __close: closes a sender but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->b == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_BCAST_TX)) close_tx(e);
+  return 0;
+}
+
+static end *check_tx(lua_State *L, const char *fname) {
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, fname);
+  if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
+  return e;
+}
+
+/* tx:send(v) -> true; never waits */
+static int l_send(lua_State *L) {
+  end *e = check_tx(L, "BroadcastSender:send");
+  bcast *b = e->b;
+  if (lua_isnoneornil(L, 2))
+    return luaL_error(L, "BroadcastSender:send: cannot send nil (receivers "
+                         "read nil as the end); send false or a table");
+  lua_getiuservalue(L, 1, 1);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, (lua_Integer)(b->tail % b->cap) + 1);
+  b->tail++;
+  if (b->tail - b->head > b->cap) b->head = b->tail - b->cap;
+  wake_all(&b->waiters);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_subscribe(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_tx(L, "BroadcastSender:subscribe");
+  lua_getiuservalue(L, 1, 1);
+  push_end(L, ctx, e->b, TT_BCAST_RX, lua_gettop(L));
+  return 1;
+}
+
+static int l_clone(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_tx(L, "BroadcastSender:clone");
+  lua_getiuservalue(L, 1, 1);
+  push_end(L, ctx, e->b, TT_BCAST_TX, lua_gettop(L));
+  return 1;
+}
+
+static int l_close_tx(lua_State *L) {
+  close_tx((end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:close"));
+  return 0;
+}
+
+/* Tries to read: pushes the results and returns their count, or -1. */
+static int recv_now(lua_State *L, end *e) {
+  bcast *b = e->b;
+  if (e->next < b->head) {
+    lua_Integer skipped = b->head - e->next;
+    e->next = b->head;
+    lua_pushnil(L);
+    tidal__error_push(L, "lagged", "receiver lagged behind: %I values skipped",
+                      skipped);
+    lua_pushinteger(L, skipped);
+    lua_setfield(L, -2, "skipped");
+    return 2;
+  }
+  if (e->next < b->tail) {
+    lua_getiuservalue(L, 1, 1);
+    lua_rawgeti(L, -1, (lua_Integer)(e->next % b->cap) + 1);
+    e->next++;
+    return 1;
+  }
+  if (b->nsenders == 0) return 0;
+  return -1;
+}
+
+static int recv_cancel(tidal_task *t) {
+  tidal__wq_remove(&((bcast *)t->wobj)->waiters, t);
+  return 1;
+}
+
+static const tidal_waitop recv_op = {"BroadcastReceiver:recv", recv_cancel};
+
+static int recv_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)k;
+  end *e = (end *)lua_touserdata(L, 1);
+  int n;
+  (void)status;
+  tidal__resumed(L, t); /* every receiver was woken: nothing to pass on */
+  if ((n = recv_now(L, e)) >= 0) return n;
+  tidal__wq_push(&e->b->waiters, t);
+  return tidal__park(L, t, &recv_op, e->b, recv_k);
+}
+
+static int l_recv(lua_State *L);
+static const tidal_restart recv_again = {l_recv};
+
+/* rx:recv() -> value | nil, err (lagged) | nil at the end */
+static int l_recv(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:recv");
+  int n;
+  tidal_task *t = tidal__wait_begin(L, "BroadcastReceiver:recv");
+  TIDAL_SPEND(L, t, &recv_again);
+  lua_settop(L, 1);
+  if ((n = recv_now(L, e)) >= 0) return n;
+  tidal__wq_push(&e->b->waiters, t);
+  return tidal__park(L, t, &recv_op, e->b, recv_k);
+}
+
+/* rx:try_recv() -> value | nil, err (empty / lagged / closed) */
+static int l_try_recv(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX,
+                                  "BroadcastReceiver:try_recv");
+  int n;
+  lua_settop(L, 1);
+  n = recv_now(L, e);
+  if (n > 0) return n;
+  lua_pushnil(L);
+  if (n == 0)
+    tidal__error_push(L, "closed", "broadcast closed");
+  else
+    tidal__error_push(L, "empty", "nothing new");
+  return 2;
+}
+
+static int l_len(lua_State *L) {
+  end *e = (end *)lua_touserdata(L, 1);
+  lua_Integer from = e->next > e->b->head ? e->next : e->b->head;
+  lua_pushinteger(L, e->b->tail - from);
+  return 1;
+}
+
+static const luaL_Reg tx_methods[] = {{"send", l_send},
+                                      {"subscribe", l_subscribe},
+                                      {"clone", l_clone},
+                                      {"close", l_close_tx},
+                                      {NULL, NULL}};
+
+static const luaL_Reg rx_methods[] = {
+    {"recv", l_recv}, {"try_recv", l_try_recv}, {NULL, NULL}};
+
+static const luaL_Reg tx_meta[] = {
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
+
+static const luaL_Reg rx_meta[] = {
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {"__len", l_len}, {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"broadcast", l_broadcast}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__broadcast_open(lua_State *L) {
+  tidal__newtype(L, TT_BCAST_TX, TX_MT, tx_meta, tx_methods);
+  tidal__newtype(L, TT_BCAST_RX, RX_MT, rx_meta, rx_methods);
+  tidal__register(L, funcs);
+}

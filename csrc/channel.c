@@ -1,0 +1,910 @@
+/*
+** channel.c: tidal.channel([capacity]) -> tx, rx. Multi-producer,
+** single-consumer (any task may hold the receiver), bounded or unbounded.
+**
+** The channel is a C core shared by its ends (Sender and Receiver userdata,
+** reference-counted). Buffered values live in a Lua table ring (the ends'
+** uservalue), so within one Lua state a value is passed by reference. Waits
+** follow wake-then-take (tidal_int.h): a sender puts the value in the buffer
+** and wakes a waiting receiver, which takes it when it runs; a bounded
+** channel wakes a waiting sender when room appears. A task cancelled between
+** its wake and its turn leaves the channel as it was and passes the wake on,
+** so a cancelled recv loses no message and a cancelled send delivers nothing.
+**
+** Ends that are closed, collected, or leave a <close> scope close their side:
+** the last Sender closing ends the stream (recv gives nil once drained);
+** the Receiver closing refuses new sends (values already buffered can still
+** be received).
+**
+** Shared mode: when an end is copied to another Lua state (another worker,
+** the blocking pool), the channel becomes shared, for good: from then on
+** every operation takes its mutex, values are copied (encoded by the sender,
+** decoded by the receiver: transfer.c) into a ring of buffers, and waiters
+** on other workers are woken through their worker's remote queue. The
+** switch happens on the owning thread, before any other thread can see the
+** channel, so reading `shared` needs no lock. An end in flight (copied but
+** not yet rebuilt) counts as an open end of its side.
+*/
+#include "tidal_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SENDER_MT "tidal.Sender"
+#define RECEIVER_MT "tidal.Receiver"
+
+typedef struct chan {
+  atomic_int refs; /* ends alive (and in flight) */
+  int nsenders;    /* open Sender ends */
+  int nreceivers;  /* open Receiver ends */
+  int cap;       /* bounded capacity, 0: unbounded */
+  int size;      /* slots in the buffer table (grows when unbounded) */
+  int head, n;   /* ring: values at slots head .. head+n-1 (mod size), 1-based */
+  int reserved;  /* bounded: room promised to senders woken for it that have
+                    not run yet (n + reserved <= cap), so that a later send
+                    cannot take it first */
+  uint8_t rx_closed;
+  uint8_t shared;
+  tidal_wq recvq, sendq;
+  uv_mutex_t mu;   /* shared: guards all of the above but refs */
+  tidal_buf *ring; /* shared: the values, encoded; slot i-1 for Lua slot i */
+} chan;
+
+#define LOCK(ch)                                                               \
+  do {                                                                         \
+    if ((ch)->shared) uv_mutex_lock(&(ch)->mu);                                \
+  } while (0)
+#define UNLOCK(ch)                                                             \
+  do {                                                                         \
+    if ((ch)->shared) uv_mutex_unlock(&(ch)->mu);                              \
+  } while (0)
+
+typedef struct end {
+  chan *ch;
+  uint8_t closed;
+} end;
+
+/* -------------------------------------------------------------- the core */
+
+static void chan_unref(chan *ch) {
+  if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
+  if (ch->shared) {
+    for (int i = 0; i < ch->n; i++) {
+      tidal_buf *b = &ch->ring[(ch->head - 1 + i) % ch->size];
+      tidal__xfer_discard(b->data, b->len);
+      tidal__buf_free(b);
+    }
+    free(ch->ring);
+    uv_mutex_destroy(&ch->mu);
+  }
+  free(ch);
+}
+
+/* the worker running in the calling state, or NULL */
+static tidal_worker *cur_worker(lua_State *L) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  return ctx ? ctx->w : NULL;
+}
+
+/* Wake t: directly when it is ours, else through its worker. */
+static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
+  if (ch->shared)
+    tidal__wake_any(cur, t);
+  else
+    tidal__wake(t, 0);
+}
+
+/* room for a value that was not promised to a woken sender */
+static int has_room(const chan *ch) {
+  return ch->cap == 0 || ch->n + ch->reserved < ch->cap;
+}
+
+/* Wake the first waiting sender for the room that just appeared, keeping
+** that room for it. */
+static void wake_sender(chan *ch, tidal_worker *cur) {
+  if (ch->sendq.head != NULL && has_room(ch)) {
+    ch->reserved++;
+    wake(ch, tidal__wq_pop(&ch->sendq), cur);
+  }
+}
+
+static void wake_one(chan *ch, tidal_wq *q, tidal_worker *cur) {
+  tidal_task *t = tidal__wq_pop(q);
+  if (t != NULL) wake(ch, t, cur);
+}
+
+static void wake_all(chan *ch, tidal_wq *q, tidal_worker *cur) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) wake(ch, t, cur);
+}
+
+/* Whether t is still in q (not yet taken by a waker). Under the lock. */
+static int queued(tidal_wq *q, tidal_task *t) {
+  return q->head == t || t->qprev != NULL;
+}
+
+/* Ring table at index buf (in its holder at buf - 1); value on top
+** (popped). An unbounded ring that is full doubles into a new table, which
+** the holder (shared by every end) then points at. */
+static void buf_push(lua_State *L, chan *ch, int buf) {
+  if (ch->n == ch->size) {
+    int size = ch->size * 2;
+    lua_createtable(L, size, 0);
+    for (int i = 0; i < ch->n; i++) {
+      lua_rawgeti(L, buf, (ch->head - 1 + i) % ch->size + 1);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, buf - 1, 1);
+    lua_replace(L, buf);
+    ch->head = 1;
+    ch->size = size;
+  }
+  lua_rawseti(L, buf, (ch->head - 1 + ch->n) % ch->size + 1);
+  ch->n++;
+}
+
+/* pushes the oldest value */
+static void buf_take(lua_State *L, chan *ch, int buf) {
+  lua_rawgeti(L, buf, ch->head);
+  lua_pushnil(L);
+  lua_rawseti(L, buf, ch->head);
+  ch->head = ch->head % ch->size + 1;
+  ch->n--;
+}
+
+/* ------------------------------------------------------------- shared */
+
+/* Shared ring: encoded values at slots head .. head+n-1 (1-based, like the
+** Lua ring). Under the lock. Grows when unbounded. */
+static int ring_push(chan *ch, tidal_buf *b) {
+  if (ch->n == ch->size) {
+    int size = ch->size * 2;
+    tidal_buf *r = (tidal_buf *)calloc((size_t)size, sizeof *r);
+    if (r == NULL) return -1;
+    for (int i = 0; i < ch->n; i++)
+      r[i] = ch->ring[(ch->head - 1 + i) % ch->size];
+    free(ch->ring);
+    ch->ring = r;
+    ch->head = 1;
+    ch->size = size;
+  }
+  ch->ring[(ch->head - 1 + ch->n) % ch->size] = *b;
+  ch->n++;
+  return 0;
+}
+
+static tidal_buf ring_take(chan *ch) {
+  tidal_buf b = ch->ring[ch->head - 1];
+  memset(&ch->ring[ch->head - 1], 0, sizeof b);
+  ch->head = ch->head % ch->size + 1;
+  ch->n--;
+  return b;
+}
+
+/* Decodes one encoded value onto L and frees it; raises if it cannot be
+** rebuilt here (a module missing in this state). */
+static int decode_value(lua_State *L, tidal_buf *b, const char *fname) {
+  int n = tidal__xfer_decode(L, b->data, b->len);
+  tidal__xfer_discard(b->data, b->len);
+  tidal__buf_free(b);
+  if (n != 1) return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
+  return 1;
+}
+
+/* The end at idx (of the owning state) is being copied: switch to shared
+** mode, encoding what is buffered. Must not raise. */
+static int make_shared(lua_State *L, chan *ch, int idx) {
+  tidal_buf *r;
+  int i, buf;
+  if (ch->shared) return 1;
+  r = (tidal_buf *)calloc((size_t)ch->size, sizeof *r);
+  if (r == NULL) return 0;
+  if (!lua_checkstack(L, 6)) {
+    free(r);
+    return 0;
+  }
+  buf = lua_gettop(L) + 1;
+  lua_getiuservalue(L, idx, 1);
+  if (ch->cap == 0) lua_rawgeti(L, -1, 1);
+  buf = lua_gettop(L);
+  for (i = 0; i < ch->n; i++) {
+    int slot = (ch->head - 1 + i) % ch->size;
+    lua_rawgeti(L, buf, slot + 1);
+    int fail = tidal__xfer_encode(L, lua_gettop(L), 1, "message", &r[slot]);
+    lua_pop(L, fail ? 2 : 1);
+    if (fail) break;
+  }
+  if (i < ch->n || uv_mutex_init(&ch->mu)) {
+    while (i-- > 0) {
+      int slot = (ch->head - 1 + i) % ch->size;
+      tidal__xfer_discard(r[slot].data, r[slot].len);
+      tidal__buf_free(&r[slot]);
+    }
+    free(r);
+    lua_settop(L, buf - 1 - (ch->cap == 0));
+    return 0;
+  }
+  for (i = 1; i <= ch->size; i++) { /* the Lua ring is not used any more */
+    lua_pushnil(L);
+    lua_rawseti(L, buf, i);
+  }
+  lua_settop(L, buf - 1 - (ch->cap == 0));
+  ch->ring = r;
+  ch->shared = 1;
+  return 1;
+}
+
+/* ------------------------------------------------------------------ ends */
+
+#define check_end(L, idx, tt, fname) ((end *)tidal__checkud(L, idx, tt, fname))
+
+/* self of a hot method: checked once per object (see TIDAL_SELF) */
+static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
+  end *e = (end *)tidal__self(L, ctx, tt, fname);
+  if (e->ch != NULL) TIDAL_HOT(ctx, tt, e) = e;
+  return e;
+}
+
+static int is_sender(lua_State *L, int idx) {
+  return tidal__toud(L, tidal__ctx(L), idx, TT_SENDER) != NULL;
+}
+
+/* Pushes a new end over ch (taking a reference); buf: its ring holder. */
+static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
+                     int buf) {
+  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
+  e->ch = NULL;
+  e->closed = 1; /* harmless until complete */
+  tidal__setmt(L, ctx, tt);
+  lua_pushvalue(L, buf);
+  lua_setiuservalue(L, -2, 1);
+  e->ch = ch;
+  e->closed = 0;
+  atomic_fetch_add(&ch->refs, 1);
+}
+
+/* Pushes the ring of the end at idx and returns its index. A bounded
+** channel's ends hold the ring itself; an unbounded one's hold a holder
+** table whose [1] is the ring, so that growing it is seen by every end
+** (the holder is then just below the ring). Not used once shared. */
+static int push_buf(lua_State *L, chan *ch, int idx) {
+  lua_getiuservalue(L, idx, 1);
+  if (ch->cap == 0) lua_rawgeti(L, -1, 1);
+  return lua_gettop(L);
+}
+
+static void sender_gone(chan *ch, tidal_worker *cur) {
+  if (--ch->nsenders == 0) wake_all(ch, &ch->recvq, cur); /* see the end */
+}
+
+static void close_sender(end *e, tidal_worker *cur) {
+  chan *ch = e->ch;
+  if (e->closed) return;
+  e->closed = 1;
+  LOCK(ch);
+  sender_gone(ch, cur);
+  UNLOCK(ch);
+}
+
+/* rx:close(): no more sends, for every receiver */
+static void shut(chan *ch, tidal_worker *cur) {
+  ch->rx_closed = 1;
+  ch->reserved = 0;              /* nothing more will be sent */
+  wake_all(ch, &ch->sendq, cur); /* they see the channel closed */
+  wake_all(ch, &ch->recvq, cur);
+}
+
+static void receiver_gone(chan *ch, tidal_worker *cur) {
+  if (--ch->nreceivers == 0 && !ch->rx_closed) shut(ch, cur);
+}
+
+static void close_receiver(end *e, tidal_worker *cur, int explicit) {
+  chan *ch = e->ch;
+  if (e->closed) return;
+  e->closed = 1;
+  LOCK(ch);
+  receiver_gone(ch, cur);
+  if (explicit && !ch->rx_closed) shut(ch, cur);
+  UNLOCK(ch);
+}
+
+static int l_end_gc(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (TIDAL_HOT(ctx, TT_SENDER, e) == e) TIDAL_HOT(ctx, TT_SENDER, e) = NULL;
+  if (TIDAL_HOT(ctx, TT_RECEIVER, e) == e)
+    TIDAL_HOT(ctx, TT_RECEIVER, e) = NULL;
+  if (e->ch == NULL) return 0;
+  if (is_sender(L, 1))
+    close_sender(e, ctx->w);
+  else
+    close_receiver(e, ctx->w, 0);
+  chan_unref(e->ch);
+  e->ch = NULL;
+  return 0;
+}
+
+/* __close: closes the end's side but keeps the channel, so the end stays
+** usable (as a closed end) through other references until it is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->ch == NULL) return 0;
+  if (is_sender(L, 1))
+    close_sender(e, ctx->w);
+  else
+    close_receiver(e, ctx->w, 1);
+  return 0;
+}
+
+/* tidal.channel([capacity]) -> tx, rx */
+static int l_channel(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  int cap = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
+        lua_tointeger(L, 1) > (1 << 28))
+      return luaL_error(L,
+                        "tidal.channel: capacity must be an integer >= 1 "
+                        "(or nil for an unbounded channel), got %s",
+                        luaL_tolstring(L, 1, NULL));
+    cap = (int)lua_tointeger(L, 1);
+  }
+  chan *ch = (chan *)calloc(1, sizeof *ch);
+  if (ch == NULL) return luaL_error(L, "tidal.channel: not enough memory");
+  ch->cap = cap;
+  ch->size = cap ? cap : 16;
+  ch->head = 1;
+  ch->nsenders = 1;
+  ch->nreceivers = 1;
+  atomic_init(&ch->refs, 1); /* held by this call until both ends own it */
+  lua_createtable(L, ch->size, 0); /* the ring */
+  if (cap == 0) {
+    lua_createtable(L, 1, 0); /* its holder */
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+  }
+  int holder = lua_gettop(L);
+  push_end(L, ctx, ch, TT_SENDER, holder);
+  push_end(L, ctx, ch, TT_RECEIVER, holder);
+  chan_unref(ch);
+  return 2;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static int fail(lua_State *L, const char *kind, const char *msg) {
+  lua_pushnil(L);
+  tidal__error_push(L, kind, "%s", msg);
+  return 2;
+}
+
+/* -------------------------------------------------------------- waiting */
+
+static int send_cancel(tidal_task *t) {
+  chan *ch = (chan *)t->wobj;
+  int in;
+  LOCK(ch);
+  if ((in = queued(&ch->sendq, t)) != 0) tidal__wq_remove(&ch->sendq, t);
+  UNLOCK(ch);
+  return in; /* else a wake is on its way */
+}
+
+static int recv_cancel(tidal_task *t) {
+  chan *ch = (chan *)t->wobj;
+  int in;
+  LOCK(ch);
+  if ((in = queued(&ch->recvq, t)) != 0) tidal__wq_remove(&ch->recvq, t);
+  UNLOCK(ch);
+  return in;
+}
+
+static const tidal_waitop send_op = {"Sender:send", send_cancel};
+static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel};
+
+/* Parks t on q (the lock held when shared; released here). */
+static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
+                   int front, const tidal_waitop *op, lua_KFunction k) {
+  if (front)
+    tidal__wq_push_front(q, t);
+  else
+    tidal__wq_push(q, t);
+  if (ch->shared) {
+    tidal__external(t->w, 1); /* another worker may wake it */
+    uv_mutex_unlock(&ch->mu);
+  }
+  return tidal__park(L, t, op, ch, k);
+}
+
+/* After a shared wait: the loop need not wait for other threads for it */
+static void unpark(chan *ch, tidal_task *t) {
+  if (ch->shared) tidal__external(t->w, -1);
+}
+
+/* --------------------------------------------------------------- Sender */
+
+static int l_send(lua_State *L);
+static const tidal_restart send_again = {l_send};
+
+/* value at 2; local mode */
+static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
+  int buf = push_buf(L, ch, 1);
+  lua_pushvalue(L, 2);
+  buf_push(L, ch, buf);
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Shared mode, value at v, encoded in b (taken): stores it if there is room
+** (returns 1 result), else returns -1 with the lock still held. */
+static int shared_put(lua_State *L, chan *ch, tidal_worker *cur,
+                      tidal_buf *b, int fair) {
+  uv_mutex_lock(&ch->mu);
+  if (ch->rx_closed) {
+    uv_mutex_unlock(&ch->mu);
+    tidal__xfer_discard(b->data, b->len);
+    tidal__buf_free(b);
+    return fail(L, "closed", "channel closed");
+  }
+  if (has_room(ch) && (!fair || ch->sendq.head == NULL)) {
+    if (ring_push(ch, b)) {
+      uv_mutex_unlock(&ch->mu);
+      tidal__xfer_discard(b->data, b->len);
+      tidal__buf_free(b);
+      return luaL_error(L, "Sender:send: not enough memory");
+    }
+    if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
+    uv_mutex_unlock(&ch->mu);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  tidal__xfer_discard(b->data, b->len); /* encoded again when it retries */
+  tidal__buf_free(b);
+  return -1;
+}
+
+static void encode_value(lua_State *L, int v, tidal_buf *b,
+                         const char *fname) {
+  if (tidal__xfer_encode(L, v, 1, "message", b))
+    luaL_error(L,
+               "%s: %s (this channel crosses workers: its values are "
+               "copied)",
+               fname, lua_tostring(L, -1));
+}
+
+static int send_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)k;
+  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  tidal_worker *cur = t->w;
+  (void)status;
+  unpark(ch, t);
+  LOCK(ch);
+  /* woken for room (not by its cancellation, nor by the receiver closing):
+  ** the room kept for it is its own now */
+  if (!(t->flags & TF_WAKECANCEL) && !ch->rx_closed && ch->reserved > 0)
+    ch->reserved--;
+  if (tidal__wake_lost(t)) wake_sender(ch, cur); /* pass the room on */
+  UNLOCK(ch);
+  tidal__resumed(L, t);
+  lua_settop(L, 2);
+  if (ch->shared) {
+    tidal_buf b = {NULL, 0, 0};
+    encode_value(L, 2, &b, "Sender:send");
+    int n = shared_put(L, ch, cur, &b, 0);
+    if (n >= 0) return n;
+    return park_on(L, t, ch, &ch->sendq, 1, &send_op, send_k);
+  }
+  if (ch->rx_closed) return fail(L, "closed", "channel closed");
+  if (has_room(ch)) return try_put(L, ch, cur);
+  /* the room was taken: keep our turn */
+  return park_on(L, t, ch, &ch->sendq, 1, &send_op, send_k);
+}
+
+static void check_value(lua_State *L, const char *fname) {
+  if (lua_isnoneornil(L, 2))
+    luaL_error(L,
+               "%s: cannot send nil (a receiver reads nil as the end of the "
+               "stream); send false or a table instead",
+               fname);
+}
+
+/* tx:send(v) -> true | nil, err (closed); waits while full */
+static int l_send(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = self_end(L, ctx, TT_SENDER, "Sender:send");
+  tidal_task *t = ctx->cur;
+  chan *ch = e->ch;
+  if (lua_type(L, 2) <= LUA_TNIL) check_value(L, "Sender:send");
+  if (e->closed)
+    return luaL_error(L, "Sender:send: this sender was closed (use an open "
+                         "clone)");
+  if (t != NULL && t->co == L) {
+    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
+    if (--t->budget == 0) {
+      if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
+      t->budget = 1;
+    }
+  }
+  if (ch->shared) {
+    tidal_buf b = {NULL, 0, 0};
+    lua_settop(L, 2);
+    encode_value(L, 2, &b, "Sender:send");
+    if (t != NULL && t->co != L) t = NULL;
+    int n = shared_put(L, ch, ctx->w, &b, 1);
+    if (n >= 0) return n;
+    if (t == NULL || !lua_isyieldable(L)) {
+      uv_mutex_unlock(&ch->mu);
+      t = tidal__wait_begin(L, "Sender:send"); /* raises */
+    }
+    return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
+  }
+  if (ch->rx_closed) return fail(L, "closed", "channel closed");
+  if (has_room(ch) && ch->sendq.head == NULL) return try_put(L, ch, ctx->w);
+  lua_settop(L, 2);
+  t = tidal__wait_begin(L, "Sender:send"); /* raises outside a task */
+  return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
+}
+
+/* select's fast path for tx:send_op(v): the sender at base, v above */
+static int try_send_op(lua_State *L, int base) {
+  end *e = (end *)lua_touserdata(L, base);
+  chan *ch = e->ch;
+  if (e->closed) return -1; /* run() raises the misuse */
+  if (ch->shared) {
+    tidal_buf b = {NULL, 0, 0};
+    if (tidal__xfer_encode(L, base + 1, 1, "message", &b)) {
+      lua_pop(L, 1);
+      return -1; /* run() raises with the reason */
+    }
+    int n = shared_put(L, ch, cur_worker(L), &b, 1);
+    if (n < 0) uv_mutex_unlock(&ch->mu);
+    return n;
+  }
+  if (ch->rx_closed) return fail(L, "closed", "channel closed");
+  if (!has_room(ch) || ch->sendq.head != NULL) return -1;
+  int buf = push_buf(L, ch, base);
+  lua_pushvalue(L, base + 1);
+  buf_push(L, ch, buf);
+  lua_settop(L, buf - (ch->cap == 0) - 1);
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, cur_worker(L));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_send_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  check_end(L, 1, TT_SENDER, "Sender:send_op");
+  check_value(L, "Sender:send_op");
+  tidal__op_new(L, ctx, "Sender:send", l_send, try_send_op, 1, 2);
+  return 1;
+}
+
+/* tx:try_send(v) -> true | nil, err (full / closed) */
+static int l_try_send(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_end(L, 1, TT_SENDER, "Sender:try_send");
+  chan *ch = e->ch;
+  check_value(L, "Sender:try_send");
+  lua_settop(L, 2);
+  if (e->closed)
+    return luaL_error(L, "Sender:try_send: this sender was closed");
+  if (ch->shared) {
+    tidal_buf b = {NULL, 0, 0};
+    encode_value(L, 2, &b, "Sender:try_send");
+    int n = shared_put(L, ch, ctx->w, &b, 1);
+    if (n >= 0) return n;
+    uv_mutex_unlock(&ch->mu);
+    return fail(L, "full", "channel full");
+  }
+  if (ch->rx_closed) return fail(L, "closed", "channel closed");
+  if (!has_room(ch) || ch->sendq.head != NULL)
+    return fail(L, "full", "channel full");
+  return try_put(L, ch, ctx->w);
+}
+
+static int l_clone(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_end(L, 1, TT_SENDER, "Sender:clone");
+  if (e->closed)
+    return luaL_error(L, "Sender:clone: this sender was closed (clone an "
+                         "open one)");
+  lua_getiuservalue(L, 1, 1);
+  push_end(L, ctx, e->ch, TT_SENDER, lua_gettop(L));
+  LOCK(e->ch);
+  e->ch->nsenders++;
+  UNLOCK(e->ch);
+  return 1;
+}
+
+static int l_close_sender(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  close_sender(check_end(L, 1, TT_SENDER, "Sender:close"), ctx->w);
+  return 0;
+}
+
+static int ended(const chan *ch) {
+  return ch->nsenders == 0 || ch->rx_closed;
+}
+
+static int l_is_closed(lua_State *L) {
+  int sender = is_sender(L, 1);
+  end *e = sender ? (end *)lua_touserdata(L, 1)
+                  : check_end(L, 1, TT_RECEIVER, "Receiver:is_closed");
+  chan *ch = e->ch;
+  LOCK(ch);
+  int closed = e->closed || ch->rx_closed ||
+               (!sender && ch->nsenders == 0 && ch->n == 0);
+  UNLOCK(ch);
+  lua_pushboolean(L, closed);
+  return 1;
+}
+
+/* -------------------------------------------------------------- Receiver */
+
+static int l_recv(lua_State *L);
+static const tidal_restart recv_again = {l_recv};
+
+/* Takes a buffered value (top), waking a sender now that there is room.
+** Local mode, or shared with the lock held (released here). */
+static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
+  if (ch->shared) {
+    tidal_buf b = ring_take(ch);
+    wake_sender(ch, cur);
+    uv_mutex_unlock(&ch->mu);
+    return decode_value(L, &b, fname);
+  }
+  int buf = push_buf(L, ch, 1);
+  buf_take(L, ch, buf);
+  wake_sender(ch, cur);
+  return 1;
+}
+
+static int recv_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)k;
+  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  (void)status;
+  unpark(ch, t);
+  LOCK(ch);
+  if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
+  UNLOCK(ch);
+  tidal__resumed(L, t);
+  lua_settop(L, 1);
+  LOCK(ch);
+  if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
+  if (ended(ch)) {
+    UNLOCK(ch);
+    return 0;
+  }
+  /* the value was taken: keep our turn */
+  return park_on(L, t, ch, &ch->recvq, 1, &recv_op, recv_k);
+}
+
+/* rx:recv() -> value, or nil once closed and drained */
+static int l_recv(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = self_end(L, ctx, TT_RECEIVER, "Receiver:recv");
+  tidal_task *t = ctx->cur;
+  chan *ch = e->ch;
+  if (t != NULL && t->co == L) {
+    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
+    if (--t->budget == 0) {
+      if (lua_isyieldable(L)) {
+        lua_settop(L, 1);
+        return tidal__budget_yield(L, t, &recv_again);
+      }
+      t->budget = 1;
+    }
+  }
+  if (!ch->shared) {
+    if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
+    if (ended(ch)) return 0;
+    lua_settop(L, 1);
+    t = tidal__wait_begin(L, "Receiver:recv"); /* raises outside a task */
+    return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
+  }
+  lua_settop(L, 1);
+  uv_mutex_lock(&ch->mu);
+  if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
+  if (ended(ch)) {
+    uv_mutex_unlock(&ch->mu);
+    return 0;
+  }
+  if (t == NULL || t->co != L || !lua_isyieldable(L)) {
+    uv_mutex_unlock(&ch->mu);
+    tidal__wait_begin(L, "Receiver:recv"); /* raises */
+  }
+  return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
+}
+
+/* select's fast path for rx:recv_op(): the receiver at base */
+static int try_recv_op(lua_State *L, int base) {
+  chan *ch = ((end *)lua_touserdata(L, base))->ch;
+  tidal_worker *cur = cur_worker(L);
+  if (ch->shared) {
+    uv_mutex_lock(&ch->mu);
+    if (ch->n > 0) {
+      tidal_buf b = ring_take(ch);
+      wake_sender(ch, cur);
+      uv_mutex_unlock(&ch->mu);
+      return decode_value(L, &b, "Receiver:recv");
+    }
+    int e = ended(ch);
+    uv_mutex_unlock(&ch->mu);
+    return e ? 0 : -1;
+  }
+  if (ch->n > 0) {
+    int buf = push_buf(L, ch, base);
+    buf_take(L, ch, buf);
+    lua_replace(L, buf - (ch->cap == 0)); /* the value, in the ring's slot */
+    lua_settop(L, buf - (ch->cap == 0));
+    wake_sender(ch, cur);
+    return 1;
+  }
+  return ended(ch) ? 0 : -1;
+}
+
+static int l_recv_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  check_end(L, 1, TT_RECEIVER, "Receiver:recv_op");
+  tidal__op_new(L, ctx, "Receiver:recv", l_recv, try_recv_op, 1, 1);
+  return 1;
+}
+
+/* rx:try_recv() -> value | nil, err (empty / closed) */
+static int l_try_recv(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_end(L, 1, TT_RECEIVER, "Receiver:try_recv");
+  chan *ch = e->ch;
+  lua_settop(L, 1);
+  LOCK(ch);
+  if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:try_recv");
+  int end_ = ended(ch);
+  UNLOCK(ch);
+  if (end_) return fail(L, "closed", "channel closed");
+  return fail(L, "empty", "channel empty");
+}
+
+static int l_close_receiver(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  close_receiver(check_end(L, 1, TT_RECEIVER, "Receiver:close"), ctx->w, 1);
+  return 0;
+}
+
+static int l_len(lua_State *L) {
+  end *e = (end *)lua_touserdata(L, 1);
+  LOCK(e->ch);
+  lua_pushinteger(L, e->ch->n);
+  UNLOCK(e->ch);
+  return 1;
+}
+
+/* for v in rx do ... end: rx is called as the iterator */
+static int l_call(lua_State *L) {
+  return l_recv(L);
+}
+
+static int l_tostring(lua_State *L) {
+  end *e = (end *)lua_touserdata(L, 1);
+  int sender = is_sender(L, 1);
+  if (e->ch == NULL) {
+    lua_pushstring(L, sender ? "tidal.Sender (freed)" : "tidal.Receiver");
+  } else {
+    LOCK(e->ch);
+    int n = e->ch->n;
+    UNLOCK(e->ch);
+    if (e->ch->cap)
+      lua_pushfstring(L, "tidal.%s (capacity %d, %d buffered%s%s)",
+                      sender ? "Sender" : "Receiver", e->ch->cap, n,
+                      e->ch->shared ? ", shared" : "",
+                      e->closed ? ", closed" : "");
+    else
+      lua_pushfstring(L, "tidal.%s (unbounded, %d buffered%s%s)",
+                      sender ? "Sender" : "Receiver", n,
+                      e->ch->shared ? ", shared" : "",
+                      e->closed ? ", closed" : "");
+  }
+  return 1;
+}
+
+/* --------------------------------------------------- copying the ends */
+
+static void *share_end(lua_State *L, int idx, int sender) {
+  end *e = (end *)lua_touserdata(L, idx);
+  chan *ch;
+  if (e == NULL || (ch = e->ch) == NULL || e->closed) return NULL;
+  if (!make_shared(L, ch, idx)) return NULL;
+  uv_mutex_lock(&ch->mu);
+  if (sender)
+    ch->nsenders++; /* the end in flight counts as open */
+  else
+    ch->nreceivers++;
+  uv_mutex_unlock(&ch->mu);
+  atomic_fetch_add(&ch->refs, 1);
+  return ch;
+}
+
+static void *share_sender(lua_State *L, int idx) {
+  return share_end(L, idx, 1);
+}
+
+static void *share_receiver(lua_State *L, int idx) {
+  return share_end(L, idx, 0);
+}
+
+static void push_copy(lua_State *L, void *obj, int tt) {
+  chan *ch = (chan *)obj;
+  lua_newtable(L); /* an unused ring holder: the channel is shared */
+  push_end(L, tidal__ctx(L), ch, tt, lua_gettop(L));
+  lua_remove(L, -2);
+  uv_mutex_lock(&ch->mu);
+  if (tt == TT_SENDER)
+    ch->nsenders++;
+  else
+    ch->nreceivers++;
+  uv_mutex_unlock(&ch->mu);
+}
+
+static void push_sender(lua_State *L, void *obj) {
+  push_copy(L, obj, TT_SENDER);
+}
+
+static void push_receiver(lua_State *L, void *obj) {
+  push_copy(L, obj, TT_RECEIVER);
+}
+
+/* A buffer with an end in flight is discarded: that end closes. */
+static void drop_sender(void *obj) {
+  chan *ch = (chan *)obj;
+  uv_mutex_lock(&ch->mu);
+  sender_gone(ch, NULL);
+  uv_mutex_unlock(&ch->mu);
+  chan_unref(ch);
+}
+
+static void drop_receiver(void *obj) {
+  chan *ch = (chan *)obj;
+  uv_mutex_lock(&ch->mu);
+  receiver_gone(ch, NULL);
+  uv_mutex_unlock(&ch->mu);
+  chan_unref(ch);
+}
+
+const tidal_xtype tidal__sender_xtype = {SENDER_MT, share_sender, push_sender,
+                                         drop_sender};
+const tidal_xtype tidal__receiver_xtype = {RECEIVER_MT, share_receiver,
+                                           push_receiver, drop_receiver};
+
+static const luaL_Reg sender_methods[] = {
+    {"send", l_send},   {"try_send", l_try_send},   {"clone", l_clone},
+    {"send_op", l_send_op},
+    {"close", l_close_sender}, {"is_closed", l_is_closed}, {NULL, NULL}};
+
+static const luaL_Reg receiver_methods[] = {
+    {"recv", l_recv},   {"try_recv", l_try_recv}, {"close", l_close_receiver},
+    {"recv_op", l_recv_op},
+    {"is_closed", l_is_closed}, {NULL, NULL}};
+
+static const luaL_Reg sender_meta[] = {{"__gc", l_end_gc},
+                                       {"__close", l_end_close},
+                                       {"__tostring", l_tostring},
+                                       {"__len", l_len},
+                                       {NULL, NULL}};
+
+static const luaL_Reg receiver_meta[] = {{"__gc", l_end_gc},
+                                         {"__close", l_end_close},
+                                         {"__tostring", l_tostring},
+                                         {"__len", l_len},
+                                         {"__call", l_call},
+                                         {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"channel", l_channel}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__channel_open(lua_State *L) {
+  tidal__newtype(L, TT_SENDER, SENDER_MT, sender_meta, sender_methods);
+  tidal__newtype(L, TT_RECEIVER, RECEIVER_MT, receiver_meta,
+                 receiver_methods);
+  tidal__register(L, funcs);
+}

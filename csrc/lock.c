@@ -1,0 +1,327 @@
+/*
+** lock.c: tidal.mutex() and tidal.rwlock(), FIFO-fair async locks, and
+** their guards.
+**
+** A lock is a C core shared by its userdata (and by its guards, which keep
+** it alive). Ownership passes directly from the releasing task to the first
+** waiter (no barging), so waiters are served in order. A waiter that is
+** cancelled before it runs again never observed the lock: it releases what
+** it was granted, which passes ownership on, and raises. A guard is a
+** to-be-closed value: `local g <close> = m:lock()`; `g:release()` releases
+** early and a second release is a no-op; a guard that is collected while
+** still holding releases its lock.
+**
+** RwLock: readers share, writers are exclusive. Writers are not starved: a
+** reader arriving while anyone waits queues behind them, and a release
+** grants the head of the queue (one writer, or every reader up to the next
+** writer).
+*/
+#include "tidal_int.h"
+
+#include <stdlib.h>
+
+#define MUTEX_MT "tidal.Mutex"
+#define RWLOCK_MT "tidal.RwLock"
+#define GUARD_MT "tidal.Guard"
+
+enum { G_MUTEX, G_READ, G_WRITE };
+
+typedef struct lock {
+  int refs;    /* the lock's userdata and live guards */
+  int readers; /* rwlock: read holders */
+  uint8_t held; /* mutex held, or rwlock held for writing */
+  uint8_t rw;
+  tidal_wq waiters;
+} lock;
+
+typedef struct lockud {
+  lock *l;
+} lockud;
+
+typedef struct guard {
+  lock *l;
+  uint8_t kind;
+  uint8_t held;
+} guard;
+
+static void lock_unref(lock *l) {
+  if (--l->refs == 0) free(l);
+}
+
+/* Grant the lock to waiters at the head of the queue, in order. */
+static void grant(lock *l) {
+  tidal_task *t;
+  while ((t = l->waiters.head) != NULL) {
+    if (!l->rw || (t->flags & TF_WRITER)) {
+      if (l->held || l->readers > 0) return;
+      l->held = 1;
+      tidal__wq_pop(&l->waiters);
+      tidal__wake(t, 0);
+      return;
+    }
+    if (l->held) return;
+    l->readers++;
+    tidal__wq_pop(&l->waiters);
+    tidal__wake(t, 0);
+  }
+}
+
+static void release(lock *l, int kind) {
+  if (kind == G_READ)
+    l->readers--;
+  else
+    l->held = 0;
+  grant(l);
+}
+
+/* ----------------------------------------------------------------- guards */
+
+static int push_guard(lua_State *L, tidal_ctx *ctx, lock *l, int kind) {
+  guard *g = (guard *)lua_newuserdatauv(L, sizeof *g, 0);
+  g->l = l;
+  g->kind = (uint8_t)kind;
+  g->held = 1;
+  l->refs++;
+  tidal__setmt(L, ctx, TT_GUARD);
+  return 1;
+}
+
+static int guard_release(guard *g) {
+  if (!g->held) return 0;
+  g->held = 0;
+  release(g->l, g->kind);
+  return 1;
+}
+
+/* g:release() -> true, or false if it was released already */
+static int l_release(lua_State *L) {
+  guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:release");
+  lua_pushboolean(L, guard_release(g));
+  return 1;
+}
+
+static int l_guard_close(lua_State *L) {
+  guard *g = (guard *)lua_touserdata(L, 1);
+  if (g->l != NULL) guard_release(g);
+  return 0;
+}
+
+static int l_guard_gc(lua_State *L) {
+  guard *g = (guard *)lua_touserdata(L, 1);
+  if (g->l == NULL) return 0;
+  guard_release(g);
+  lock_unref(g->l);
+  g->l = NULL;
+  return 0;
+}
+
+static int l_held(lua_State *L) {
+  guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:is_held");
+  lua_pushboolean(L, g->held);
+  return 1;
+}
+
+static int l_guard_tostring(lua_State *L) {
+  guard *g = (guard *)lua_touserdata(L, 1);
+  static const char *const kinds[] = {"mutex", "read", "write"};
+  lua_pushfstring(L, "tidal.Guard (%s, %s)", kinds[g->kind],
+                  g->held ? "held" : "released");
+  return 1;
+}
+
+/* ------------------------------------------------------------------ locks */
+
+static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw) {
+  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->l = NULL;
+  tidal__setmt(L, ctx, rw ? TT_RWLOCK : TT_MUTEX);
+  u->l = (lock *)calloc(1, sizeof *u->l);
+  if (u->l == NULL) luaL_error(L, "tidal: not enough memory");
+  u->l->refs = 1;
+  u->l->rw = (uint8_t)rw;
+  return u->l;
+}
+
+static int l_mutex(lua_State *L) {
+  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 0);
+  return 1;
+}
+
+static int l_rwlock(lua_State *L) {
+  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 1);
+  return 1;
+}
+
+static int l_lock_gc(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lockud *u = (lockud *)lua_touserdata(L, 1);
+  for (int tt = TT_MUTEX; tt <= TT_RWLOCK; tt++)
+    if (TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
+  if (u->l != NULL) lock_unref(u->l);
+  u->l = NULL;
+  return 0;
+}
+
+static int lock_cancel(tidal_task *t) {
+  lock *l = (lock *)t->wobj;
+  tidal__wq_remove(&l->waiters, t);
+  t->flags &= ~TF_WRITER;
+  grant(l); /* readers queued behind a cancelled writer may go now */
+  return 1;
+}
+
+static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel};
+static const tidal_waitop read_op = {"RwLock:read", lock_cancel};
+static const tidal_waitop write_op = {"RwLock:write", lock_cancel};
+
+static int acquired_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)k;
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
+  int kind = !l->rw ? G_MUTEX : (t->flags & TF_WRITER) ? G_WRITE : G_READ;
+  (void)status;
+  t->flags &= ~TF_WRITER;
+  if (tidal__wake_lost(t)) release(l, kind); /* granted, never observed */
+  tidal__resumed(L, t);
+  return push_guard(L, ctx, l, kind);
+}
+
+static int acquire(lua_State *L, int tt, int kind, const char *fname,
+                   const tidal_restart *again, const tidal_waitop *op) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lockud *u = (lockud *)tidal__self(L, ctx, tt, fname);
+  lock *l = u->l;
+  if (l != NULL) TIDAL_HOT(ctx, tt, u) = u; /* cleared by its __gc */
+  tidal_task *t = tidal__wait_begin(L, fname);
+  TIDAL_SPEND(L, t, again);
+  lua_settop(L, 1);
+  if (l->waiters.head == NULL) {
+    if (kind == G_READ ? !l->held : !l->held && l->readers == 0) {
+      if (kind == G_READ)
+        l->readers++;
+      else
+        l->held = 1;
+      return push_guard(L, ctx, l, kind);
+    }
+  }
+  if (kind == G_WRITE) t->flags |= TF_WRITER;
+  tidal__wq_push(&l->waiters, t);
+  return tidal__park(L, t, op, l, acquired_k);
+}
+
+static int l_lock(lua_State *L);
+static int l_read(lua_State *L);
+static int l_write(lua_State *L);
+static const tidal_restart lock_again = {l_lock};
+static const tidal_restart read_again = {l_read};
+static const tidal_restart write_again = {l_write};
+
+/* m:lock() -> guard */
+static int l_lock(lua_State *L) {
+  return acquire(L, TT_MUTEX, G_MUTEX, "Mutex:lock", &lock_again, &mutex_op);
+}
+
+static int l_read(lua_State *L) {
+  return acquire(L, TT_RWLOCK, G_READ, "RwLock:read", &read_again, &read_op);
+}
+
+static int l_write(lua_State *L) {
+  return acquire(L, TT_RWLOCK, G_WRITE, "RwLock:write", &write_again,
+                 &write_op);
+}
+
+/* Non-waiting attempts: work anywhere, even outside a task. */
+static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  if (l->waiters.head == NULL &&
+      (kind == G_READ ? !l->held : !l->held && l->readers == 0)) {
+    if (kind == G_READ)
+      l->readers++;
+    else
+      l->held = 1;
+    return push_guard(L, ctx, l, kind);
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+/* select's fast path for m:lock_op() */
+static int try_lock_op(lua_State *L, int base) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lock *l = ((lockud *)lua_touserdata(L, base))->l;
+  if (l->waiters.head != NULL || l->held) return -1;
+  l->held = 1;
+  return push_guard(L, ctx, l, G_MUTEX);
+}
+
+static int l_lock_op(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal__checkud(L, 1, TT_MUTEX, "Mutex:lock_op");
+  tidal__op_new(L, ctx, "Mutex:lock", l_lock, try_lock_op, 1, 1);
+  return 1;
+}
+
+static int l_try_lock(lua_State *L) {
+  return try_acquire(L, TT_MUTEX, G_MUTEX, "Mutex:try_lock");
+}
+
+static int l_try_read(lua_State *L) {
+  return try_acquire(L, TT_RWLOCK, G_READ, "RwLock:try_read");
+}
+
+static int l_try_write(lua_State *L) {
+  return try_acquire(L, TT_RWLOCK, G_WRITE, "RwLock:try_write");
+}
+
+static int l_is_locked(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lockud *u = (lockud *)tidal__toud(L, ctx, 1, TT_MUTEX);
+  if (u == NULL) u = (lockud *)tidal__checkud(L, 1, TT_RWLOCK, "is_locked");
+  lua_pushboolean(L, u->l->held || u->l->readers > 0);
+  return 1;
+}
+
+static int l_lock_tostring(lua_State *L) {
+  lock *l = ((lockud *)lua_touserdata(L, 1))->l;
+  if (!l->rw)
+    lua_pushfstring(L, "tidal.Mutex (%s)", l->held ? "locked" : "unlocked");
+  else if (l->held)
+    lua_pushliteral(L, "tidal.RwLock (write-locked)");
+  else
+    lua_pushfstring(L, "tidal.RwLock (%d readers)", l->readers);
+  return 1;
+}
+
+static const luaL_Reg mutex_methods[] = {{"lock", l_lock},
+                                         {"try_lock", l_try_lock},
+                                         {"lock_op", l_lock_op},
+                                         {"is_locked", l_is_locked},
+                                         {NULL, NULL}};
+
+static const luaL_Reg rwlock_methods[] = {
+    {"read", l_read},         {"write", l_write},
+    {"try_read", l_try_read}, {"try_write", l_try_write},
+    {"is_locked", l_is_locked}, {NULL, NULL}};
+
+static const luaL_Reg lock_meta[] = {
+    {"__gc", l_lock_gc}, {"__tostring", l_lock_tostring}, {NULL, NULL}};
+
+static const luaL_Reg guard_methods[] = {
+    {"release", l_release}, {"is_held", l_held}, {NULL, NULL}};
+
+static const luaL_Reg guard_meta[] = {{"__close", l_guard_close},
+                                      {"__gc", l_guard_gc},
+                                      {"__tostring", l_guard_tostring},
+                                      {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {
+    {"mutex", l_mutex}, {"rwlock", l_rwlock}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__lock_open(lua_State *L) {
+  tidal__newtype(L, TT_MUTEX, MUTEX_MT, lock_meta, mutex_methods);
+  tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, lock_meta, rwlock_methods);
+  tidal__newtype(L, TT_GUARD, GUARD_MT, guard_meta, guard_methods);
+  tidal__register(L, funcs);
+}

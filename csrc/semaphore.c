@@ -1,0 +1,253 @@
+/*
+** semaphore.c: tidal.semaphore(n), a counting semaphore with FIFO waiters.
+**
+** s:acquire([k]) waits for k permits (default 1) and returns a Permit that
+** gives them back when released, closed (<close>) or collected. Waiters are
+** served in order: a large request at the head is not overtaken by smaller
+** ones behind it. Permits are handed to the head waiter directly; a waiter
+** cancelled before it runs gives them back, which serves the next. close()
+** makes pending and later acquires return nil, err (kind "closed").
+*/
+#include "tidal_int.h"
+
+#include <stdlib.h>
+
+#define SEM_MT "tidal.Semaphore"
+#define PERMIT_MT "tidal.Permit"
+
+typedef struct sem {
+  int refs;          /* the semaphore's userdata and live permits */
+  lua_Integer avail; /* permits available */
+  uint8_t closed;
+  tidal_wq waiters; /* each wants t->nres permits */
+} sem;
+
+typedef struct semud {
+  sem *s;
+} semud;
+
+typedef struct permit {
+  sem *s;
+  lua_Integer k;
+} permit;
+
+static void sem_unref(sem *s) {
+  if (--s->refs == 0) free(s);
+}
+
+/* Serve waiters from the head while enough permits are available. */
+static void serve(sem *s) {
+  tidal_task *t;
+  while ((t = s->waiters.head) != NULL && (s->closed || t->nres <= s->avail)) {
+    if (!s->closed) s->avail -= t->nres;
+    tidal__wq_pop(&s->waiters);
+    tidal__wake(t, 0);
+  }
+}
+
+static void give_back(sem *s, lua_Integer k) {
+  s->avail += k;
+  serve(s);
+}
+
+static int push_permit(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
+  permit *p = (permit *)lua_newuserdatauv(L, sizeof *p, 0);
+  p->s = s;
+  p->k = k;
+  s->refs++;
+  tidal__setmt(L, ctx, TT_PERMIT);
+  return 1;
+}
+
+static lua_Integer check_k(lua_State *L, const char *fname) {
+  lua_Integer k = 1;
+  if (!lua_isnoneornil(L, 2)) {
+    if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1)
+      luaL_error(L, "%s: the number of permits must be an integer >= 1",
+                 fname);
+    k = lua_tointeger(L, 2);
+  }
+  return k;
+}
+
+static int closed(lua_State *L) {
+  lua_pushnil(L);
+  tidal__error_push(L, "closed", "semaphore closed");
+  return 2;
+}
+
+/* tidal.semaphore(n) */
+static int l_semaphore(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0)
+    return luaL_error(L,
+                      "tidal.semaphore: the number of permits must be an "
+                      "integer >= 0, got %s",
+                      luaL_typename(L, 1));
+  lua_Integer n = lua_tointeger(L, 1);
+  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->s = NULL;
+  tidal__setmt(L, ctx, TT_SEMAPHORE);
+  u->s = (sem *)calloc(1, sizeof *u->s);
+  if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
+  u->s->refs = 1;
+  u->s->avail = n;
+  return 1;
+}
+
+static int sem_cancel(tidal_task *t) {
+  sem *s = (sem *)t->wobj;
+  tidal__wq_remove(&s->waiters, t);
+  serve(s); /* smaller requests behind a cancelled large one may go now */
+  return 1;
+}
+
+static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel};
+
+static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
+  tidal_task *t = (tidal_task *)ctxk;
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  sem *s = ((semud *)lua_touserdata(L, 1))->s;
+  lua_Integer k = check_k(L, "Semaphore:acquire");
+  (void)status;
+  if (tidal__wake_lost(t) && !s->closed) give_back(s, k);
+  tidal__resumed(L, t);
+  if (s->closed) return closed(L);
+  return push_permit(L, ctx, s, k);
+}
+
+static int l_acquire(lua_State *L);
+static const tidal_restart acquire_again = {l_acquire};
+
+/* s:acquire([k]) -> permit | nil, err (closed) */
+static int l_acquire(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:acquire"))->s;
+  lua_Integer k = check_k(L, "Semaphore:acquire");
+  tidal_task *t = tidal__wait_begin(L, "Semaphore:acquire");
+  TIDAL_SPEND(L, t, &acquire_again);
+  lua_settop(L, 2);
+  if (s->closed) return closed(L);
+  if (s->waiters.head == NULL && k <= s->avail) {
+    s->avail -= k;
+    return push_permit(L, ctx, s, k);
+  }
+  if (k > INT32_MAX)
+    return luaL_error(L, "Semaphore:acquire: too many permits requested");
+  t->nres = (int32_t)k; /* what it waits for, while parked */
+  tidal__wq_push(&s->waiters, t);
+  return tidal__park(L, t, &acquire_op, s, acquire_k);
+}
+
+/* s:try_acquire([k]) -> permit | nil, err (no_permits / closed) */
+static int l_try_acquire(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
+                                    "Semaphore:try_acquire"))->s;
+  lua_Integer k = check_k(L, "Semaphore:try_acquire");
+  if (s->closed) return closed(L);
+  if (s->waiters.head == NULL && k <= s->avail) {
+    s->avail -= k;
+    return push_permit(L, ctx, s, k);
+  }
+  lua_pushnil(L);
+  tidal__error_push(L, "no_permits", "not enough permits available");
+  return 2;
+}
+
+static int l_available(lua_State *L) {
+  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
+                                    "Semaphore:available"))->s;
+  lua_pushinteger(L, s->closed ? 0 : s->avail);
+  return 1;
+}
+
+/* s:add_permits(k) */
+static int l_add_permits(lua_State *L) {
+  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
+                                    "Semaphore:add_permits"))->s;
+  lua_Integer k = check_k(L, "Semaphore:add_permits");
+  give_back(s, k);
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:close"))->s;
+  s->closed = 1;
+  serve(s); /* everyone waiting gets "closed" */
+  return 0;
+}
+
+static int l_sem_gc(lua_State *L) {
+  semud *u = (semud *)lua_touserdata(L, 1);
+  if (u->s != NULL) sem_unref(u->s);
+  u->s = NULL;
+  return 0;
+}
+
+static int l_sem_tostring(lua_State *L) {
+  sem *s = ((semud *)lua_touserdata(L, 1))->s;
+  lua_pushfstring(L, "tidal.Semaphore (%I available%s)", s->avail,
+                  s->closed ? ", closed" : "");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- Permit */
+
+static int permit_release(permit *p) {
+  if (p->k == 0) return 0;
+  lua_Integer k = p->k;
+  p->k = 0;
+  if (!p->s->closed) give_back(p->s, k);
+  return 1;
+}
+
+static int l_release(lua_State *L) {
+  permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:release");
+  lua_pushboolean(L, permit_release(p));
+  return 1;
+}
+
+static int l_permit_close(lua_State *L) {
+  permit *p = (permit *)lua_touserdata(L, 1);
+  if (p->s != NULL) permit_release(p);
+  return 0;
+}
+
+static int l_permit_gc(lua_State *L) {
+  permit *p = (permit *)lua_touserdata(L, 1);
+  if (p->s == NULL) return 0;
+  permit_release(p);
+  sem_unref(p->s);
+  p->s = NULL;
+  return 0;
+}
+
+static int l_permit_count(lua_State *L) {
+  permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:count");
+  lua_pushinteger(L, p->k);
+  return 1;
+}
+
+static const luaL_Reg sem_methods[] = {
+    {"acquire", l_acquire},         {"try_acquire", l_try_acquire},
+    {"available", l_available},     {"add_permits", l_add_permits},
+    {"close", l_close},             {NULL, NULL}};
+
+static const luaL_Reg sem_meta[] = {
+    {"__gc", l_sem_gc}, {"__tostring", l_sem_tostring}, {NULL, NULL}};
+
+static const luaL_Reg permit_methods[] = {
+    {"release", l_release}, {"count", l_permit_count}, {NULL, NULL}};
+
+static const luaL_Reg permit_meta[] = {
+    {"__close", l_permit_close}, {"__gc", l_permit_gc}, {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"semaphore", l_semaphore}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__semaphore_open(lua_State *L) {
+  tidal__newtype(L, TT_SEMAPHORE, SEM_MT, sem_meta, sem_methods);
+  tidal__newtype(L, TT_PERMIT, PERMIT_MT, permit_meta, permit_methods);
+  tidal__register(L, funcs);
+}

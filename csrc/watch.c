@@ -1,0 +1,214 @@
+/*
+** watch.c: tidal.watch(initial) -> tx, rx: a single value that changes
+** over time. rx:borrow() reads the current value; rx:changed() waits until
+** a value newer than the last one this receiver saw was sent (true), or
+** returns nil, err (kind "closed") once the sender is closed and the last
+** value was seen. Receivers start having seen the current value.
+*/
+#include "tidal_int.h"
+
+#include <stdlib.h>
+
+#define TX_MT "tidal.WatchSender"
+#define RX_MT "tidal.WatchReceiver"
+
+typedef struct watch {
+  int refs;
+  uint8_t tx_closed;
+  lua_Integer version;
+  tidal_wq waiters;
+} watch;
+
+typedef struct end {
+  watch *w;
+  uint8_t closed;
+  lua_Integer seen; /* receiver: last version seen */
+} end;
+
+static void wake_all(tidal_wq *q) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) tidal__wake(t, 0);
+}
+
+static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
+                     int holder) {
+  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
+  e->w = NULL;
+  tidal__setmt(L, ctx, tt);
+  lua_pushvalue(L, holder);
+  lua_setiuservalue(L, -2, 1);
+  e->w = w;
+  e->closed = 0;
+  e->seen = w->version;
+  w->refs++;
+  return e;
+}
+
+static int l_watch(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  watch *w = (watch *)calloc(1, sizeof *w);
+  if (w == NULL) return luaL_error(L, "tidal.watch: not enough memory");
+  w->refs = 1;
+  lua_settop(L, 1);
+  lua_createtable(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  push_end(L, ctx, w, TT_WATCH_TX, 2);
+  push_end(L, ctx, w, TT_WATCH_RX, 2);
+  w->refs--;
+  return 2;
+}
+
+static void close_tx(end *e) {
+  if (e->closed) return;
+  e->closed = 1;
+  e->w->tx_closed = 1;
+  wake_all(&e->w->waiters);
+}
+
+static int l_end_gc(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->w == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_WATCH_TX)) close_tx(e);
+  e->closed = 1;
+  if (--e->w->refs == 0) free(e->w);
+  e->w = NULL;
+  return 0;
+}
+
+/* __close: closes a sender but keeps the core until the end is collected */
+static int l_end_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e->w == NULL) return 0;
+  if (tidal__toud(L, ctx, 1, TT_WATCH_TX)) close_tx(e);
+  return 0;
+}
+
+static end *check_tx(lua_State *L, const char *fname) {
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, fname);
+  if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
+  return e;
+}
+
+/* tx:send(v): sets the value and wakes the receivers */
+static int l_send(lua_State *L) {
+  end *e = check_tx(L, "WatchSender:send");
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, 1);
+  e->w->version++;
+  wake_all(&e->w->waiters);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_subscribe(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_tx(L, "WatchSender:subscribe");
+  lua_getiuservalue(L, 1, 1);
+  push_end(L, ctx, e->w, TT_WATCH_RX, lua_gettop(L));
+  return 1;
+}
+
+static int l_close_tx(lua_State *L) {
+  close_tx((end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:close"));
+  return 0;
+}
+
+static int l_borrow(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (tidal__toud(L, ctx, 1, TT_WATCH_TX) == NULL)
+    tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:borrow");
+  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, -1, 1);
+  return 1;
+}
+
+static int l_clone(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:clone");
+  lua_getiuservalue(L, 1, 1);
+  end *c = push_end(L, ctx, e->w, TT_WATCH_RX, lua_gettop(L));
+  c->seen = e->seen;
+  return 1;
+}
+
+static int changed_now(lua_State *L, end *e) {
+  if (e->seen < e->w->version) {
+    e->seen = e->w->version;
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (e->w->tx_closed) {
+    lua_pushnil(L);
+    tidal__error_push(L, "closed", "watch sender closed");
+    return 2;
+  }
+  return -1;
+}
+
+static int wait_cancel(tidal_task *t) {
+  tidal__wq_remove(&((watch *)t->wobj)->waiters, t);
+  return 1;
+}
+
+static const tidal_waitop changed_op = {"WatchReceiver:changed", wait_cancel};
+
+static int changed_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)k;
+  end *e = (end *)lua_touserdata(L, 1);
+  int n;
+  (void)status;
+  tidal__resumed(L, t); /* all were woken: nothing to pass on */
+  if ((n = changed_now(L, e)) >= 0) return n;
+  tidal__wq_push(&e->w->waiters, t);
+  return tidal__park(L, t, &changed_op, e->w, changed_k);
+}
+
+static int l_changed(lua_State *L);
+static const tidal_restart changed_again = {l_changed};
+
+/* rx:changed() -> true | nil, err (closed) */
+static int l_changed(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:changed");
+  int n;
+  tidal_task *t = tidal__wait_begin(L, "WatchReceiver:changed");
+  TIDAL_SPEND(L, t, &changed_again);
+  lua_settop(L, 1);
+  if ((n = changed_now(L, e)) >= 0) return n;
+  tidal__wq_push(&e->w->waiters, t);
+  return tidal__park(L, t, &changed_op, e->w, changed_k);
+}
+
+static int l_has_changed(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:has_changed");
+  lua_pushboolean(L, e->seen < e->w->version);
+  return 1;
+}
+
+static const luaL_Reg tx_methods[] = {{"send", l_send},
+                                      {"subscribe", l_subscribe},
+                                      {"borrow", l_borrow},
+                                      {"close", l_close_tx},
+                                      {NULL, NULL}};
+
+static const luaL_Reg rx_methods[] = {{"borrow", l_borrow},
+                                      {"changed", l_changed},
+                                      {"has_changed", l_has_changed},
+                                      {"clone", l_clone},
+                                      {NULL, NULL}};
+
+static const luaL_Reg meta[] = {
+    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"watch", l_watch}, {NULL, NULL}};
+
+/* stack: module, ctx */
+void tidal__watch_open(lua_State *L) {
+  tidal__newtype(L, TT_WATCH_TX, TX_MT, meta, tx_methods);
+  tidal__newtype(L, TT_WATCH_RX, RX_MT, meta, rx_methods);
+  tidal__register(L, funcs);
+}
