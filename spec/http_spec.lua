@@ -213,6 +213,25 @@ describe("tidal.http", function()
       end
     end)
 
+    it("works on other workers (each has its own pool)", function()
+      local ok, res = pcall(tidal.run, { workers = 2 }, function()
+        local hs = {}
+        for i = 1, 4 do
+          hs[i] = tidal.spawn_parallel(function(u)
+            local h = require("tidal.http")
+            local n = 0
+            for _ = 1, 5 do n = n + #assert(h.get(u)).body end
+            return n
+          end, url("/hello"))
+        end
+        local total = assert(http.get(url("/hello"))).status
+        for i = 1, 4 do total = total + hs[i]:await() end
+        return total
+      end)
+      assert.is_true(ok, tostring(res))
+      assert.are.equal(200 + 4 * 25, res)
+    end)
+
     it("an idle pool does not keep the runtime alive or hide a deadlock", function()
       local ok, err = pcall(tidal.run, function()
         assert(http.get(url("/hello")))
@@ -469,6 +488,66 @@ describe("tidal.http", function()
           for i = 1, 20 do assert.is_false((hs[i]:join())) end
           assert.are.equal("hello", assert(c:get(url("/hello"))).body)
         end
+      end)
+    end)
+
+    it("tidal.timeout cancels an in-flight request; the pool works afterwards", function()
+      support.run(function()
+        local c = http.client()
+        assert(c:get(url("/hello")))
+        local t0 = tidal.now()
+        local ok, err = tidal.timeout(0.3, c.get, c, url("/delay/5"))
+        assert.is_false(ok)
+        assert.are.equal("timeout", kind_of(err))
+        assert.is_true(tidal.now() - t0 < 1)
+        -- the pool: requests still work, and a kept connection is reused
+        local a = assert(c:get(url("/conn"))).body
+        assert.are.equal(a, assert(c:get(url("/conn"))).body)
+        -- a timeout that does not expire leaves the response alone
+        local ok2, r = tidal.timeout(5, c.get, c, url("/hello"))
+        assert.is_true(ok2)
+        assert.are.equal("hello", r.body)
+        -- many expiring at once, mid-body and while waiting for headers
+        for _ = 1, 3 do
+          local hs = {}
+          for i = 1, 10 do
+            hs[i] = tidal.spawn(function()
+              return tidal.timeout(0.05 * (i % 3 + 1), c.get, c,
+                url(i % 2 == 0 and "/slow-body?n=10&size=100&delay=0.05" or "/stall"))
+            end)
+          end
+          for i = 1, 10 do assert.is_false((hs[i]:await())) end
+          assert.are.equal("hello", assert(c:get(url("/hello"))).body)
+        end
+      end)
+    end)
+
+    it("tidal.select cancels the losing request", function()
+      support.run(function()
+        local c = http.client()
+        local t0 = tidal.now()
+        local key, r = tidal.select({
+          slow = function() return c:get(url("/delay/5")) end,
+          fast = function() return c:get(url("/delay/0.1")) end,
+        })
+        assert.are.equal("fast", key)
+        assert.are.equal("delayed 0.1", r.body)
+        assert.is_true(tidal.now() - t0 < 2)
+        assert.are.equal("hello", assert(c:get(url("/hello"))).body)
+      end)
+    end)
+
+    it("a timeout around a streamed read closes the stream", function()
+      support.run(function()
+        local r = assert(http.get(url("/slow-body?n=10&size=100&delay=0.3"), { stream = true }))
+        assert.is_truthy(r:read())
+        local ok, err = tidal.timeout(0.1, r.read, r)
+        assert.is_false(ok)
+        assert.are.equal("timeout", kind_of(err))
+        local data, e = r:read()
+        assert.is_nil(data)
+        assert.are.equal("cancelled", kind_of(e))
+        assert(http.get(url("/hello")))
       end)
     end)
 
