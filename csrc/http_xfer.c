@@ -133,6 +133,10 @@ static int easy_init(http_xfer *x, http_multi *m) {
   x->easy = e;
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  /* a transfer removed while the threaded resolver still runs getaddrinfo
+  ** must not wait for it (curl joins the thread otherwise, blocking the
+  ** loop for as long as the lookup takes): QUICK_EXIT detaches it */
+  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);

@@ -299,6 +299,52 @@ describe("tidal.http", function()
       end)
     end)
 
+    it("a slow DNS lookup never blocks the loop, nor does cancelling it", function()
+      -- getaddrinfo takes 2 s for slow.test (spec/fixtures/slow_dns.c,
+      -- preloaded into a child lua5.4): the threaded resolver runs it
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. dir .. " && cc -shared -fPIC -o " .. dir
+        .. "/slow_dns.so spec/fixtures/slow_dns.c -ldl"))
+      local script = dir .. "/t.lua"
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+        local tidal = require("tidal")
+        local http = tidal.http
+        tidal.run(function()
+          local ticks = 0
+          local ticker = tidal.spawn(function()
+            while true do tidal.sleep(0.05); ticks = ticks + 1 end
+          end)
+          local h = tidal.spawn(function() return http.get("http://slow.test:%d/hello") end)
+          tidal.sleep(0.3)
+          local t0 = tidal.now()
+          h:abort()
+          assert(not h:join())
+          local abort_s = tidal.now() - t0
+          local ticks0 = ticks
+          t0 = tidal.now()
+          local r = assert(http.get("http://slow.test:%d/hello"))
+          print(("%%.3f %%d %%s %%.2f %%d"):format(abort_s, ticks0, r.body, tidal.now() - t0, ticks - ticks0))
+          ticker:abort()
+        end)
+      ]]):format(srv.port, srv.port))
+      f:close()
+      local p = assert(io.popen("LD_PRELOAD=\"${LD_PRELOAD:+$LD_PRELOAD }" .. dir
+        .. "/slow_dns.so\" lua5.4 " .. script .. " 2>&1"))
+      local out = p:read("a")
+      p:close()
+      os.execute("rm -rf " .. dir)
+      local abort_s, ticks0, body, lookup_s, ticks1 =
+        out:match("^([%d.]+) (%d+) (%a+) ([%d.]+) (%d+)")
+      assert.is_truthy(abort_s, out)
+      assert.is_true(tonumber(abort_s) < 0.2, "abort waited for the lookup: " .. out)
+      assert.is_true(tonumber(ticks0) >= 3, "the loop stalled during the lookup: " .. out)
+      assert.are.equal("hello", body)
+      assert.is_true(tonumber(lookup_s) >= 1.9, out)
+      assert.is_true(tonumber(ticks1) >= 20, "the loop stalled during the lookup: " .. out)
+    end)
+
     it("timeout limits the whole request", function()
       support.run(function()
         local u = url("/delay/3")
