@@ -23,7 +23,8 @@
 -- (`max_redirects`); a buffered body may be at most 64 MiB (`max_body`; a
 -- streamed body has no limit unless given); the connect timeout is 30 s and
 -- there is no total timeout unless `timeout` is given; connections are kept
--- alive and reused, HTTP/2 is negotiated over TLS and multiplexed.
+-- alive and reused, HTTP/2 is negotiated over TLS and multiplexed. The full
+-- reference is docs/http.md.
 -- @module tidal.http
 
 local core = require("tidal.core")
@@ -223,13 +224,14 @@ end
 -- - `max_body`: bytes a buffered body may have (default 64 MiB; `false`:
 --   no limit); applies to streamed bodies only when given
 -- - `ca_file`: PEM file of the CAs to trust (default: the system's)
--- - `user_agent` (default "tidal/VERSION")
+-- - `user_agent` (default: none is sent)
 -- - `max_connections`, `max_host_connections`: limits (default none);
 --   requests beyond them wait for a free connection
--- - `pool_size`: idle connections kept (default: libcurl's, 4 per request
---   in flight)
+-- - `pool_size`: connections kept open, in use or idle (default 256)
 -- - `http2`: negotiate HTTP/2 over TLS (default true)
--- - `decompress`: ask for and decode gzip/deflate/br/zstd (default true)
+-- - `decompress`: ask for and decode gzip/deflate/br/zstd (default false)
+-- - `proxy`: a proxy URL, or false for none (default: the environment's
+--   http_proxy, https_proxy, all_proxy, no_proxy)
 --
 -- Methods: `c:get(url [, opts])`, `c:post(url, body [, opts])`,
 -- `c:request(opts)` (as the module functions), and `c:close()` (no new
