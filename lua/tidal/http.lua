@@ -43,6 +43,18 @@ local M = {}
 
 local BUFFER, STREAM, PROGRESS = 0, 1, 2
 
+-- misuse: raise at the first caller outside this file (the user's code)
+local this_file = debug.getinfo(1, "S").source
+local function argerror(fname, msg)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= this_file then break end
+    level = level + 1
+  end
+  error(fname .. ": " .. msg, level)
+end
+
 -- lua-cjson, loaded on first use (an instance of our own: other users'
 -- settings do not leak in)
 local cjson
@@ -56,18 +68,6 @@ local function json_lib(fname)
     cjson = mod.new()
   end
   return cjson
-end
-
--- misuse: raise at the first caller outside this file (the user's code)
-local this_file = debug.getinfo(1, "S").source
-local function argerror(fname, msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= this_file then break end
-    level = level + 1
-  end
-  error(fname .. ": " .. msg, level)
 end
 
 -- RFC 3986 percent-encoding of everything but the unreserved characters
