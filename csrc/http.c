@@ -425,7 +425,7 @@ static http_multi *client_pool(lua_State *L, http_client *c, tidal_worker *w,
 #define S_XFER 9
 
 static void push_response(lua_State *L, http_xfer *x, int with_body) {
-  long code = 0, version = 0;
+  long code = 0;
   char *url = NULL;
   lua_createtable(L, 0, 6);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -445,10 +445,9 @@ static void push_response(lua_State *L, http_xfer *x, int with_body) {
       lua_pushstring(L, url);
     lua_setfield(L, -2, "url");
   }
-  curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
-  lua_pushstring(L, http__version_name(version));
-  lua_setfield(L, -2, "http_version");
-  luaL_setmetatable(L, RESPONSE_MT);
+  /* http_version and reason come from _h's status line, on demand */
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_setmetatable(L, -2);
 }
 
 /* Pushes the error object for failed transfer x of method url. */
@@ -893,8 +892,7 @@ static int l_curl_version(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg funcs[] = {{"_http_send", l_send},
-                                 {"_http_headers", l_headers},
+static const luaL_Reg funcs[] = {{"_http_headers", l_headers},
                                  {"_http_metatables", l_metatables},
                                  {"_http_curl_version", l_curl_version},
                                  {NULL, NULL}};
@@ -937,6 +935,10 @@ void tidal__http_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  /* _http_send gets the response metatable as a second upvalue */
   luaL_newmetatable(L, RESPONSE_MT);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, l_send, 2);
+  lua_setfield(L, -3, "_http_send");
 }

@@ -134,7 +134,16 @@ static void multi_drain(http_multi *m) {
 static void on_poll(uv_poll_t *p, int status, int events) {
   http_sock *s = (http_sock *)p->data;
   http_multi *m = s->m;
+  http_worker *hw = m->hw;
   int flags = 0, running;
+  if (hw->poll_gen != hw->w->st.polls) {
+    hw->poll_gen = hw->w->st.polls;
+    hw->handled = 0;
+  }
+  if (s->want && hw->handled >= HTTP_EVENTS_PER_POLL && hw->w->rq_len > 0)
+    return; /* level-triggered: reported again by the next poll, which
+               comes once the woken tasks have run */
+  hw->handled++;
   if (s->want == 0) {
     /* an idle pooled connection became readable: the server closed it or
     ** sent junk; curl finds out when it next looks at the connection */

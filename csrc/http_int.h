@@ -29,6 +29,13 @@
 /* A streamed response buffers at most this much before pausing the
 ** transfer until the reader catches up. */
 #define HTTP_STREAM_HWM (256 * 1024)
+/* Socket events one poll of the loop hands to libcurl while woken tasks
+** wait to run; the rest stay ready for the next poll. Completions then
+** alternate with the requests the woken tasks send, instead of the server
+** idling while a whole batch of responses is parsed. */
+#ifndef HTTP_EVENTS_PER_POLL
+#define HTTP_EVENTS_PER_POLL 16
+#endif
 /* Idle easy handles (with their buffers) kept per multi for reuse. */
 #define HTTP_IDLE_MAX 256
 
@@ -48,7 +55,8 @@ typedef struct http_url {
   char *s; /* the URL as given, NULL: free slot */
   size_t n;
   CURLU *u;
-  int refs; /* transfers using it */
+  int refs;     /* transfers using it */
+  uint64_t gen; /* when it was filled (never 0) */
 } http_url;
 
 typedef struct http_worker http_worker;
@@ -63,6 +71,8 @@ struct http_worker {
   tidal_worker *w;
   CURLSH *share;
   http_multi *multis;
+  uint64_t poll_gen; /* the worker's poll count when `handled` was reset */
+  int handled;       /* socket events handled in that poll */
 };
 
 /* What a client fixes for all of its transfers (set when it is created). */
@@ -95,7 +105,8 @@ struct http_multi {
   http_xfer *live; /* every other transfer of this multi (doubly linked) */
   int nactive;     /* transfers added to the multi handle */
   http_url urls[HTTP_URL_CACHE];
-  int url_next; /* the next slot to evict */
+  int url_next;     /* the next slot to evict */
+  uint64_t url_gen; /* the last generation given to a slot */
   int close_idle;  /* the client was closed: close when live is empty */
   int closing;
 };
@@ -148,6 +159,7 @@ typedef struct http_req {
 /* What was last set on a reused easy handle, to skip unchanged options. */
 typedef struct http_applied {
   struct curl_slist *headers;
+  uint64_t url_gen;  /* CURLOPT_URL holds this cached URL (0: unknown) */
   long timeout_ms, connect_timeout_ms, max_redirects;
   curl_off_t max_body;
   long follow, pipewait;
@@ -198,6 +210,5 @@ void http__xfer_free(http_xfer *x);    /* cleanup easy + buffers + struct */
 void http__xfer_detach(http_xfer *x);  /* multi closing: drop the easy */
 int http__xfer_resume(http_xfer *x);   /* unpause a stream that drained */
 const char *http__error_kind(const http_xfer *x);
-const char *http__version_name(long v);
 
 #endif

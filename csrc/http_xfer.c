@@ -58,11 +58,11 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   if (x->flags & XF_HEADERS) return len; /* trailers */
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-    /* a status line: a new header block (1xx, a redirect, the final one) */
+    /* a status line: a new header block (1xx, a redirect, the final one);
+    ** it stays first in the block (resp.http_version, resp.reason) */
     x->hdr.n = 0;
     x->flags &= (uint16_t)~XF_LOCATION;
-    return len;
-  }
+  } else
   if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
     /* the end of a header block: is it the final response's? */
     long code = 0;
@@ -256,6 +256,7 @@ static int url_ref(http_xfer *x, const http_req *r, CURLUcode *uerr) {
       e->n = r->url_len;
       e->u = u;
       e->refs = 1;
+      e->gen = ++m->url_gen;
       m->url_next = (slot + 1) % HTTP_URL_CACHE;
     } else {
       slot = -1;
@@ -300,7 +301,11 @@ int http__xfer_setup(http_xfer *x, const http_req *r, CURLUcode *uerr) {
   ** reports a reused handle's previous URL as CURLINFO_EFFECTIVE_URL
   ** when given only CURLOPT_CURLU */
   curl_easy_setopt(e, CURLOPT_CURLU, x->url);
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  if (x->url_slot < 0 || x->set.url_gen != x->m->urls[x->url_slot].gen) {
+    /* (the same cached URL as last time: the string curl has is right) */
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    x->set.url_gen = x->url_slot < 0 ? 0 : x->m->urls[x->url_slot].gen;
+  }
   /* the method: a reused handle may have had another one */
   if (is_method(r->method, "GET") && r->body == NULL)
     am = AM_GET;
@@ -475,17 +480,3 @@ const char *http__error_kind(const http_xfer *x) {
   }
 }
 
-const char *http__version_name(long v) {
-  switch (v) {
-  case CURL_HTTP_VERSION_1_0:
-    return "1.0";
-  case CURL_HTTP_VERSION_1_1:
-    return "1.1";
-  case CURL_HTTP_VERSION_2_0:
-    return "2";
-  case CURL_HTTP_VERSION_3:
-    return "3";
-  default:
-    return "";
-  }
-}

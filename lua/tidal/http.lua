@@ -313,7 +313,8 @@ end
 --
 -- The response: `status` (integer), `headers` (lower-case names; repeated
 -- headers joined with ", "), `body` (string; nil when streamed), `url` (the
--- final URL, after redirects), `http_version` ("1.1", "2", ...),
+-- final URL, after redirects), `http_version` ("1.1", "2", ...), `reason`
+-- (the status line's phrase, "" for HTTP/2),
 -- `resp:json()`.
 -- @function request
 -- @tparam table opts
@@ -409,6 +410,11 @@ function Response:close()
   if b ~= nil then b:close() end
 end
 
+-- the status line leads the raw header block: "HTTP/1.1 200 OK"
+local function status_line(self)
+  return (rawget(self, "_h") or ""):match("^HTTP/(%S+) %d+ ?([^\r\n]*)")
+end
+
 function response_mt.__index(self, k)
   local m = Response[k]
   if m ~= nil then return m end
@@ -416,6 +422,15 @@ function response_mt.__index(self, k)
     local h = parse_headers(rawget(self, "_h") or "")
     rawset(self, "headers", h)
     return h
+  elseif k == "http_version" then
+    local v = status_line(self) or ""
+    if v == "2.0" then v = "2" elseif v == "3.0" then v = "3" end
+    rawset(self, "http_version", v)
+    return v
+  elseif k == "reason" then
+    local _, reason = status_line(self)
+    rawset(self, "reason", reason or "")
+    return reason or ""
   end
   return nil
 end
