@@ -34,7 +34,7 @@
 ** alternate with the requests the woken tasks send, instead of the server
 ** idling while a whole batch of responses is parsed. */
 #ifndef HTTP_EVENTS_PER_POLL
-#define HTTP_EVENTS_PER_POLL 16
+#define HTTP_EVENTS_PER_POLL 32
 #endif
 /* Idle easy handles (with their buffers) kept per multi for reuse. */
 #define HTTP_IDLE_MAX 256
