@@ -68,8 +68,8 @@ static long seconds_to_ms(lua_State *L, int idx, const char *fname,
   double s;
   if (lua_isnil(L, idx)) return 0;
   if (lua_type(L, idx) != LUA_TNUMBER)
-    herr(L, "%s: option '%s' must be a number of seconds, got %s",
-               fname, opt, luaL_typename(L, idx));
+    herr(L, "%s: option '%s' must be a number of seconds, got %s", fname, opt,
+         luaL_typename(L, idx));
   s = lua_tonumber(L, idx);
   if (isnan(s)) herr(L, "%s: option '%s' is nan", fname, opt);
   if (s == HUGE_VAL) return 0; /* no limit */
@@ -81,19 +81,18 @@ static long seconds_to_ms(lua_State *L, int idx, const char *fname,
 static long count_opt(lua_State *L, int idx, const char *fname,
                       const char *opt) {
   if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-    herr(L, "%s: option '%s' must be a non-negative integer, got %s",
-               fname, opt,
-               lua_type(L, idx) == LUA_TNUMBER ? "a fraction or negative"
-                                               : luaL_typename(L, idx));
+    herr(L, "%s: option '%s' must be a non-negative integer, got %s", fname,
+         opt,
+         lua_type(L, idx) == LUA_TNUMBER ? "a fraction or negative"
+                                         : luaL_typename(L, idx));
   lua_Integer v = lua_tointeger(L, idx);
   return v > LONG_MAX ? LONG_MAX : (long)v;
 }
 
-static int bool_opt(lua_State *L, int idx, const char *fname,
-                    const char *opt) {
+static int bool_opt(lua_State *L, int idx, const char *fname, const char *opt) {
   if (!lua_isboolean(L, idx))
     herr(L, "%s: option '%s' must be a boolean, got %s", fname, opt,
-               luaL_typename(L, idx));
+         luaL_typename(L, idx));
   return lua_toboolean(L, idx);
 }
 
@@ -104,9 +103,9 @@ static curl_off_t body_opt(lua_State *L, int idx, const char *fname) {
     return -1;
   if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
     herr(L,
-               "%s: option 'max_body' must be a byte count (a non-negative "
-               "integer), or false for no limit, got %s",
-               fname, luaL_typename(L, idx));
+         "%s: option 'max_body' must be a byte count (a non-negative "
+         "integer), or false for no limit, got %s",
+         fname, luaL_typename(L, idx));
   return (curl_off_t)lua_tointeger(L, idx);
 }
 
@@ -121,19 +120,18 @@ static void check_token(lua_State *L, const char *s, size_t n,
   for (size_t i = 0; i < n; i++)
     if (!is_tchar((unsigned char)s[i]))
       herr(L,
-                 "%s: %s '%s' has a character not allowed in an HTTP token "
-                 "(byte %d)%s",
-                 fname, what, s, (int)(unsigned char)s[i],
-                 (s[i] == '\r' || s[i] == '\n')
-                     ? "; CR/LF would inject headers, remove it"
-                     : "");
+           "%s: %s '%s' has a character not allowed in an HTTP token "
+           "(byte %d)%s",
+           fname, what, s, (int)(unsigned char)s[i],
+           (s[i] == '\r' || s[i] == '\n')
+               ? "; CR/LF would inject headers, remove it"
+               : "");
 }
 
 /* Appends the line "name: value" ("name:" drops a header curl would send,
 ** "name;" sends it empty); on failure frees the list and raises. */
-static void slist_add(lua_State *L, struct curl_slist **list,
-                      const char *name, const char *v, size_t vn, int drop,
-                      const char *fname) {
+static void slist_add(lua_State *L, struct curl_slist **list, const char *name,
+                      const char *v, size_t vn, int drop, const char *fname) {
   char small[256], *line = small;
   size_t nn = strlen(name), len = nn + 2 + vn + 1;
   struct curl_slist *nl = NULL;
@@ -175,17 +173,17 @@ static void header_value(lua_State *L, struct curl_slist **list,
       v = lua_tolstring(L, vidx, &vn); /* a value slot, not a key */
     } else if (!build) {
       herr(L,
-                 "%s: header '%s' must be a string, a number, a list of "
-                 "them, or false, got %s",
-                 fname, name, luaL_typename(L, vidx));
+           "%s: header '%s' must be a string, a number, a list of "
+           "them, or false, got %s",
+           fname, name, luaL_typename(L, vidx));
     }
     if (!build)
       for (size_t i = 0; i < vn; i++)
         if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
           herr(L,
-                     "%s: header '%s' has a %s in its value; CR/LF would "
-                     "inject headers (remove it, or encode the value)",
-                     fname, name, v[i] == '\0' ? "NUL byte" : "CR or LF");
+               "%s: header '%s' has a %s in its value; CR/LF would "
+               "inject headers (remove it, or encode the value)",
+               fname, name, v[i] == '\0' ? "NUL byte" : "CR or LF");
   }
   if (build) slist_add(L, list, name, v, vn, drop, fname);
 }
@@ -197,15 +195,14 @@ static void header_table(lua_State *L, int idx, struct curl_slist **list,
                          int build, const char *fname) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE)
-    herr(L,
-               "%s: option 'headers' must be a table of name = value, got %s",
-               fname, luaL_typename(L, idx));
+    herr(L, "%s: option 'headers' must be a table of name = value, got %s",
+         fname, luaL_typename(L, idx));
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nn;
     if (lua_type(L, -2) != LUA_TSTRING)
       herr(L, "%s: header names must be strings, got %s", fname,
-                 luaL_typename(L, -2));
+           luaL_typename(L, -2));
     const char *name = lua_tolstring(L, -2, &nn);
     if (!build) check_token(L, name, nn, fname, "header name");
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -255,12 +252,13 @@ static http_client *check_client(lua_State *L, int idx, const char *fname) {
   http_client *c = (http_client *)luaL_testudata(L, idx, CLIENT_MT);
   if (c == NULL)
     herr(L, "%s: expected an HTTP client (from tidal.http.client), got %s",
-               fname, luaL_typename(L, idx));
+         fname, luaL_typename(L, idx));
   return c;
 }
 
 static void client_release(http_client *c) {
-  while (c->pools) http__multi_close(c->pools);
+  while (c->pools)
+    http__multi_close(c->pools);
   curl_slist_free_all(c->headers);
   c->headers = NULL;
   free(c->cfg.ca_file);
@@ -302,7 +300,7 @@ static char *dup_string(lua_State *L, int idx, const char *fname,
   size_t n;
   if (lua_type(L, idx) != LUA_TSTRING)
     herr(L, "%s: option '%s' must be a string, got %s", fname, opt,
-               luaL_typename(L, idx));
+         luaL_typename(L, idx));
   const char *s = lua_tolstring(L, idx, &n);
   if (strlen(s) != n || strpbrk(s, "\r\n"))
     herr(L, "%s: option '%s' has a NUL, CR or LF byte", fname, opt);
@@ -316,9 +314,9 @@ static char *dup_string(lua_State *L, int idx, const char *fname,
 ** (http_proxy, https_proxy, all_proxy, no_proxy, ...) for every request.
 ** When none is set, say so once here and spare each request the lookups. */
 static void proxy_from_env(lua_State *L, http_client *c, const char *fname) {
-  static const char *const vars[] = {
-      "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
-      "no_proxy",   "NO_PROXY",    NULL};
+  static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                     "all_proxy",  "ALL_PROXY",   "no_proxy",
+                                     "NO_PROXY",   NULL};
   for (int i = 0; vars[i]; i++)
     if (getenv(vars[i])) return;
   c->cfg.proxy = dup_string(L, lua_upvalueindex(2), fname, "proxy");
@@ -331,7 +329,7 @@ static int l_client_new(lua_State *L) {
   http_client *c;
   if (has && !lua_istable(L, 1))
     herr(L, "%s: expected an options table or nothing, got %s", fname,
-               luaL_typename(L, 1));
+         luaL_typename(L, 1));
   lua_settop(L, 1);
   c = (http_client *)lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c); /* harmless before anything is acquired */
@@ -387,12 +385,11 @@ static int l_client_new(lua_State *L) {
         c->cfg.proxy = dup_string(L, v, fname, k);
     } else {
       herr(L,
-                 "%s: unknown option '%s' (known: headers, timeout, "
-                 "connect_timeout, follow_redirects, max_redirects, max_body, "
-                 "ca_file, user_agent, max_connections, max_host_connections, "
-                 "pool_size, http2, decompress, proxy)",
-                 fname,
-                 lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
+           "%s: unknown option '%s' (known: headers, timeout, "
+           "connect_timeout, follow_redirects, max_redirects, max_body, "
+           "ca_file, user_agent, max_connections, max_host_connections, "
+           "pool_size, http2, decompress, proxy)",
+           fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
     }
     lua_settop(L, v - 1);
   }
@@ -467,8 +464,8 @@ static void push_error(lua_State *L, http_xfer *x, const char *method,
                       "and https URLs are allowed, also on redirects)",
                       method, url, detail);
   else
-    tidal__error_push(L, kind, "tidal.http: %s %s failed (%s): %s", method,
-                      url, kind, detail);
+    tidal__error_push(L, kind, "tidal.http: %s %s failed (%s): %s", method, url,
+                      kind, detail);
   lua_pushstring(L, url);
   lua_setfield(L, -2, "url");
 }
@@ -481,7 +478,6 @@ static int is_misuse(http_xfer *x) {
 }
 
 /* ------------------------------------------------------------- requests */
-
 
 enum { MODE_BUFFER, MODE_STREAM, MODE_PROGRESS };
 
@@ -502,8 +498,8 @@ static int send_finish(lua_State *L, http_xfer *x, int stream) {
   const char *url = lua_tostring(L, S_URL);
   if (x->flags & XF_NOMEM) {
     http__xfer_release(x);
-    return herr(L, "%s: not enough memory for the response of %s %s",
-                      fname, method, url);
+    return herr(L, "%s: not enough memory for the response of %s %s", fname,
+                method, url);
   }
   /* a stream whose headers arrived reports a later failure when read */
   if (x->state == XS_DONE && (x->rc != CURLE_OK || (x->flags & XF_TOO_LARGE)) &&
@@ -571,16 +567,19 @@ static int l_send(lua_State *L) {
   const char *method = luaL_checklstring(L, S_METHOD, &mlen);
   check_token(L, method, mlen, fname, "method");
   if (lua_type(L, S_URL) != LUA_TSTRING)
-    herr(L, "%s: url must be a string, got %s", fname,
-               luaL_typename(L, S_URL));
+    herr(L, "%s: url must be a string, got %s", fname, luaL_typename(L, S_URL));
   size_t ulen;
   const char *url = lua_tolstring(L, S_URL, &ulen);
   if (strlen(url) != ulen || strpbrk(url, "\r\n \t"))
-    herr(L, "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
-                  "percent-encode it)", fname, url);
+    herr(L,
+         "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
+         "percent-encode it)",
+         fname, url);
   if (strstr(url, "://") == NULL)
-    herr(L, "%s: malformed URL '%s' (expected an absolute URL such as "
-                  "http://host/path or https://host/path)", fname, url);
+    herr(L,
+         "%s: malformed URL '%s' (expected an absolute URL such as "
+         "http://host/path or https://host/path)",
+         fname, url);
   mode = (int)luaL_optinteger(L, 7, MODE_BUFFER);
 
   memset(&r, 0, sizeof r);
@@ -596,16 +595,17 @@ static int l_send(lua_State *L) {
   r.stream = mode != MODE_BUFFER;
   if (!lua_isnil(L, S_BODY)) {
     if (lua_type(L, S_BODY) != LUA_TSTRING)
-      herr(L, "%s: body must be a string, got %s (use json = ... for "
-                    "a table)", fname, luaL_typename(L, S_BODY));
+      herr(L,
+           "%s: body must be a string, got %s (use json = ... for "
+           "a table)",
+           fname, luaL_typename(L, S_BODY));
     r.body = lua_tolstring(L, S_BODY, &r.body_len);
   }
   if (lua_istable(L, 5)) {
     int have_headers = 0;
     lua_pushnil(L);
     while (lua_next(L, 5)) {
-      const char *k =
-          lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
       int v = lua_gettop(L);
       if (strcmp(k, "headers") == 0) {
         have_headers = 1;
@@ -626,12 +626,11 @@ static int l_send(lua_State *L) {
         /* handled by the Lua side */
       } else {
         herr(L,
-                   "%s: unknown option '%s' (known: method, url, headers, "
-                   "body, json, query, timeout, connect_timeout, "
-                   "follow_redirects, max_redirects, max_body, on_progress, "
-                   "stream)",
-                   fname,
-                   lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
+             "%s: unknown option '%s' (known: method, url, headers, "
+             "body, json, query, timeout, connect_timeout, "
+             "follow_redirects, max_redirects, max_body, on_progress, "
+             "stream)",
+             fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
       }
       lua_settop(L, v - 1);
     }
@@ -644,8 +643,7 @@ static int l_send(lua_State *L) {
       lua_replace(L, 5);
     }
   } else if (!lua_isnil(L, 5)) {
-    herr(L, "%s: options must be a table, got %s", fname,
-               luaL_typename(L, 5));
+    herr(L, "%s: options must be a table, got %s", fname, luaL_typename(L, 5));
   }
   if (!lua_isnil(L, 8) && lua_type(L, 8) != LUA_TSTRING)
     herr(L, "%s: content type must be a string", fname);
@@ -686,16 +684,15 @@ static int l_send(lua_State *L) {
     if (uerr == CURLUE_OUT_OF_MEMORY)
       return herr(L, "%s: not enough memory", fname);
     return herr(L, "%s: malformed URL '%s' (%s)", fname, url,
-                      curl_url_strerror(uerr));
+                curl_url_strerror(uerr));
   }
   if (http__xfer_start(x) != 0) {
     http__xfer_release(x);
-    return herr(L, "%s: libcurl refused the request for %s", fname,
-                      url);
+    return herr(L, "%s: libcurl refused the request for %s", fname, url);
   }
   lua_settop(L, 8);
   lua_pushlightuserdata(L, x); /* S_XFER */
-  http__multi_kick(m); /* write it now: no timer round trip */
+  http__multi_kick(m);         /* write it now: no timer round trip */
   if (x->state == XS_DONE || (mode != MODE_BUFFER && (x->flags & XF_HEADERS)))
     return send_finish(L, x, mode != MODE_BUFFER);
   x->task = t;
@@ -722,9 +719,10 @@ static int push_body(lua_State *L, http_xfer *x) {
 static http_body *check_body(lua_State *L, const char *fname) {
   http_body *b = (http_body *)luaL_testudata(L, 1, BODY_MT);
   if (b == NULL)
-    herr(L, "%s: expected a streamed response body, got %s (call it "
-                  "with ':')",
-               fname, luaL_typename(L, 1));
+    herr(L,
+         "%s: expected a streamed response body, got %s (call it "
+         "with ':')",
+         fname, luaL_typename(L, 1));
   return b;
 }
 
@@ -809,8 +807,9 @@ static int l_body_close(lua_State *L) {
     tidal_task *t = x->task;
     b->x = NULL;
     http__xfer_release(x);
-    if (t) tidal__wake(t, 0); /* a reader parked in another task: it finds
-                                 the body closed */
+    if (t)
+      tidal__wake(t, 0); /* a reader parked in another task: it finds
+                            the body closed */
   }
   return 0;
 }
@@ -848,12 +847,14 @@ static int l_headers(lua_State *L) {
       luaL_addchar(&name, (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p));
     luaL_pushresult(&name);
     const char *v = colon + 1, *ve = le;
-    while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+      v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+      ve--;
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
-      const char *sep = strcmp(lua_tostring(L, -2), "set-cookie") == 0
-                            ? "\n" : ", ";
+      const char *sep =
+          strcmp(lua_tostring(L, -2), "set-cookie") == 0 ? "\n" : ", ";
       lua_pushstring(L, sep);
       lua_pushlstring(L, v, (size_t)(ve - v));
       lua_concat(L, 3);

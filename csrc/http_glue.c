@@ -47,7 +47,8 @@ static void global_init(void) {
 static void worker_close(tidal_worker *w, void *data) {
   http_worker *hw = (http_worker *)data;
   (void)w;
-  while (hw->multis) http__multi_close(hw->multis);
+  while (hw->multis)
+    http__multi_close(hw->multis);
   if (hw->share) curl_share_cleanup(hw->share);
   free(hw);
 }
@@ -88,7 +89,8 @@ static http_sock *sock_new(http_multi *m, curl_socket_t fd, int owned) {
   if (fd < 0) return NULL;
   if ((size_t)fd >= m->nsocks) {
     size_t n = m->nsocks ? m->nsocks : 64;
-    while (n <= (size_t)fd) n *= 2;
+    while (n <= (size_t)fd)
+      n *= 2;
     http_sock **v = (http_sock **)realloc(m->socks, n * sizeof *v);
     if (v == NULL) return NULL;
     memset(v + m->nsocks, 0, (n - m->nsocks) * sizeof *v);
@@ -302,7 +304,8 @@ void http__multi_close(http_multi *m) {
   m->closing = 1;
   if (m->owner) { /* leave the client's list */
     http_multi **p = m->owner;
-    while (*p && *p != m) p = &(*p)->cnext;
+    while (*p && *p != m)
+      p = &(*p)->cnext;
     if (*p) *p = m->cnext;
   }
   m->owner = NULL;
@@ -311,7 +314,8 @@ void http__multi_close(http_multi *m) {
   else
     hw->multis = m->next;
   if (m->next) m->next->prev = m->prev;
-  while (m->live) http__xfer_detach(m->live);
+  while (m->live)
+    http__xfer_detach(m->live);
   while (m->idle) {
     http_xfer *x = m->idle;
     m->idle = x->next;

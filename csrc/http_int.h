@@ -107,7 +107,7 @@ struct http_multi {
   http_url urls[HTTP_URL_CACHE];
   int url_next;     /* the next slot to evict */
   uint64_t url_gen; /* the last generation given to a slot */
-  int close_idle;  /* the client was closed: close when live is empty */
+  int close_idle;   /* the client was closed: close when live is empty */
   int closing;
 };
 
@@ -129,14 +129,14 @@ enum { XS_IDLE, XS_RUNNING, XS_DONE, XS_ABORTED, XS_DEAD };
 /* what a parked task waits for */
 enum { XW_NONE, XW_DONE, XW_HEADERS, XW_DATA };
 /* transfer flags */
-#define XF_STREAM 0x01    /* streamed: body read piecewise */
-#define XF_USERDATA 0x02  /* owned by a stream userdata, not the pool */
-#define XF_HEADERS 0x04   /* the final response's headers are complete */
-#define XF_PAUSED 0x08    /* the write callback paused the transfer */
-#define XF_TOO_LARGE 0x10 /* max_body exceeded */
-#define XF_LOCATION 0x20  /* the current header block has a Location */
-#define XF_NOMEM 0x40     /* a buffer could not grow */
-#define XF_FOLLOW 0x80    /* redirects are followed */
+#define XF_STREAM 0x01      /* streamed: body read piecewise */
+#define XF_USERDATA 0x02    /* owned by a stream userdata, not the pool */
+#define XF_HEADERS 0x04     /* the final response's headers are complete */
+#define XF_PAUSED 0x08      /* the write callback paused the transfer */
+#define XF_TOO_LARGE 0x10   /* max_body exceeded */
+#define XF_LOCATION 0x20    /* the current header block has a Location */
+#define XF_NOMEM 0x40       /* a buffer could not grow */
+#define XF_FOLLOW 0x80      /* redirects are followed */
 #define XF_GOTHEADERS 0x100 /* the final headers arrived (not just the end) */
 
 /* Per-request settings (from the client's defaults and the call's opts). */
@@ -159,27 +159,27 @@ typedef struct http_req {
 /* What was last set on a reused easy handle, to skip unchanged options. */
 typedef struct http_applied {
   struct curl_slist *headers;
-  uint64_t url_gen;  /* CURLOPT_URL holds this cached URL (0: unknown) */
+  uint64_t url_gen; /* CURLOPT_URL holds this cached URL (0: unknown) */
   long timeout_ms, connect_timeout_ms, max_redirects;
   curl_off_t max_body;
   long follow, pipewait;
-  int method;        /* AM_*: how the method was set */
-  char custom[16];   /* the custom method, if short enough to remember */
+  int method;      /* AM_*: how the method was set */
+  char custom[16]; /* the custom method, if short enough to remember */
 } http_applied;
 
 struct http_xfer {
   CURL *easy;
-  http_multi *m;           /* NULL once the multi is gone */
-  http_xfer *next, *prev;  /* in m->idle or m->live */
-  tidal_task *task;        /* the task parked on it, or NULL */
+  http_multi *m;              /* NULL once the multi is gone */
+  http_xfer *next, *prev;     /* in m->idle or m->live */
+  tidal_task *task;           /* the task parked on it, or NULL */
   struct curl_slist *headers; /* owned: freed when it is reused */
   curl_off_t max_body;
   curl_off_t received;
   http_buf hdr;  /* the final header block: "Name: value\r\n" lines */
   http_buf body; /* the body, or the part a stream has not read yet */
   http_applied set;
-  CURLU *url;    /* the parsed URL given to curl */
-  int url_slot;  /* its slot in m->urls, or -1 when the transfer owns it */
+  CURLU *url;   /* the parsed URL given to curl */
+  int url_slot; /* its slot in m->urls, or -1 when the transfer owns it */
   CURLcode rc;
   uint16_t flags;
   uint8_t state, wait;
@@ -199,10 +199,10 @@ void http__sockopts(http_multi *m, CURL *easy); /* open/close callbacks */
 
 /* http_xfer.c */
 void http__url_cache_free(http_multi *m);
-http_xfer *http__xfer_get(http_multi *m);                 /* NULL: ENOMEM */
+http_xfer *http__xfer_get(http_multi *m); /* NULL: ENOMEM */
 /* Options for request r: 0, or -1 with *uerr set (a malformed URL). */
 int http__xfer_setup(http_xfer *x, const http_req *r, CURLUcode *uerr);
-int http__xfer_start(http_xfer *x); /* 0 or a CURLMcode */
+int http__xfer_start(http_xfer *x);                  /* 0 or a CURLMcode */
 void http__xfer_finished(http_xfer *x, CURLcode rc); /* from the glue */
 void http__xfer_abort(http_xfer *x);   /* remove from the multi at once */
 void http__xfer_release(http_xfer *x); /* back to the pool, or freed */

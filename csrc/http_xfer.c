@@ -18,7 +18,8 @@
 int http__buf_add(http_buf *b, const char *p, size_t n) {
   if (b->n + n > b->cap) {
     size_t cap = b->cap ? b->cap : 2048;
-    while (cap < b->n + n) cap *= 2;
+    while (cap < b->n + n)
+      cap *= 2;
     char *q = (char *)realloc(b->p, cap);
     if (q == NULL) return -1;
     b->p = q;
@@ -62,8 +63,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
     ** it stays first in the block (resp.http_version, resp.reason) */
     x->hdr.n = 0;
     x->flags &= (uint16_t)~XF_LOCATION;
-  } else
-  if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
+  } else if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
     /* the end of a header block: is it the final response's? */
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -479,4 +479,3 @@ const char *http__error_kind(const http_xfer *x) {
     return "protocol";
   }
 }
-

@@ -230,6 +230,33 @@ describe("tidal.http", function()
       end)
     end)
 
+    it("closing a client lets its requests in flight finish", function()
+      support.run(function()
+        local c = http.client()
+        local h = tidal.spawn(function() return c:get(url("/delay/0.3")) end)
+        tidal.sleep(0.1)
+        c:close()
+        local r = assert(h:await())
+        assert.are.equal("delayed 0.3", r.body)
+        assert.has_error(function() c:get(url("/hello")) end, "client:get: the client is closed")
+      end)
+    end)
+
+    it("a streamed response may outlive its runtime", function()
+      local r = tidal.run(function()
+        return assert(http.get(url("/slow-body?n=5&size=10&delay=0.1"), { stream = true }))
+      end)
+      assert.are.equal(200, r.status)
+      assert.has_error(function() r:read() end)  -- no runtime: not in a task
+      r:close()
+      local r2 = tidal.run(function()
+        return assert(http.get(url("/slow-body?n=5&size=10&delay=0.1"), { stream = true }))
+      end)
+      r2 = nil -- never closed: the collector frees it
+      collectgarbage()
+      collectgarbage()
+    end)
+
     it("works across runtimes (each tidal.run has its own pool)", function()
       for _ = 1, 3 do
         support.run(function()
