@@ -4,6 +4,7 @@
 #   make demo        install, build, run examples/demo.lua
 #   make test-asan   the suite under AddressSanitizer + UBSan
 #   make valgrind    the suite under valgrind memcheck (no definite leaks)
+#   make test-tsan   the multi-threaded specs under ThreadSanitizer
 #   make bench       tidal's own bench workloads (bench/run)
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
@@ -17,6 +18,8 @@ LUA        ?= lua5.4
 LUAROCKS   ?= luarocks --lua-version=5.4
 TREE       ?= $(CURDIR)/lua_modules
 ASAN_TREE  ?= $(CURDIR)/build/asan
+TSAN_TREE  ?= $(CURDIR)/build/tsan
+TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11
@@ -34,7 +37,7 @@ lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;
 C_SOURCES := $(wildcard csrc/*.c csrc/*.h)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
-.PHONY: all deps build test test-asan valgrind demo bench docs lint clean \
+.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint clean \
         fuzz fuzz-deps
 
 all: build
@@ -64,6 +67,13 @@ $(ASAN_TREE)/.built: $(C_SOURCES) $(LUA_SOURCES) $(ROCKSPEC)
 	  || { cat build-asan.log; exit 1; }
 	@touch $@
 
+$(TSAN_TREE)/.built: $(C_SOURCES) $(LUA_SOURCES) $(ROCKSPEC)
+	$(LUAROCKS) --tree=$(TSAN_TREE) make $(ROCKSPEC) \
+	  CFLAGS="-O1 -g -fPIC $(CSTD) $(WARN) -fsanitize=thread" \
+	  LIBFLAG="-shared -fsanitize=thread" >build-tsan.log 2>&1 \
+	  || { cat build-tsan.log; exit 1; }
+	@touch $@
+
 test: deps build
 	@$(call lua_env,$(TREE)) bash spec/run.sh $(SPEC)
 
@@ -76,6 +86,14 @@ test-asan: deps $(ASAN_TREE)/.built
 	  TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.2} \
 	  bash spec/run.sh $(SPEC)
 
+TSAN_RT = $(shell gcc -print-file-name=libtsan.so)
+
+test-tsan: deps $(TSAN_TREE)/.built
+	@$(call lua_env,$(TSAN_TREE)) TIDAL_PRELOAD="$(TSAN_RT)" TIDAL_NO_CHILD=1 \
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.1} \
+	  bash spec/run.sh $(TSAN_SPECS)
+
 valgrind: deps build
 	@$(call lua_env,$(TREE)) TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.02} \
 	  TIDAL_VALGRIND=1 bash spec/run.sh $(SPEC)
@@ -83,7 +101,7 @@ valgrind: deps build
 demo: deps build
 	@$(call lua_env,$(TREE)) $(LUA) examples/demo.lua
 
-BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select
+BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select cpu
 
 bench: build
 	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done
@@ -154,4 +172,4 @@ fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 
 clean:
-	rm -rf $(TREE) build csrc/*.o tidal build.log build-asan.log
+	rm -rf $(TREE) build csrc/*.o tidal build.log build-asan.log build-tsan.log

@@ -223,6 +223,46 @@ function W.mutex()
     { "rss_kb", C.hwm_kb() } })
 end
 
+-- 8 x fib(30) computed in Lua, run in parallel; speedup against running
+-- them one after another. BENCH_CPU=parallel uses spawn_parallel on worker
+-- threads (one per core); the default is spawn_blocking on the thread pool.
+function W.cpu()
+  local K, n = 8, tonumber(os.getenv("BENCH_FIB") or 30)
+  local mode = os.getenv("BENCH_CPU") or "blocking"
+  local function fib(k) if k < 2 then return k end return fib(k - 1) + fib(k - 2) end
+  local expect = fib(n)
+  local t0 = clock()
+  for _ = 1, K do if fib(n) ~= expect then C.fail("seq") end end
+  local seq = clock() - t0
+  local par, ok
+  local cores = 2
+  do
+    local f = io.popen("nproc")
+    cores = tonumber(f:read("a")) or 2
+    f:close()
+  end
+  tidal.run({ workers = mode == "parallel" and cores or 0, slow_task = false }, function()
+    local spawn = mode == "parallel" and tidal.spawn_parallel or tidal.spawn_blocking
+    local job = function(k)
+      local function f(x) if x < 2 then return x end return f(x - 1) + f(x - 2) end
+      return f(k)
+    end
+    -- warm-up: start the threads and their Lua states outside the timing
+    local warm = {}
+    for i = 1, cores do warm[i] = spawn(job, 1) end
+    for i = 1, cores do warm[i]:await() end
+    local t1 = clock()
+    local hs = {}
+    for i = 1, K do hs[i] = spawn(job, n) end
+    ok = true
+    for i = 1, K do if hs[i]:await() ~= expect then ok = false end end
+    par = clock() - t1
+  end)
+  if not ok then C.fail("parallel results differ") end
+  C.result("cpu", { { "speedup", seq / par }, { "check", expect }, { "seq_s", seq }, { "par_s", par },
+    { "mode", mode }, { "rss_kb", C.hwm_kb() } })
+end
+
 local w = arg[1]
 if not W[w] then C.skip(tostring(w), "no such workload in tidal's bench") end
 W[w]()

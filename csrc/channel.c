@@ -80,11 +80,6 @@ static void chan_unref(chan *ch) {
   free(ch);
 }
 
-/* the worker running in the calling state, or NULL */
-static tidal_worker *cur_worker(lua_State *L) {
-  tidal_ctx *ctx = tidal__ctx(L);
-  return ctx ? ctx->w : NULL;
-}
 
 /* Wake t: directly when it is ours, else through its worker. */
 static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
@@ -411,15 +406,10 @@ static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
   else
     tidal__wq_push(q, t);
   if (ch->shared) {
-    tidal__external(t->w, 1); /* another worker may wake it */
     uv_mutex_unlock(&ch->mu);
+    return tidal__park_shared(L, t, op, ch, k);
   }
   return tidal__park(L, t, op, ch, k);
-}
-
-/* After a shared wait: the loop need not wait for other threads for it */
-static void unpark(chan *ch, tidal_task *t) {
-  if (ch->shared) tidal__external(t->w, -1);
 }
 
 /* --------------------------------------------------------------- Sender */
@@ -479,7 +469,6 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   tidal_worker *cur = t->w;
   (void)status;
-  unpark(ch, t);
   LOCK(ch);
   /* woken for room (not by its cancellation, nor by the receiver closing):
   ** the room kept for it is its own now */
@@ -521,7 +510,6 @@ static int l_send(lua_State *L) {
     return luaL_error(L, "Sender:send: this sender was closed (use an open "
                          "clone)");
   if (t != NULL && t->co == L) {
-    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
       t->budget = 1;
@@ -558,7 +546,7 @@ static int try_send_op(lua_State *L, int base) {
       lua_pop(L, 1);
       return -1; /* run() raises with the reason */
     }
-    int n = shared_put(L, ch, cur_worker(L), &b, 1);
+    int n = shared_put(L, ch, tidal__cur_worker(L), &b, 1);
     if (n < 0) uv_mutex_unlock(&ch->mu);
     return n;
   }
@@ -568,7 +556,7 @@ static int try_send_op(lua_State *L, int base) {
   lua_pushvalue(L, base + 1);
   buf_push(L, ch, buf);
   lua_settop(L, buf - (ch->cap == 0) - 1);
-  if (ch->recvq.head) wake_one(ch, &ch->recvq, cur_worker(L));
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, tidal__cur_worker(L));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -665,7 +653,6 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   (void)status;
-  unpark(ch, t);
   LOCK(ch);
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
   UNLOCK(ch);
@@ -688,7 +675,6 @@ static int l_recv(lua_State *L) {
   tidal_task *t = ctx->cur;
   chan *ch = e->ch;
   if (t != NULL && t->co == L) {
-    if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) {
         lua_settop(L, 1);
@@ -721,7 +707,7 @@ static int l_recv(lua_State *L) {
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
   chan *ch = ((end *)lua_touserdata(L, base))->ch;
-  tidal_worker *cur = cur_worker(L);
+  tidal_worker *cur = tidal__cur_worker(L);
   if (ch->shared) {
     uv_mutex_lock(&ch->mu);
     if (ch->n > 0) {

@@ -12,12 +12,13 @@
 ** runtime's memory goes away, so a worker struct outlives every message
 ** that could be posted to it.
 */
-#define _GNU_SOURCE /* pthread_setname_np */
 #include "tidal_int.h"
 
 #include <lualib.h>
 
-#include <pthread.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +30,14 @@ static char *dupstr(const char *s) {
   return d;
 }
 
-/* Names the calling thread (Linux allows 15 bytes). */
+/* Names the calling thread (Linux allows 15 bytes): prctl rather than
+** pthread_setname_np, which sanitizers intercept. */
 static void set_thread_name(const char *name) {
   char buf[16];
   if (name == NULL) return;
   snprintf(buf, sizeof buf, "%s", name);
 #ifdef __linux__
-  pthread_setname_np(pthread_self(), buf);
+  prctl(PR_SET_NAME, buf, 0, 0, 0);
 #endif
 }
 
@@ -195,16 +197,18 @@ void tidal__family_free(tidal_family *f) {
   free(f);
 }
 
-/* The worker with the fewest live tasks (ties: the lowest index). */
+/* The worker with the fewest live tasks, counting those on their way to it
+** (ties: the lowest index); the caller then sends it one more. */
 tidal_worker *tidal__family_pick(tidal_family *f) {
   tidal_worker *best = f->w[0];
-  int least = atomic_load(&best->load);
+  int least = atomic_load(&best->load) + atomic_load(&best->assigned);
   for (int i = 1; i < f->n; i++) {
-    int load = atomic_load(&f->w[i]->load);
+    int load = atomic_load(&f->w[i]->load) + atomic_load(&f->w[i]->assigned);
     if (load < least) {
       least = load;
       best = f->w[i];
     }
   }
+  atomic_fetch_add(&best->assigned, 1);
   return best;
 }

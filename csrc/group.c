@@ -342,6 +342,7 @@ static int l_select(lua_State *L) {
                       "(the branches), got %s",
                       luaL_typename(L, 1));
   TIDAL_SPEND(L, t, &select_again);
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   /* Fast path: leading op branches are tried in order; the first that can
   ** complete at once wins, and nothing else starts. */
@@ -531,6 +532,7 @@ static int l_join_all(lua_State *L) {
                       "tidal.join_all: expected a list of functions or "
                       "JoinHandles, got %s",
                       luaL_typename(L, 1));
+  if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   int n = (int)lua_rawlen(L, 1);
   for (int i = 1; i <= n; i++) {

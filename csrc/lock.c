@@ -15,6 +15,11 @@
 ** reader arriving while anyone waits queues behind them, and a release
 ** grants the head of the queue (one writer, or every reader up to the next
 ** writer).
+**
+** Shared mode (the lock was copied to another state): every operation takes
+** the lock's mutex and waiters on other workers are woken through their
+** worker's remote queue. A waiter's kind (read / write) is in its nres while
+** it is queued, where the granting thread may read it under the mutex.
 */
 #include "tidal_int.h"
 
@@ -27,12 +32,23 @@
 enum { G_MUTEX, G_READ, G_WRITE };
 
 typedef struct lock {
-  int refs;    /* the lock's userdata and live guards */
-  int readers; /* rwlock: read holders */
-  uint8_t held; /* mutex held, or rwlock held for writing */
+  atomic_int refs; /* the lock's userdata (in any state) and live guards */
+  int readers;     /* rwlock: read holders */
+  uint8_t held;    /* mutex held, or rwlock held for writing */
   uint8_t rw;
-  tidal_wq waiters;
+  uint8_t shared;
+  tidal_wq waiters; /* waiting tasks; nres: their G_* kind */
+  uv_mutex_t mu;    /* shared: guards the above */
 } lock;
+
+#define LOCK(l)                                                                \
+  do {                                                                         \
+    if ((l)->shared) uv_mutex_lock(&(l)->mu);                                  \
+  } while (0)
+#define UNLOCK(l)                                                              \
+  do {                                                                         \
+    if ((l)->shared) uv_mutex_unlock(&(l)->mu);                                \
+  } while (0)
 
 typedef struct lockud {
   lock *l;
@@ -45,33 +61,43 @@ typedef struct guard {
 } guard;
 
 static void lock_unref(lock *l) {
-  if (--l->refs == 0) free(l);
+  if (atomic_fetch_sub(&l->refs, 1) != 1) return;
+  if (l->shared) uv_mutex_destroy(&l->mu);
+  free(l);
 }
 
-/* Grant the lock to waiters at the head of the queue, in order. */
-static void grant(lock *l) {
+
+static void wake(lock *l, tidal_task *t, tidal_worker *cur) {
+  tidal__wq_pop(&l->waiters);
+  if (l->shared)
+    tidal__wake_any(cur, t);
+  else
+    tidal__wake(t, 0);
+}
+
+/* Grant the lock to waiters at the head of the queue, in order. Locked. */
+static void grant(lock *l, tidal_worker *cur) {
   tidal_task *t;
   while ((t = l->waiters.head) != NULL) {
-    if (!l->rw || (t->flags & TF_WRITER)) {
+    if (t->nres != G_READ) {
       if (l->held || l->readers > 0) return;
       l->held = 1;
-      tidal__wq_pop(&l->waiters);
-      tidal__wake(t, 0);
+      wake(l, t, cur);
       return;
     }
     if (l->held) return;
     l->readers++;
-    tidal__wq_pop(&l->waiters);
-    tidal__wake(t, 0);
+    wake(l, t, cur);
   }
 }
 
-static void release(lock *l, int kind) {
+/* Locked. */
+static void release(lock *l, int kind, tidal_worker *cur) {
   if (kind == G_READ)
     l->readers--;
   else
     l->held = 0;
-  grant(l);
+  grant(l, cur);
 }
 
 /* ----------------------------------------------------------------- guards */
@@ -81,35 +107,37 @@ static int push_guard(lua_State *L, tidal_ctx *ctx, lock *l, int kind) {
   g->l = l;
   g->kind = (uint8_t)kind;
   g->held = 1;
-  l->refs++;
+  atomic_fetch_add(&l->refs, 1);
   tidal__setmt(L, ctx, TT_GUARD);
   return 1;
 }
 
-static int guard_release(guard *g) {
+static int guard_release(guard *g, tidal_worker *cur) {
   if (!g->held) return 0;
   g->held = 0;
-  release(g->l, g->kind);
+  LOCK(g->l);
+  release(g->l, g->kind, cur);
+  UNLOCK(g->l);
   return 1;
 }
 
 /* g:release() -> true, or false if it was released already */
 static int l_release(lua_State *L) {
   guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:release");
-  lua_pushboolean(L, guard_release(g));
+  lua_pushboolean(L, guard_release(g, tidal__cur_worker(L)));
   return 1;
 }
 
 static int l_guard_close(lua_State *L) {
   guard *g = (guard *)lua_touserdata(L, 1);
-  if (g->l != NULL) guard_release(g);
+  if (g->l != NULL) guard_release(g, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_guard_gc(lua_State *L) {
   guard *g = (guard *)lua_touserdata(L, 1);
   if (g->l == NULL) return 0;
-  guard_release(g);
+  guard_release(g, tidal__cur_worker(L));
   lock_unref(g->l);
   g->l = NULL;
   return 0;
@@ -137,7 +165,7 @@ static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw) {
   tidal__setmt(L, ctx, rw ? TT_RWLOCK : TT_MUTEX);
   u->l = (lock *)calloc(1, sizeof *u->l);
   if (u->l == NULL) luaL_error(L, "tidal: not enough memory");
-  u->l->refs = 1;
+  atomic_init(&u->l->refs, 1);
   u->l->rw = (uint8_t)rw;
   return u->l;
 }
@@ -164,30 +192,64 @@ static int l_lock_gc(lua_State *L) {
 
 static int lock_cancel(tidal_task *t) {
   lock *l = (lock *)t->wobj;
-  tidal__wq_remove(&l->waiters, t);
-  t->flags &= ~TF_WRITER;
-  grant(l); /* readers queued behind a cancelled writer may go now */
-  return 1;
+  int in;
+  LOCK(l);
+  in = l->waiters.head == t || t->qprev != NULL;
+  if (in) {
+    tidal__wq_remove(&l->waiters, t);
+    grant(l, t->w); /* readers queued behind a cancelled writer may go */
+  }
+  UNLOCK(l);
+  return in; /* else the grant is on its way */
 }
 
 static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel};
 static const tidal_waitop read_op = {"RwLock:read", lock_cancel};
 static const tidal_waitop write_op = {"RwLock:write", lock_cancel};
 
-static int acquired_k(lua_State *L, int status, lua_KContext k) {
+static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
-  int kind = !l->rw ? G_MUTEX : (t->flags & TF_WRITER) ? G_WRITE : G_READ;
-  (void)status;
-  t->flags &= ~TF_WRITER;
-  if (tidal__wake_lost(t)) release(l, kind); /* granted, never observed */
+  if (tidal__wake_lost(t)) { /* granted, never observed: pass it on */
+    LOCK(l);
+    release(l, kind, t->w);
+    UNLOCK(l);
+  }
   tidal__resumed(L, t);
   return push_guard(L, ctx, l, kind);
 }
 
+static int mutex_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  return acquired(L, k, G_MUTEX);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  return acquired(L, k, G_READ);
+}
+
+static int write_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  return acquired(L, k, G_WRITE);
+}
+
+static int free_for(const lock *l, int kind) {
+  return l->waiters.head == NULL &&
+         (kind == G_READ ? !l->held : !l->held && l->readers == 0);
+}
+
+static void take(lock *l, int kind) {
+  if (kind == G_READ)
+    l->readers++;
+  else
+    l->held = 1;
+}
+
 static int acquire(lua_State *L, int tt, int kind, const char *fname,
                    const tidal_restart *again, const tidal_waitop *op) {
+  static const lua_KFunction ks[] = {mutex_k, read_k, write_k};
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__self(L, ctx, tt, fname);
   lock *l = u->l;
@@ -195,18 +257,19 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   tidal_task *t = tidal__wait_begin(L, fname);
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
-  if (l->waiters.head == NULL) {
-    if (kind == G_READ ? !l->held : !l->held && l->readers == 0) {
-      if (kind == G_READ)
-        l->readers++;
-      else
-        l->held = 1;
-      return push_guard(L, ctx, l, kind);
-    }
+  LOCK(l);
+  if (free_for(l, kind)) {
+    take(l, kind);
+    UNLOCK(l);
+    return push_guard(L, ctx, l, kind);
   }
-  if (kind == G_WRITE) t->flags |= TF_WRITER;
+  t->nres = kind; /* for the granter, while queued */
   tidal__wq_push(&l->waiters, t);
-  return tidal__park(L, t, op, l, acquired_k);
+  if (l->shared) {
+    uv_mutex_unlock(&l->mu);
+    return tidal__park_shared(L, t, op, l, ks[kind]);
+  }
+  return tidal__park(L, t, op, l, ks[kind]);
 }
 
 static int l_lock(lua_State *L);
@@ -234,14 +297,13 @@ static int l_write(lua_State *L) {
 static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
-  if (l->waiters.head == NULL &&
-      (kind == G_READ ? !l->held : !l->held && l->readers == 0)) {
-    if (kind == G_READ)
-      l->readers++;
-    else
-      l->held = 1;
+  LOCK(l);
+  if (free_for(l, kind)) {
+    take(l, kind);
+    UNLOCK(l);
     return push_guard(L, ctx, l, kind);
   }
+  UNLOCK(l);
   lua_pushnil(L);
   return 1;
 }
@@ -250,8 +312,13 @@ static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
 static int try_lock_op(lua_State *L, int base) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = ((lockud *)lua_touserdata(L, base))->l;
-  if (l->waiters.head != NULL || l->held) return -1;
-  l->held = 1;
+  LOCK(l);
+  if (!free_for(l, G_MUTEX)) {
+    UNLOCK(l);
+    return -1;
+  }
+  take(l, G_MUTEX);
+  UNLOCK(l);
   return push_guard(L, ctx, l, G_MUTEX);
 }
 
@@ -278,7 +345,9 @@ static int l_is_locked(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__toud(L, ctx, 1, TT_MUTEX);
   if (u == NULL) u = (lockud *)tidal__checkud(L, 1, TT_RWLOCK, "is_locked");
+  LOCK(u->l);
   lua_pushboolean(L, u->l->held || u->l->readers > 0);
+  UNLOCK(u->l);
   return 1;
 }
 
@@ -292,6 +361,36 @@ static int l_lock_tostring(lua_State *L) {
     lua_pushfstring(L, "tidal.RwLock (%d readers)", l->readers);
   return 1;
 }
+
+/* ------------------------------------------------- copying the locks */
+
+static void *share(lua_State *L, int idx) {
+  lockud *u = (lockud *)lua_touserdata(L, idx);
+  lock *l = u ? u->l : NULL;
+  if (l == NULL) return NULL;
+  if (!l->shared) { /* on the owning thread: nobody else sees it yet */
+    if (uv_mutex_init(&l->mu)) return NULL;
+    l->shared = 1;
+  }
+  atomic_fetch_add(&l->refs, 1);
+  return l;
+}
+
+static void push_copy(lua_State *L, void *obj) {
+  lock *l = (lock *)obj;
+  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->l = NULL;
+  tidal__setmt(L, tidal__ctx(L), l->rw ? TT_RWLOCK : TT_MUTEX);
+  atomic_fetch_add(&l->refs, 1);
+  u->l = l;
+}
+
+static void drop(void *obj) {
+  lock_unref((lock *)obj);
+}
+
+const tidal_xtype tidal__mutex_xtype = {MUTEX_MT, share, push_copy, drop};
+const tidal_xtype tidal__rwlock_xtype = {RWLOCK_MT, share, push_copy, drop};
 
 static const luaL_Reg mutex_methods[] = {{"lock", l_lock},
                                          {"try_lock", l_try_lock},

@@ -5,6 +5,11 @@
 ** receiver is gone. rx:recv() waits for the value: the value, or nil, err
 ** ("closed") when the sender was closed (or collected) without sending.
 ** The value lives in a holder table shared by both ends.
+**
+** Shared mode (an end was copied to another state): operations take the
+** oneshot's mutex, the value is copied (encoded when sent, decoded when
+** received) and waiters on other workers are woken through their worker's
+** remote queue. An end in flight counts as an open end of its side.
 */
 #include "tidal_int.h"
 
@@ -14,9 +19,12 @@
 #define RX_MT "tidal.OneshotReceiver"
 
 typedef struct oneshot {
-  int refs;
-  uint8_t sent, taken, tx_closed, rx_closed;
+  atomic_int refs;
+  int ntx, nrx; /* open ends of each side (in any state, or in flight) */
+  uint8_t sent, taken, tx_closed, rx_closed, shared;
   tidal_wq waiters;
+  uv_mutex_t mu; /* shared: guards the above and val */
+  tidal_buf val; /* shared: the value, encoded */
 } oneshot;
 
 typedef struct end {
@@ -24,9 +32,34 @@ typedef struct end {
   uint8_t closed;
 } end;
 
-static void wake_all(tidal_wq *q) {
+#define LOCK(o)                                                                \
+  do {                                                                         \
+    if ((o)->shared) uv_mutex_lock(&(o)->mu);                                  \
+  } while (0)
+#define UNLOCK(o)                                                              \
+  do {                                                                         \
+    if ((o)->shared) uv_mutex_unlock(&(o)->mu);                                \
+  } while (0)
+
+static void unref(oneshot *o) {
+  if (atomic_fetch_sub(&o->refs, 1) != 1) return;
+  if (o->shared) {
+    if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
+    tidal__buf_free(&o->val);
+    uv_mutex_destroy(&o->mu);
+  }
+  free(o);
+}
+
+
+static void wake_all(oneshot *o, tidal_worker *cur) {
   tidal_task *t;
-  while ((t = tidal__wq_pop(q)) != NULL) tidal__wake(t, 0);
+  while ((t = tidal__wq_pop(&o->waiters)) != NULL) {
+    if (o->shared)
+      tidal__wake_any(cur, t);
+    else
+      tidal__wake(t, 0);
+  }
 }
 
 static int fail(lua_State *L, const char *kind, const char *msg) {
@@ -44,34 +77,59 @@ static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
   lua_setiuservalue(L, -2, 1);
   e->o = o;
   e->closed = 0;
-  o->refs++;
+  atomic_fetch_add(&o->refs, 1);
 }
 
 static int l_oneshot(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   oneshot *o = (oneshot *)calloc(1, sizeof *o);
   if (o == NULL) return luaL_error(L, "tidal.oneshot: not enough memory");
-  o->refs = 1;
+  atomic_init(&o->refs, 1);
+  o->ntx = o->nrx = 1;
   lua_createtable(L, 1, 0);
   int holder = lua_gettop(L);
   push_end(L, ctx, o, TT_ONESHOT_TX, holder);
   push_end(L, ctx, o, TT_ONESHOT_RX, holder);
-  if (--o->refs == 0) free(o); /* (cannot happen: the ends hold it) */
+  unref(o); /* the ends hold it */
   return 2;
 }
 
-static void close_tx(end *e) {
-  if (e->closed) return;
-  e->closed = 1;
-  e->o->tx_closed = 1;
-  wake_all(&e->o->waiters);
+/* Locked. */
+static void tx_gone(oneshot *o, tidal_worker *cur) {
+  if (--o->ntx == 0 && !o->tx_closed) {
+    o->tx_closed = 1;
+    wake_all(o, cur);
+  }
 }
 
-static void close_rx(end *e) {
+static void rx_gone(oneshot *o, tidal_worker *cur) {
+  if (--o->nrx == 0 && !o->rx_closed) {
+    o->rx_closed = 1;
+    wake_all(o, cur); /* they see it closed */
+  }
+}
+
+static void close_tx(end *e, tidal_worker *cur) {
   if (e->closed) return;
   e->closed = 1;
-  e->o->rx_closed = 1;
-  wake_all(&e->o->waiters); /* they see it closed */
+  LOCK(e->o);
+  e->o->tx_closed = 1; /* one sender: closing it ends the oneshot */
+  wake_all(e->o, cur);
+  tx_gone(e->o, cur);
+  UNLOCK(e->o);
+}
+
+static void close_rx(end *e, tidal_worker *cur, int explicit) {
+  oneshot *o = e->o;
+  if (e->closed) return;
+  e->closed = 1;
+  LOCK(o);
+  if (explicit && !o->rx_closed) {
+    o->rx_closed = 1;
+    wake_all(o, cur);
+  }
+  rx_gone(o, cur);
+  UNLOCK(o);
 }
 
 static int l_end_gc(lua_State *L) {
@@ -79,10 +137,10 @@ static int l_end_gc(lua_State *L) {
   end *e = (end *)lua_touserdata(L, 1);
   if (e->o == NULL) return 0;
   if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
-    close_tx(e);
+    close_tx(e, ctx->w);
   else
-    close_rx(e);
-  if (--e->o->refs == 0) free(e->o);
+    close_rx(e, ctx->w, 0);
+  unref(e->o);
   e->o = NULL;
   return 0;
 }
@@ -93,75 +151,128 @@ static int l_end_close(lua_State *L) {
   end *e = (end *)lua_touserdata(L, 1);
   if (e->o == NULL) return 0;
   if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
-    close_tx(e);
+    close_tx(e, ctx->w);
   else
-    close_rx(e);
+    close_rx(e, ctx->w, 1);
   return 0;
 }
 
 /* tx:send(v) -> true | nil, err */
 static int l_send(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:send");
   oneshot *o = e->o;
+  tidal_buf b = {NULL, 0, 0};
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "OneshotSender:send: cannot send nil (a receiver "
                          "reads nil as closed); send false or a table");
-  if (o->sent)
-    return luaL_error(L, "OneshotSender:send: a value was sent already "
-                         "(a oneshot carries one value)");
-  if (e->closed)
-    return luaL_error(L, "OneshotSender:send: this sender was closed");
-  if (o->rx_closed) return fail(L, "closed", "receiver closed");
-  lua_getiuservalue(L, 1, 1);
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, 1);
+  lua_settop(L, 2);
+  if (o->shared && tidal__xfer_encode(L, 2, 1, "message", &b))
+    return luaL_error(L,
+                      "OneshotSender:send: %s (this oneshot crosses workers: "
+                      "its value is copied)",
+                      lua_tostring(L, -1));
+  LOCK(o);
+  const char *misuse = o->sent    ? "a value was sent already (a oneshot "
+                                    "carries one value)"
+                       : e->closed ? "this sender was closed"
+                                   : NULL;
+  if (misuse != NULL || o->rx_closed) {
+    UNLOCK(o);
+    if (b.data) tidal__xfer_discard(b.data, b.len);
+    tidal__buf_free(&b);
+    if (misuse) return luaL_error(L, "OneshotSender:send: %s", misuse);
+    return fail(L, "closed", "receiver closed");
+  }
+  if (o->shared) {
+    o->val = b;
+  } else {
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
+  }
   o->sent = 1;
-  close_tx(e); /* wakes the receiver */
+  UNLOCK(o);
+  close_tx(e, ctx->w); /* wakes the receiver */
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_close_tx(lua_State *L) {
-  close_tx((end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close"));
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  close_tx((end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close"),
+           ctx->w);
   return 0;
 }
 
-static int take(lua_State *L, oneshot *o) {
-  lua_getiuservalue(L, 1, 1);
-  lua_rawgeti(L, -1, 1);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, 1);
-  o->taken = 1;
-  return 1;
-}
-
 static int recv_cancel(tidal_task *t) {
-  tidal__wq_remove(&((oneshot *)t->wobj)->waiters, t);
-  return 1;
+  oneshot *o = (oneshot *)t->wobj;
+  int in;
+  LOCK(o);
+  in = o->waiters.head == t || t->qprev != NULL;
+  if (in) tidal__wq_remove(&o->waiters, t);
+  UNLOCK(o);
+  return in;
 }
 
 static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel};
 
-static int recv_now(lua_State *L, oneshot *o, int *ready) {
-  *ready = 1;
-  if (o->sent && !o->taken) return take(L, o);
-  if (o->rx_closed) return fail(L, "closed", "receiver closed");
-  if (o->tx_closed || o->taken) return fail(L, "closed", "sender closed");
-  *ready = 0;
-  return 0;
+/* Locked; unlocks. Pushes the outcome and returns its count, or -1 (still
+** locked) when there is nothing yet. */
+static int recv_now(lua_State *L, oneshot *o) {
+  if (o->sent && !o->taken) {
+    o->taken = 1;
+    if (o->shared) {
+      tidal_buf b = o->val;
+      o->val.data = NULL;
+      o->val.len = o->val.cap = 0;
+      uv_mutex_unlock(&o->mu);
+      int n = tidal__xfer_decode(L, b.data, b.len);
+      tidal__xfer_discard(b.data, b.len);
+      tidal__buf_free(&b);
+      if (n != 1)
+        return luaL_error(L, "OneshotReceiver:recv: %s", lua_tostring(L, -1));
+      return 1;
+    }
+    lua_getiuservalue(L, 1, 1);
+    lua_rawgeti(L, -1, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, 1);
+    return 1;
+  }
+  if (o->rx_closed || o->tx_closed || o->taken) {
+    const char *why = o->rx_closed ? "receiver closed" : "sender closed";
+    UNLOCK(o);
+    return fail(L, "closed", why);
+  }
+  return -1;
+}
+
+static int park(lua_State *L, tidal_task *t, oneshot *o, int front,
+                lua_KFunction k) {
+  if (front)
+    tidal__wq_push_front(&o->waiters, t);
+  else
+    tidal__wq_push(&o->waiters, t);
+  if (o->shared) {
+    uv_mutex_unlock(&o->mu);
+    return tidal__park_shared(L, t, &recv_op, o, k);
+  }
+  return tidal__park(L, t, &recv_op, o, k);
 }
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   oneshot *o = ((end *)lua_touserdata(L, 1))->o;
-  int ready, n;
+  int n;
   (void)status;
-  if (tidal__wake_lost(t)) wake_all(&o->waiters); /* another may take it */
+  LOCK(o);
+  if (tidal__wake_lost(t)) wake_all(o, t->w); /* another may take it */
+  UNLOCK(o);
   tidal__resumed(L, t);
-  n = recv_now(L, o, &ready);
-  if (ready) return n;
-  tidal__wq_push_front(&o->waiters, t);
-  return tidal__park(L, t, &recv_op, o, recv_k);
+  LOCK(o);
+  if ((n = recv_now(L, o)) >= 0) return n;
+  return park(L, t, o, 1, recv_k);
 }
 
 static int l_recv(lua_State *L);
@@ -171,44 +282,132 @@ static const tidal_restart recv_again = {l_recv};
 static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:recv");
   oneshot *o = e->o;
-  int ready, n;
+  int n;
   tidal_task *t = tidal__wait_begin(L, "OneshotReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
-  n = recv_now(L, o, &ready);
-  if (ready) return n;
-  tidal__wq_push(&o->waiters, t);
-  return tidal__park(L, t, &recv_op, o, recv_k);
+  LOCK(o);
+  if ((n = recv_now(L, o)) >= 0) return n;
+  return park(L, t, o, 0, recv_k);
 }
 
 /* rx:try_recv() -> value | nil, err (empty / closed) */
 static int l_try_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX,
                                   "OneshotReceiver:try_recv");
-  int ready, n;
+  int n;
   lua_settop(L, 1);
-  n = recv_now(L, e->o, &ready);
-  if (ready) return n;
+  LOCK(e->o);
+  if ((n = recv_now(L, e->o)) >= 0) return n;
+  UNLOCK(e->o);
   return fail(L, "empty", "no value yet");
 }
 
 static int l_close_rx(lua_State *L) {
-  close_rx((end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close"));
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  close_rx((end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close"),
+           ctx->w, 1);
   return 0;
 }
 
 static int l_is_closed(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__toud(L, ctx, 1, TT_ONESHOT_TX);
+  int closed;
   if (e != NULL) {
-    lua_pushboolean(L, e->closed || e->o->rx_closed);
+    LOCK(e->o);
+    closed = e->closed || e->o->rx_closed;
   } else {
     e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "is_closed");
-    lua_pushboolean(L, e->closed || e->o->taken ||
-                           (e->o->tx_closed && !e->o->sent));
+    LOCK(e->o);
+    closed = e->closed || e->o->taken || (e->o->tx_closed && !e->o->sent);
   }
+  UNLOCK(e->o);
+  lua_pushboolean(L, closed);
   return 1;
 }
+
+/* ------------------------------------------------------ copying the ends */
+
+static void *share(lua_State *L, int idx, int tx) {
+  end *e = (end *)lua_touserdata(L, idx);
+  oneshot *o = e ? e->o : NULL;
+  if (o == NULL || e->closed) return NULL;
+  if (!o->shared) { /* on the owning thread: nobody else sees it yet */
+    if (o->sent && !o->taken) { /* encode the value already sent */
+      if (!lua_checkstack(L, 4)) return NULL;
+      lua_getiuservalue(L, idx, 1);
+      lua_rawgeti(L, -1, 1);
+      int fail_ = tidal__xfer_encode(L, lua_gettop(L), 1, "message", &o->val);
+      lua_pop(L, fail_ ? 3 : 2);
+      if (fail_) return NULL;
+    }
+    if (uv_mutex_init(&o->mu)) {
+      if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
+      tidal__buf_free(&o->val);
+      return NULL;
+    }
+    o->shared = 1;
+  }
+  uv_mutex_lock(&o->mu);
+  if (tx)
+    o->ntx++;
+  else
+    o->nrx++;
+  uv_mutex_unlock(&o->mu);
+  atomic_fetch_add(&o->refs, 1);
+  return o;
+}
+
+static void *share_tx(lua_State *L, int idx) {
+  return share(L, idx, 1);
+}
+
+static void *share_rx(lua_State *L, int idx) {
+  return share(L, idx, 0);
+}
+
+static void push_copy(lua_State *L, void *obj, int tt) {
+  oneshot *o = (oneshot *)obj;
+  lua_newtable(L); /* an unused holder: the value is copied */
+  push_end(L, tidal__ctx(L), o, tt, lua_gettop(L));
+  lua_remove(L, -2);
+  uv_mutex_lock(&o->mu);
+  if (tt == TT_ONESHOT_TX)
+    o->ntx++;
+  else
+    o->nrx++;
+  uv_mutex_unlock(&o->mu);
+}
+
+static void push_tx(lua_State *L, void *obj) {
+  push_copy(L, obj, TT_ONESHOT_TX);
+}
+
+static void push_rx(lua_State *L, void *obj) {
+  push_copy(L, obj, TT_ONESHOT_RX);
+}
+
+static void drop_tx(void *obj) {
+  oneshot *o = (oneshot *)obj;
+  uv_mutex_lock(&o->mu);
+  tx_gone(o, NULL);
+  uv_mutex_unlock(&o->mu);
+  unref(o);
+}
+
+static void drop_rx(void *obj) {
+  oneshot *o = (oneshot *)obj;
+  uv_mutex_lock(&o->mu);
+  rx_gone(o, NULL);
+  uv_mutex_unlock(&o->mu);
+  unref(o);
+}
+
+const tidal_xtype tidal__oneshot_tx_xtype = {TX_MT, share_tx, push_tx,
+                                             drop_tx};
+const tidal_xtype tidal__oneshot_rx_xtype = {RX_MT, share_rx, push_rx,
+                                             drop_rx};
 
 static const luaL_Reg tx_methods[] = {{"send", l_send},
                                       {"close", l_close_tx},

@@ -231,9 +231,13 @@ static int start_protected(lua_State *L) {
 
 static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
+  atomic_fetch_sub(&w->assigned, 1);
   tidal_buf none = {NULL, 0, 0};
   start_args a = {r, w};
-  if (w->closing || r->abort) {
+  uv_mutex_lock(&r->mu);
+  int aborted = r->abort;
+  uv_mutex_unlock(&r->mu);
+  if (w->closing || aborted) {
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     tidal__record_unref(r);
     return;
@@ -310,6 +314,7 @@ static int l_spawn_parallel(lua_State *L) {
   r->target = tidal__family_pick(w->family);
   tidal__record_ref(r); /* the target's */
   if (tidal__wake_remote(r->target, NULL, start_msg, r)) {
+    atomic_fetch_sub(&r->target->assigned, 1);
     tidal__record_unref(r);
     tidal__record_unref(r);
     return luaL_error(L, "tidal.spawn_parallel: not enough memory");
@@ -345,7 +350,6 @@ static const tidal_waitop rjoin_op = {"JoinHandle:join", rnode_cancel};
 
 static int rwait_k(lua_State *L, lua_KContext k, int raise) {
   tidal_task *t = (tidal_task *)k;
-  tidal__external(t->w, -1);
   tidal__resumed(L, t);
   lua_settop(L, 1);
   return push_outcome(L, ((rhandle *)lua_touserdata(L, 1))->r, raise);
@@ -383,9 +387,8 @@ static int rwait(lua_State *L, int raise, const char *fname) {
   if (r->waiters) r->waiters->prev = &n->n;
   r->waiters = &n->n;
   uv_mutex_unlock(&r->mu);
-  tidal__external(t->w, 1);
-  return tidal__park(L, t, raise ? &rawait_op : &rjoin_op, n,
-                     raise ? rawait_k : rjoin_k);
+  return tidal__park_shared(L, t, raise ? &rawait_op : &rjoin_op, n,
+                            raise ? rawait_k : rjoin_k);
 }
 
 static int l_rawait(lua_State *L) {

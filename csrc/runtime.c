@@ -93,9 +93,12 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
   int nthreads = 0;
   const char *thread_name = NULL;
   if (opts) {
-    if (lua_getfield(L, opts, "slow_task") != LUA_TNIL) {
-      double s = lua_toboolean(L, -1) ? lua_tonumber(L, -1) : 0;
+    int ty = lua_getfield(L, opts, "slow_task");
+    if (ty == LUA_TNUMBER) {
+      double s = lua_tonumber(L, -1);
       rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+    } else if (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+      rt->w.slow_ns = 0; /* false: off; true: the default */
     }
     if (lua_getfield(L, opts, "workers") == LUA_TNUMBER)
       nthreads = (int)lua_tointeger(L, -1);
@@ -179,8 +182,8 @@ static int block_on_loop(lua_State *L) {
     if (w->rq_len) {
       tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
-      if (w->external) tidal__idle_gc(w, L);
-      if (!w->rq_len) tidal__poll(w, L, 1, 0);
+      uint64_t retry = w->external ? tidal__idle_gc(w, L) : 0;
+      if (!w->rq_len) tidal__poll(w, L, 1, retry);
     } else {
       /* idle: let finalizers close what was dropped, then look again */
       lua_gc(L, LUA_GCCOLLECT);
@@ -290,9 +293,10 @@ static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
 static int worker_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   while (!w->stop) {
+    uint64_t retry = 0;
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
-    if (!w->rq_len) tidal__idle_gc(w, L);
-    tidal__poll(w, L, w->rq_len == 0, 0);
+    if (!w->rq_len) retry = tidal__idle_gc(w, L);
+    tidal__poll(w, L, w->rq_len == 0, retry);
   }
   return 0;
 }

@@ -166,22 +166,52 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
                "collector, a metamethod or iterator called from C); move "
                "the wait out of it",
                fname);
-  if (t->cancel | t->tmo) tidal__raise_cancel(L, t);
   return t;
 }
 
-int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
-                void *obj, lua_KFunction k) {
+static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
+                void *obj, lua_KFunction k, int xthread) {
   t->state = TS_PARKED;
   t->op = op;
   t->wobj = obj;
   t->flags &= ~TF_WAKECANCEL;
+  if (xthread) {
+    t->flags |= TF_XWAIT;
+    tidal__external(t->w, 1);
+  }
   t->w->st.parked++;
+  if ((t->cancel | t->tmo) && (op->cancel == NULL || op->cancel(t))) {
+    /* cancelled (sticky): withdrawn before waiting at all */
+    t->w->st.parked--;
+    if (xthread) {
+      t->flags &= ~TF_XWAIT;
+      tidal__external(t->w, -1);
+    }
+    t->state = TS_RUNNING;
+    t->op = NULL;
+    t->wobj = NULL;
+    return tidal__raise_cancel(L, t);
+  }
+  /* (if op->cancel said a wake is on its way, wait for it) */
   return lua_yieldk(L, 0, (lua_KContext)t, k);
+}
+
+int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
+                void *obj, lua_KFunction k) {
+  return park(L, t, op, obj, k, 0);
+}
+
+int tidal__park_shared(lua_State *L, tidal_task *t, const tidal_waitop *op,
+                       void *obj, lua_KFunction k) {
+  return park(L, t, op, obj, k, 1);
 }
 
 void tidal__wake(tidal_task *t, int nvalues) {
   tidal_worker *w = t->w;
+  if (t->flags & TF_XWAIT) {
+    t->flags &= ~TF_XWAIT;
+    tidal__external(w, -1);
+  }
   t->state = TS_RUNNABLE;
   t->op = NULL;
   t->wobj = NULL;
@@ -349,17 +379,21 @@ void tidal__poll(tidal_worker *w, lua_State *L, int block,
 }
 
 /* About to wait for timers, I/O or other threads with nothing to run: if
-** tasks ran since the last time (and not within 50 ms), collect garbage in
-** full, so that finalizers close the channel ends and guards that tasks
-** dropped -- a receiver waiting on another worker may be waiting for
-** exactly that. */
-void tidal__idle_gc(tidal_worker *w, lua_State *L) {
-  if (w->rq_len || w->st.resumes == w->gc_resumes) return;
+** tasks ran since the last time, collect garbage in full, so that
+** finalizers close the channel ends and guards that tasks dropped -- a
+** receiver waiting on another worker may be waiting for exactly that. At
+** most every 50 ms: returns how long to wait at most before calling again
+** (0: no need). */
+uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L) {
+  const uint64_t every = 50000000u;
+  if (w->rq_len || w->st.resumes == w->gc_resumes) return 0;
   uint64_t now = tidal__coarse_ns();
-  if (now - w->gc_at < 50000000u) return;
+  if (now - w->gc_at < every) /* not yet: the caller waits no longer */
+    return every - (now - w->gc_at) + 1;
   w->gc_at = now;
   w->gc_resumes = w->st.resumes;
   lua_gc(L, LUA_GCCOLLECT);
+  return 0;
 }
 
 /* ------------------------------------------------------------ remote wakes */

@@ -7,6 +7,9 @@
 ** ones behind it. Permits are handed to the head waiter directly; a waiter
 ** cancelled before it runs gives them back, which serves the next. close()
 ** makes pending and later acquires return nil, err (kind "closed").
+**
+** Shared mode (copied to another state): operations take the semaphore's
+** mutex; waiters on other workers are woken through their remote queues.
 */
 #include "tidal_int.h"
 
@@ -16,11 +19,22 @@
 #define PERMIT_MT "tidal.Permit"
 
 typedef struct sem {
-  int refs;          /* the semaphore's userdata and live permits */
+  atomic_int refs;   /* the semaphore's userdata (any state), live permits */
   lua_Integer avail; /* permits available */
-  uint8_t closed;
+  uint8_t closed, shared;
   tidal_wq waiters; /* each wants t->nres permits */
+  uv_mutex_t mu;    /* shared: guards the above */
 } sem;
+
+#define LOCK(s)                                                                \
+  do {                                                                         \
+    if ((s)->shared) uv_mutex_lock(&(s)->mu);                                  \
+  } while (0)
+#define UNLOCK(s)                                                              \
+  do {                                                                         \
+    if ((s)->shared) uv_mutex_unlock(&(s)->mu);                                \
+  } while (0)
+
 
 typedef struct semud {
   sem *s;
@@ -32,29 +46,36 @@ typedef struct permit {
 } permit;
 
 static void sem_unref(sem *s) {
-  if (--s->refs == 0) free(s);
+  if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+  if (s->shared) uv_mutex_destroy(&s->mu);
+  free(s);
 }
 
-/* Serve waiters from the head while enough permits are available. */
-static void serve(sem *s) {
+/* Serve waiters from the head while enough permits are available. Locked. */
+static void serve(sem *s, tidal_worker *cur) {
   tidal_task *t;
   while ((t = s->waiters.head) != NULL && (s->closed || t->nres <= s->avail)) {
     if (!s->closed) s->avail -= t->nres;
     tidal__wq_pop(&s->waiters);
-    tidal__wake(t, 0);
+    if (s->shared)
+      tidal__wake_any(cur, t);
+    else
+      tidal__wake(t, 0);
   }
 }
 
-static void give_back(sem *s, lua_Integer k) {
+static void give_back(sem *s, lua_Integer k, tidal_worker *cur) {
+  LOCK(s);
   s->avail += k;
-  serve(s);
+  serve(s, cur);
+  UNLOCK(s);
 }
 
 static int push_permit(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
   permit *p = (permit *)lua_newuserdatauv(L, sizeof *p, 0);
   p->s = s;
   p->k = k;
-  s->refs++;
+  atomic_fetch_add(&s->refs, 1);
   tidal__setmt(L, ctx, TT_PERMIT);
   return 1;
 }
@@ -90,16 +111,22 @@ static int l_semaphore(lua_State *L) {
   tidal__setmt(L, ctx, TT_SEMAPHORE);
   u->s = (sem *)calloc(1, sizeof *u->s);
   if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
-  u->s->refs = 1;
+  atomic_init(&u->s->refs, 1);
   u->s->avail = n;
   return 1;
 }
 
 static int sem_cancel(tidal_task *t) {
   sem *s = (sem *)t->wobj;
-  tidal__wq_remove(&s->waiters, t);
-  serve(s); /* smaller requests behind a cancelled large one may go now */
-  return 1;
+  int in;
+  LOCK(s);
+  in = s->waiters.head == t || t->qprev != NULL;
+  if (in) {
+    tidal__wq_remove(&s->waiters, t);
+    serve(s, t->w); /* smaller requests behind a cancelled large one */
+  }
+  UNLOCK(s);
+  return in; /* else the permits are on their way */
 }
 
 static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel};
@@ -110,9 +137,12 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   sem *s = ((semud *)lua_touserdata(L, 1))->s;
   lua_Integer k = check_k(L, "Semaphore:acquire");
   (void)status;
-  if (tidal__wake_lost(t) && !s->closed) give_back(s, k);
+  LOCK(s);
+  int was_closed = s->closed;
+  UNLOCK(s);
+  if (tidal__wake_lost(t) && !was_closed) give_back(s, k, t->w);
   tidal__resumed(L, t);
-  if (s->closed) return closed(L);
+  if (was_closed) return closed(L);
   return push_permit(L, ctx, s, k);
 }
 
@@ -127,15 +157,24 @@ static int l_acquire(lua_State *L) {
   tidal_task *t = tidal__wait_begin(L, "Semaphore:acquire");
   TIDAL_SPEND(L, t, &acquire_again);
   lua_settop(L, 2);
-  if (s->closed) return closed(L);
-  if (s->waiters.head == NULL && k <= s->avail) {
-    s->avail -= k;
-    return push_permit(L, ctx, s, k);
-  }
   if (k > INT32_MAX)
     return luaL_error(L, "Semaphore:acquire: too many permits requested");
+  LOCK(s);
+  if (s->closed) {
+    UNLOCK(s);
+    return closed(L);
+  }
+  if (s->waiters.head == NULL && k <= s->avail) {
+    s->avail -= k;
+    UNLOCK(s);
+    return push_permit(L, ctx, s, k);
+  }
   t->nres = (int32_t)k; /* what it waits for, while parked */
   tidal__wq_push(&s->waiters, t);
+  if (s->shared) {
+    uv_mutex_unlock(&s->mu);
+    return tidal__park_shared(L, t, &acquire_op, s, acquire_k);
+  }
   return tidal__park(L, t, &acquire_op, s, acquire_k);
 }
 
@@ -145,11 +184,17 @@ static int l_try_acquire(lua_State *L) {
   sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
                                     "Semaphore:try_acquire"))->s;
   lua_Integer k = check_k(L, "Semaphore:try_acquire");
-  if (s->closed) return closed(L);
+  LOCK(s);
+  if (s->closed) {
+    UNLOCK(s);
+    return closed(L);
+  }
   if (s->waiters.head == NULL && k <= s->avail) {
     s->avail -= k;
+    UNLOCK(s);
     return push_permit(L, ctx, s, k);
   }
+  UNLOCK(s);
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");
   return 2;
@@ -158,7 +203,9 @@ static int l_try_acquire(lua_State *L) {
 static int l_available(lua_State *L) {
   sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
                                     "Semaphore:available"))->s;
+  LOCK(s);
   lua_pushinteger(L, s->closed ? 0 : s->avail);
+  UNLOCK(s);
   return 1;
 }
 
@@ -167,14 +214,16 @@ static int l_add_permits(lua_State *L) {
   sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
                                     "Semaphore:add_permits"))->s;
   lua_Integer k = check_k(L, "Semaphore:add_permits");
-  give_back(s, k);
+  give_back(s, k, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_close(lua_State *L) {
   sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:close"))->s;
+  LOCK(s);
   s->closed = 1;
-  serve(s); /* everyone waiting gets "closed" */
+  serve(s, tidal__cur_worker(L)); /* everyone waiting gets "closed" */
+  UNLOCK(s);
   return 0;
 }
 
@@ -187,37 +236,68 @@ static int l_sem_gc(lua_State *L) {
 
 static int l_sem_tostring(lua_State *L) {
   sem *s = ((semud *)lua_touserdata(L, 1))->s;
-  lua_pushfstring(L, "tidal.Semaphore (%I available%s)", s->avail,
-                  s->closed ? ", closed" : "");
+  LOCK(s);
+  lua_Integer avail = s->avail;
+  int c = s->closed;
+  UNLOCK(s);
+  lua_pushfstring(L, "tidal.Semaphore (%I available%s)", avail,
+                  c ? ", closed" : "");
   return 1;
 }
 
+static void *share(lua_State *L, int idx) {
+  semud *u = (semud *)lua_touserdata(L, idx);
+  sem *s = u ? u->s : NULL;
+  (void)L;
+  if (s == NULL) return NULL;
+  if (!s->shared) { /* on the owning thread: nobody else sees it yet */
+    if (uv_mutex_init(&s->mu)) return NULL;
+    s->shared = 1;
+  }
+  atomic_fetch_add(&s->refs, 1);
+  return s;
+}
+
+static void push_copy(lua_State *L, void *obj) {
+  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->s = NULL;
+  tidal__setmt(L, tidal__ctx(L), TT_SEMAPHORE);
+  atomic_fetch_add(&((sem *)obj)->refs, 1);
+  u->s = (sem *)obj;
+}
+
+static void drop(void *obj) {
+  sem_unref((sem *)obj);
+}
+
+const tidal_xtype tidal__semaphore_xtype = {SEM_MT, share, push_copy, drop};
+
 /* ---------------------------------------------------------------- Permit */
 
-static int permit_release(permit *p) {
+static int permit_release(permit *p, tidal_worker *cur) {
   if (p->k == 0) return 0;
   lua_Integer k = p->k;
   p->k = 0;
-  if (!p->s->closed) give_back(p->s, k);
+  give_back(p->s, k, cur); /* (kept, unused, once closed) */
   return 1;
 }
 
 static int l_release(lua_State *L) {
   permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:release");
-  lua_pushboolean(L, permit_release(p));
+  lua_pushboolean(L, permit_release(p, tidal__cur_worker(L)));
   return 1;
 }
 
 static int l_permit_close(lua_State *L) {
   permit *p = (permit *)lua_touserdata(L, 1);
-  if (p->s != NULL) permit_release(p);
+  if (p->s != NULL) permit_release(p, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_permit_gc(lua_State *L) {
   permit *p = (permit *)lua_touserdata(L, 1);
   if (p->s == NULL) return 0;
-  permit_release(p);
+  permit_release(p, tidal__cur_worker(L));
   sem_unref(p->s);
   p->s = NULL;
   return 0;

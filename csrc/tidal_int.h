@@ -108,8 +108,6 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 **
 **   static int l_op(lua_State *L) {
 **     tidal_task *t = tidal__wait_begin(L, "tidal.op");  -- raises on misuse
-**                                                        -- and on a pending
-**                                                        -- cancellation
 **     TIDAL_SPEND(L, t, &op_restart);    -- cooperative budget
 **     if (ready) return results;          -- fast path, nothing registered
 **     register t (e.g. tidal__wq_push(&obj->waiters, t));
@@ -120,6 +118,12 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 **     tidal__resumed(L, t);      -- raises if the wait was cancelled
 **     return results;            -- values the waker deposited are on top
 **   }
+**
+** A cancelled task does not wait: tidal__park raises its cancellation
+** instead (withdrawing the registration through op->cancel), so an
+** operation that can complete at once still completes in a cancelled task
+** (cleanup code can send a last message, release a lock), while every
+** actual wait raises again (sticky).
 **
 ** The waker (on the worker's thread) unregisters the task, may push values
 ** on t->co's stack, and calls tidal__wake(t, nvalues). From another thread
@@ -168,9 +172,10 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
-#define TF_WRITER 0x0800    /* waits for a write lock (lock.c) */
+
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
+#define TF_XWAIT 0x4000     /* parked on something another thread may wake */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -282,6 +287,7 @@ struct tidal_worker {
   tidal_family *family; /* the runtime's workers (family.c) */
   int index;           /* this worker's index in the family */
   atomic_int load;     /* live tasks, read by other threads */
+  atomic_int assigned; /* tasks sent here by spawn_parallel, not started */
   atomic_int started;  /* the worker is up (family.c) */
   int external;        /* tasks parked on something another thread wakes */
   uint8_t stop;        /* worker thread: leave the loop when idle */
@@ -332,6 +338,7 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
+tidal_worker *tidal__cur_worker(lua_State *L);
 void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
 int tidal__is_callable(lua_State *L, int idx);
 /* stack: module, ctx. Registers type tt once: metatable named name (meta
@@ -368,6 +375,10 @@ tidal_task *tidal__task_check(lua_State *L, const char *fname);
 void tidal__interrupt(tidal_task *t);
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k);
+/* The same, for an object shared between workers: the wake may come from
+** another thread, so the worker's loop must stay alive meanwhile. */
+int tidal__park_shared(lua_State *L, tidal_task *t, const tidal_waitop *op,
+                       void *obj, lua_KFunction k);
 void tidal__wake(tidal_task *t, int nvalues);
 int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
                        void *arg);
@@ -388,7 +399,7 @@ int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns);
-void tidal__idle_gc(tidal_worker *w, lua_State *L);
+uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L);
 int tidal__pending(tidal_worker *w);
 int tidal__slot_alloc(tidal_worker *w);
 void tidal__slot_free(tidal_worker *w, int slot);
@@ -596,6 +607,10 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
 void tidal__blocking_cancel(struct tidal_bjob *job);
 extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
 extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
+extern const struct tidal_xtype tidal__mutex_xtype, tidal__rwlock_xtype;
+extern const struct tidal_xtype tidal__semaphore_xtype;
+extern const struct tidal_xtype tidal__oneshot_tx_xtype,
+    tidal__oneshot_rx_xtype;
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

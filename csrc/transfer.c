@@ -74,7 +74,9 @@ enum {
 ** Channels, locks and join handles add their descriptors here. */
 static const tidal_xtype *const xtypes[] = {
     &tidal__xprobe_xtype, &tidal__rhandle_xtype, &tidal__handle_xtype,
-    &tidal__sender_xtype, &tidal__receiver_xtype, NULL};
+    &tidal__sender_xtype, &tidal__receiver_xtype, &tidal__mutex_xtype,
+    &tidal__rwlock_xtype, &tidal__semaphore_xtype, &tidal__oneshot_tx_xtype,
+    &tidal__oneshot_rx_xtype, NULL};
 #define NXTYPES (sizeof xtypes / sizeof xtypes[0] - 1)
 
 /* ------------------------------------------------------------------- MAC */

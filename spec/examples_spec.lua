@@ -96,4 +96,17 @@ describe("examples", function()
       "",
     }, "\n"), out)
   end)
+
+  it("runtime_config.lua: four workers named my-app-worker", function()
+    if not support.can_spawn then return pending("needs a child process") end
+    local out, status = run_example("runtime_config.lua")
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "Running on custom runtime",
+      "worker threads named my-app-worker: 4",
+      "sum of squares from the workers: 30",
+      "fib(24) from the blocking pool: 46368",
+      "",
+    }, "\n"), out)
+  end)
 end)

@@ -36,6 +36,10 @@ function M.run_within(deadline, fn, ...)
   end, ...)
 end
 
+-- Whether specs may start child processes (not under ThreadSanitizer, whose
+-- preloaded runtime does not survive in /bin/sh).
+M.can_spawn = os.getenv("TIDAL_NO_CHILD") == nil
+
 -- Runs a Lua chunk in a child lua5.4 (same module paths) and returns its
 -- combined stdout and stderr, and its exit code.
 function M.lua(code)

@@ -168,6 +168,27 @@ M.notify = core.notify
 -- @function sleep_op
 M.sleep_op = core.sleep_op
 
+--- Parallel work
+-- @section parallel
+
+--- Run `fn(...)` on libuv's thread pool in a pooled Lua state; `fn` and its
+-- arguments are copied there, its results (or error and traceback) copied
+-- back. Aborting a queued job cancels it; aborting a running one discards
+-- its result.
+-- @function spawn_blocking
+-- @tparam function fn
+-- @return JoinHandle
+M.spawn_blocking = core.spawn_blocking
+
+--- Run `fn(...)` as a task on the least-loaded worker (see the `workers`
+-- option of `tidal.run`); `fn` and its arguments are copied. The JoinHandle
+-- can be awaited from any worker.
+-- @function spawn_parallel
+-- @tparam[opt] table opts `{name = "..."}`
+-- @tparam function fn
+-- @return JoinHandle
+M.spawn_parallel = core.spawn_parallel
+
 --- Errors
 -- @section errors
 
