@@ -20,6 +20,15 @@ local function assert_fails(kind, url, resp, err)
   assert.are.equal(url, err.url)
 end
 
+if not support.can_spawn then
+  -- the fixture servers are child processes, which ThreadSanitizer runs
+  -- (TIDAL_NO_CHILD) cannot start
+  describe("tidal.http", function()
+    pending("needs the fixture servers (child processes)")
+  end)
+  return
+end
+
 describe("tidal.http", function()
   local srv
   local url
