@@ -19,12 +19,6 @@ tidal_ctx *tidal__ctx(lua_State *L) {
   return ctx;
 }
 
-/* The worker whose scheduler runs in L's state now, or NULL. */
-tidal_worker *tidal__cur_worker(lua_State *L) {
-  tidal_ctx *ctx = tidal__ctx(L);
-  return ctx ? ctx->w : NULL;
-}
-
 /* Pushes the state's context, creating it on first use. */
 static tidal_ctx *push_ctx(lua_State *L) {
   tidal_ctx *ctx;

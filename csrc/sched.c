@@ -193,6 +193,18 @@ static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
     return tidal__raise_cancel(L, t);
   }
   /* (if op->cancel said a wake is on its way, wait for it) */
+  if (!xthread && t->w->rq_head != NULL && t == t->w->top &&
+      !t->w->nested) {
+    if (t->flags & TF_HANDOFF) { /* k of a handoff: no C recursion */
+      t->flags &= ~TF_HANDOFF;
+    } else if (tidal__handoff(L, t)) {
+      int n;
+      t->flags |= TF_HANDOFF;
+      n = k(L, LUA_YIELD, (lua_KContext)t); /* as if resumed */
+      t->flags &= ~TF_HANDOFF;
+      return n;
+    }
+  }
   return lua_yieldk(L, 0, (lua_KContext)t, k);
 }
 

@@ -172,6 +172,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_WAKECANCEL 0x0100 /* woken because its wait was cancelled */
 #define TF_RERAISE 0x0200   /* await is re-raising another task's error */
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
+#define TF_HANDOFF 0x0800   /* continuing after a handoff (see sched.c) */
 
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
@@ -294,6 +295,11 @@ struct tidal_worker {
   uint64_t gc_resumes; /* st.resumes at the last idle collection */
   uint64_t gc_at;      /* coarse time of the last idle collection */
   tidal_task *main;    /* task of the current block_on */
+  tidal_task *top;     /* task resumed by the scheduler loop itself */
+  tidal_task *handing; /* the task whose handoff is running (task.c) */
+  int nested;          /* steps running nested (handoff, select) */
+  int handoffs;        /* nested steps since the loop's last one */
+  uint64_t slice0;     /* coarse start of the running step's slice */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
   struct {
@@ -338,7 +344,14 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
-tidal_worker *tidal__cur_worker(lua_State *L);
+/* The worker whose scheduler runs in L's state now, or NULL. Only for C
+** functions of the module and methods of its types: they all carry the
+** context as upvalue 1 (cheaper than the registry lookup of tidal__ctx,
+** which matters on release paths such as Guard:release). */
+static inline tidal_worker *tidal__cur_worker(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  return ctx ? ctx->w : NULL;
+}
 void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
 int tidal__is_callable(lua_State *L, int idx);
 /* stack: module, ctx. Registers type tt once: metatable named name (meta
@@ -419,6 +432,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx);
 void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx);
 int tidal__run_batch(tidal_worker *w, lua_State *L, int max);
 int tidal__run_now(lua_State *L, tidal_task *t);
+int tidal__handoff(lua_State *L, tidal_task *t);
 void tidal__task_finish_unstarted(tidal_task *t);
 void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t);
 int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise);
