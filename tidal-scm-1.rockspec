@@ -32,6 +32,9 @@ build = {
         "csrc/channel.c",
         "csrc/core.c",
         "csrc/error.c",
+        "csrc/http.c",
+        "csrc/http_glue.c",
+        "csrc/http_xfer.c",
         "csrc/family.c",
         "csrc/group.c",
         "csrc/introspect.c",
@@ -57,6 +60,7 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(LIBCURL_LIBDIR)" },
     },
     ["tidal"] = "lua/tidal/init.lua",
+    ["tidal.http"] = "lua/tidal/http.lua",
   },
   copy_directories = { "docs", "examples" },
 }

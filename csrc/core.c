@@ -147,6 +147,7 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__blocking_open(L);
   tidal__introspect_open(L);
   tidal__xfer_hooks_open(L);
+  tidal__http_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");

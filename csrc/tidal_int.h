@@ -15,6 +15,7 @@
 **   xprobe.c     a test-only shareable handle type for transfer.c
 **   xfer_hooks.c tidal.core's underscore test hooks for transfer.c
 **   core.c       luaopen_tidal_core and the per-state context
+**   http*.c      tidal.http's C core (see http_int.h)
 */
 #ifndef TIDAL_INT_H
 #define TIDAL_INT_H
@@ -536,6 +537,8 @@ void tidal__family_stop(tidal_family *f);
 void tidal__family_free(tidal_family *f);
 tidal_worker *tidal__family_pick(tidal_family *f);
 void tidal__worker_run(lua_State *L, tidal_worker *w); /* runtime.c */
+/* http.c */
+void tidal__http_open(lua_State *L);
 
 /* introspect.c */
 void tidal__introspect_open(lua_State *L);

@@ -228,6 +228,13 @@ M.stats = core.stats
 -- @function current_id
 M.current_id = core.current_id
 
+--- HTTP
+-- @section http
+
+--- The HTTP client (`tidal.http`, also `require("tidal.http")`): `get`,
+-- `post`, `request`, `client`. See the `tidal.http` module.
+M.http = require("tidal.http")
+
 -- anything the core offers that is not listed above (never its private
 -- "_" functions)
 for k, v in pairs(core) do
