@@ -51,6 +51,7 @@ build = {
         "csrc/timeout.c",
         "csrc/timer.c",
         "csrc/transfer.c",
+        "csrc/buf.c",
         "csrc/watch.c",
         "csrc/xfer_hooks.c",
         "csrc/xprobe.c",

@@ -429,10 +429,10 @@ static void push_response(lua_State *L, http_xfer *x, int with_body) {
   lua_pushinteger(L, code);
   lua_setfield(L, -2, "status");
   if (with_body) {
-    lua_pushlstring(L, x->body.p, x->body.n);
+    lua_pushlstring(L, x->body.data, x->body.len);
     lua_setfield(L, -2, "body");
   }
-  lua_pushlstring(L, x->hdr.p, x->hdr.n);
+  lua_pushlstring(L, x->hdr.data, x->hdr.len);
   lua_setfield(L, -2, "_h");
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
   if (url) {
@@ -758,9 +758,9 @@ static int read_now(lua_State *L, http_body *b, tidal_task *t) {
   }
   if (x->flags & XF_NOMEM)
     return herr(L, "tidal.http body:read: not enough memory");
-  if (x->body.n > 0) {
-    lua_pushlstring(L, x->body.p, x->body.n);
-    x->body.n = 0;
+  if (x->body.len > 0) {
+    lua_pushlstring(L, x->body.data, x->body.len);
+    x->body.len = 0;
     if (http__xfer_resume(x))
       return herr(L, "tidal.http body:read: cannot resume the transfer");
     return 1;

@@ -39,13 +39,6 @@
 /* Idle easy handles (with their buffers) kept per multi for reuse. */
 #define HTTP_IDLE_MAX 256
 
-typedef struct http_buf {
-  char *p;
-  size_t n, cap;
-} http_buf;
-
-int http__buf_add(http_buf *b, const char *p, size_t n); /* 0 or -1 */
-void http__buf_free(http_buf *b);
 
 /* Parsed URLs kept per multi: libcurl 7.88 parses CURLOPT_URL again for
 ** every transfer, which costs more than a copy of a parsed handle. */
@@ -175,8 +168,8 @@ struct http_xfer {
   struct curl_slist *headers; /* owned: freed when it is reused */
   curl_off_t max_body;
   curl_off_t received;
-  http_buf hdr;  /* the final header block: "Name: value\r\n" lines */
-  http_buf body; /* the body, or the part a stream has not read yet */
+  tidal_buf hdr;  /* the final header block: "Name: value\r\n" lines */
+  tidal_buf body; /* the body, or the part a stream has not read yet */
   http_applied set;
   CURLU *url;   /* the parsed URL given to curl */
   int url_slot; /* its slot in m->urls, or -1 when the transfer owns it */

@@ -15,31 +15,10 @@
 
 /* ---------------------------------------------------------------- buffers */
 
-int http__buf_add(http_buf *b, const char *p, size_t n) {
-  if (b->n + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 2048;
-    while (cap < b->n + n)
-      cap *= 2;
-    char *q = (char *)realloc(b->p, cap);
-    if (q == NULL) return -1;
-    b->p = q;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, p, n);
-  b->n += n;
-  return 0;
-}
-
-void http__buf_free(http_buf *b) {
-  free(b->p);
-  b->p = NULL;
-  b->n = b->cap = 0;
-}
-
 /* Buffers grown by one large body are not kept for the next request. */
-static void buf_trim(http_buf *b, size_t keep) {
-  b->n = 0;
-  if (b->cap > keep) http__buf_free(b);
+static void buf_trim(tidal_buf *b, size_t keep) {
+  b->len = 0;
+  if (b->cap > keep) tidal__buf_free(b);
 }
 
 /* ------------------------------------------------------------------ wake */
@@ -61,7 +40,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     /* a status line: a new header block (1xx, a redirect, the final one);
     ** it stays first in the block (resp.http_version, resp.reason) */
-    x->hdr.n = 0;
+    x->hdr.len = 0;
     x->flags &= (uint16_t)~XF_LOCATION;
   } else if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
     /* the end of a header block: is it the final response's? */
@@ -76,7 +55,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
     return len;
   }
   if (len > 9 && strncasecmp(p, "location:", 9) == 0) x->flags |= XF_LOCATION;
-  if (http__buf_add(&x->hdr, p, len)) {
+  if (tidal__buf_add(&x->hdr, p, len)) {
     x->flags |= XF_NOMEM;
     return 0;
   }
@@ -90,11 +69,11 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
     x->flags |= XF_TOO_LARGE;
     return 0; /* CURLE_WRITE_ERROR */
   }
-  if ((x->flags & XF_STREAM) && x->body.n >= HTTP_STREAM_HWM) {
+  if ((x->flags & XF_STREAM) && x->body.len >= HTTP_STREAM_HWM) {
     x->flags |= XF_PAUSED; /* curl keeps the data and offers it again */
     return CURL_WRITEFUNC_PAUSE;
   }
-  if (http__buf_add(&x->body, p, len)) {
+  if (tidal__buf_add(&x->body, p, len)) {
     x->flags |= XF_NOMEM;
     return 0;
   }
@@ -188,7 +167,7 @@ http_xfer *http__xfer_get(http_multi *m) {
   x->task = NULL;
   x->rc = CURLE_OK;
   x->received = 0;
-  x->hdr.n = x->body.n = 0;
+  x->hdr.len = x->body.len = 0;
   x->errbuf[0] = '\0';
   x->url = NULL;
   x->url_slot = -1;
@@ -382,8 +361,8 @@ void http__xfer_free(http_xfer *x) {
   url_unref(x);
   if (x->easy) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
-  http__buf_free(&x->hdr);
-  http__buf_free(&x->body);
+  tidal__buf_free(&x->hdr);
+  tidal__buf_free(&x->body);
   free(x);
 }
 

@@ -573,6 +573,9 @@ typedef struct tidal_buf {
 } tidal_buf;
 
 void tidal__buf_free(tidal_buf *b); /* frees data; the buffer is empty again */
+/* Makes room for need more bytes; 0, or -1 when out of memory. */
+int tidal__buf_grow(tidal_buf *b, size_t need);
+int tidal__buf_add(tidal_buf *b, const void *p, size_t n); /* 0 or -1 */
 
 /* A shareable userdata type. The encoder recognises the type by its
 ** metatable (registry[mt], compared by identity, never by __name). */

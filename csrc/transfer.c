@@ -150,26 +150,6 @@ static int rd_varint(const unsigned char **pp, const unsigned char *end,
 
 /* ---------------------------------------------------------------- buffer */
 
-void tidal__buf_free(tidal_buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
-/* Makes room for need more bytes; 0, or -1 when out of memory. */
-static int buf_grow(tidal_buf *b, size_t need) {
-  size_t cap = b->cap ? b->cap : 64;
-  char *p;
-  if (b->cap - b->len >= need) return 0;
-  if (need > (SIZE_MAX >> 2) - b->len) return -1;
-  while (cap - b->len < need)
-    cap *= 2;
-  p = (char *)realloc(b->data, cap);
-  if (p == NULL) return -1;
-  b->data = p;
-  b->cap = cap;
-  return 0;
-}
 
 static size_t varint(unsigned char *p, uint64_t v) {
   size_t n = 0;
@@ -182,20 +162,20 @@ static size_t varint(unsigned char *p, uint64_t v) {
 }
 
 static int put1(tidal_buf *b, unsigned char c) {
-  if (b->len == b->cap && buf_grow(b, 1)) return -1;
+  if (b->len == b->cap && tidal__buf_grow(b, 1)) return -1;
   b->data[b->len++] = (char)c;
   return 0;
 }
 
 static int put_tagvar(tidal_buf *b, unsigned char tag, uint64_t v) {
-  if (buf_grow(b, 11)) return -1;
+  if (tidal__buf_grow(b, 11)) return -1;
   b->data[b->len++] = (char)tag;
   b->len += varint((unsigned char *)b->data + b->len, v);
   return 0;
 }
 
 static int put_bytes(tidal_buf *b, const void *p, size_t n) {
-  if (buf_grow(b, n)) return -1;
+  if (tidal__buf_grow(b, n)) return -1;
   if (n) memcpy(b->data + b->len, p, n);
   b->len += n;
   return 0;
@@ -214,7 +194,7 @@ static int put_scalar(tidal_buf *b, lua_State *L, int idx, int type) {
       return put_tagvar(b, XT_INT, (u << 1) ^ (0 - (u >> 63))); /* zigzag */
     } else {
       lua_Number d = lua_tonumber(L, idx);
-      if (buf_grow(b, 1 + sizeof d)) return -1;
+      if (tidal__buf_grow(b, 1 + sizeof d)) return -1;
       b->data[b->len++] = XT_FLT;
       memcpy(b->data + b->len, &d, sizeof d);
       b->len += sizeof d;
@@ -224,7 +204,7 @@ static int put_scalar(tidal_buf *b, lua_State *L, int idx, int type) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
     if (len < 64) {
-      if (buf_grow(b, 1 + len)) return -1;
+      if (tidal__buf_grow(b, 1 + len)) return -1;
       b->data[b->len++] = (char)(XT_SSTR | len);
     } else if (put_tagvar(b, XT_STR, len)) {
       return -1;
@@ -566,7 +546,7 @@ static void enc_table(xenc *e, int t, int depth) {
   enc_enter(e, depth, "table");
   ENC(e, put1(b, XT_TABLE));
   at = b->len;
-  ENC(e, buf_grow(b, 2));
+  ENC(e, tidal__buf_grow(b, 2));
   b->len += 2;
   key = lua_gettop(L) + 1; /* the key, then the value, sit here */
   lua_pushnil(L);
@@ -592,7 +572,7 @@ static void enc_table(xenc *e, int t, int depth) {
   k = varint(tmp, (uint64_t)narr);
   k += varint(tmp + k, nhash);
   if (k > 2) {
-    ENC(e, buf_grow(b, k - 2));
+    ENC(e, tidal__buf_grow(b, k - 2));
     memmove(b->data + at + k, b->data + at + 2, b->len - at - 2);
     b->len += k - 2;
   }
@@ -628,7 +608,7 @@ static void enc_function(xenc *e, int f, int depth) {
   ENC(e, put1(b, XT_FUNC));
   ENC(e, put1(b, ar.nups));
   at = b->len;
-  ENC(e, buf_grow(b, 4 + 8));
+  ENC(e, tidal__buf_grow(b, 4 + 8));
   b->len += 4 + 8; /* length and MAC, filled in after the dump */
   lua_pushvalue(L, f);
   if (lua_dump(L, dump_writer, b, 0) != 0) enc_oom(e);
