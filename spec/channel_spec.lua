@@ -11,9 +11,7 @@ local function drain(rx)
   end
 end
 
-local function closer(log, tag)
-  return setmetatable({}, { __close = function() log[#log + 1] = tag end })
-end
+local closer = support.closer
 
 describe("tidal.channel", function()
   describe("order and capacity", function()

@@ -1,9 +1,7 @@
 local tidal = require("tidal")
 local support = require("support")
 
-local function closer(log, tag)
-  return setmetatable({}, { __close = function() log[#log + 1] = tag end })
-end
+local closer = support.closer
 
 describe("tidal.join_all", function()
   it("returns the results packed in input order, with .n", function()

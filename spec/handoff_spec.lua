@@ -4,9 +4,7 @@
 local tidal = require("tidal")
 local support = require("support")
 
-local function closer(log, tag)
-  return setmetatable({}, { __close = function() log[#log + 1] = tag end })
-end
+local closer = support.closer
 
 describe("handoff between tasks", function()
   it("keeps the run queue's first-in first-out order", function()

@@ -10,6 +10,11 @@ function M.scaled(n)
   return math.max(1, math.floor(n * M.scale + 0.5))
 end
 
+-- A to-be-closed value that appends tag to log when it is closed.
+function M.closer(log, tag)
+  return setmetatable({}, { __close = function() log[#log + 1] = tag end })
+end
+
 -- Runs fn(...) as a task inside tidal.run and returns its results. A test
 -- that has not finished after `deadline` seconds (default 20) is aborted and
 -- fails, so a hang cannot stall the suite.

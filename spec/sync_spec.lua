@@ -1,9 +1,7 @@
 local tidal = require("tidal")
 local support = require("support")
 
-local function closer(log, tag)
-  return setmetatable({}, { __close = function() log[#log + 1] = tag end })
-end
+local closer = support.closer
 
 -- Spawns fn and lets it run until it parks.
 local function parked(fn, ...)
