@@ -105,6 +105,9 @@ BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select cpu
 
 bench: build
 	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done
+	@BENCH_SELECT=fn ./bench/run select
+	@BENCH_CHAN=parallel ./bench/run chan_mp
+	@BENCH_CPU=parallel ./bench/run cpu
 
 docs:
 	ldoc -d docs/ref lua/tidal

@@ -89,21 +89,25 @@ function W.http()
   C.result("http", { { "req_per_s", N / (t1 - t0) }, { "check", good }, { "rss_kb", C.hwm_kb() } })
 end
 
+-- BENCH_CHAN=parallel (chan_mp): the producers run on other workers
+-- (spawn_parallel with workers = 2), so every message crosses threads.
 local function chan_run(workload, producers, per)
   local total = producers * per
   local t0, t1, sum
-  tidal.run(function()
-    local spawn = tidal.spawn
+  local parallel = os.getenv("BENCH_CHAN") == "parallel"
+  local function produce(txp, base, n)
+    for j = base, base + n - 1 do txp:send(j) end
+    txp:close()
+  end
+  tidal.run({ workers = parallel and 2 or 0 }, function()
+    local spawn = parallel and tidal.spawn_parallel or tidal.spawn
     t0 = clock()
     local tx, rx = tidal.channel(128)
     local hs = {}
     for p = 0, producers - 1 do
       local txp = tx:clone()
-      hs[#hs + 1] = spawn(function()
-        local base = p * per
-        for j = base, base + per - 1 do txp:send(j) end
-        txp:close()
-      end)
+      hs[#hs + 1] = spawn(produce, txp, p * per, per)
+      if parallel then txp:close() end -- the worker got its own copy
     end
     tx:close()
     local cons = spawn(function()
@@ -116,7 +120,8 @@ local function chan_run(workload, producers, per)
     t1 = clock()
   end)
   if sum ~= total * (total - 1) // 2 then C.fail("sum " .. sum) end
-  C.result(workload, { { "ns_per_msg", (t1 - t0) * 1e9 / total }, { "check", sum }, { "rss_kb", C.hwm_kb() } })
+  C.result(workload, { { "ns_per_msg", (t1 - t0) * 1e9 / total }, { "check", sum },
+    { "mode", parallel and "parallel" or "local" }, { "rss_kb", C.hwm_kb() } })
 end
 
 function W.chan() chan_run("chan", 1, C.scaled(1000000)) end
