@@ -334,7 +334,7 @@ static int start_branch(lua_State *L, tidal_task *t, tidal_group *g, int i) {
 /* tidal.select(branches) -> key, ... of the first branch to finish */
 static int l_select(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  tidal_task *t = tidal__wait_begin(L, "tidal.select");
+  tidal_task *t = tidal__wait_ok(L, ctx->cur, "tidal.select");
   int n = 0;
   if (!lua_istable(L, 1))
     return luaL_error(L,
