@@ -246,7 +246,8 @@ function W.cpu()
     cores = tonumber(f:read("a")) or 2
     f:close()
   end
-  tidal.run({ workers = mode == "parallel" and cores or 0, slow_task = false }, function()
+  tidal.run({ workers = mode == "parallel" and cores or 0, blocking_threads = cores,
+    slow_task = false }, function()
     local spawn = mode == "parallel" and tidal.spawn_parallel or tidal.spawn_blocking
     local job = function(k)
       local function f(x) if x < 2 then return x end return f(x - 1) + f(x - 2) end
