@@ -240,7 +240,7 @@ function W.cpu()
   for _ = 1, K do if fib(n) ~= expect then C.fail("seq") end end
   local seq = clock() - t0
   local par, ok
-  local cores = 2
+  local cores
   do
     local f = io.popen("nproc")
     cores = tonumber(f:read("a")) or 2

@@ -95,8 +95,7 @@ describe("tidal.yield", function()
   it("lets every other ready task run first", function()
     local log = support.run(function()
       local l = {}
-      local hs = {}
-      for i = 1, 3 do hs[i] = tidal.spawn(function() l[#l + 1] = i end) end
+      for i = 1, 3 do tidal.spawn(function() l[#l + 1] = i end) end
       tidal.yield()
       l[#l + 1] = "main"
       return l
