@@ -189,7 +189,8 @@ describe("tidal.spawn_parallel", function()
         local tx, rx = tidal.channel()
         for i = 1, 4 do
           tidal.spawn_parallel(function(tx, i)
-            local g <close> = setmetatable({}, { __close = function() io.stderr:write("unwound ", i, "\n") end })
+            -- one write per line: two workers writing at once would interleave
+            local g <close> = setmetatable({}, { __close = function() io.stderr:write("unwound " .. i .. "\n") end })
             tx:send(i)
             tidal.sleep(60)
           end, tx, i)
