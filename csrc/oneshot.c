@@ -132,28 +132,30 @@ static void close_rx(end *e, tidal_worker *cur, int explicit) {
   UNLOCK(o);
 }
 
-static int l_end_gc(lua_State *L) {
+/* The end at 1 (either kind), from __gc or __close; NULL once collected. */
+static end *close_end(lua_State *L, int explicit) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)lua_touserdata(L, 1);
-  if (e->o == NULL) return 0;
+  if (e->o == NULL) return NULL;
   if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
     close_tx(e, ctx->w);
   else
-    close_rx(e, ctx->w, 0);
-  unref(e->o);
-  e->o = NULL;
+    close_rx(e, ctx->w, explicit);
+  return e;
+}
+
+static int l_end_gc(lua_State *L) {
+  end *e = close_end(L, 0);
+  if (e != NULL) {
+    unref(e->o);
+    e->o = NULL;
+  }
   return 0;
 }
 
 /* __close: closes the end but keeps the core until the end is collected */
 static int l_end_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
-  if (e->o == NULL) return 0;
-  if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
-    close_tx(e, ctx->w);
-  else
-    close_rx(e, ctx->w, 1);
+  close_end(L, 1);
   return 0;
 }
 

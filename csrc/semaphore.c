@@ -97,6 +97,21 @@ static int closed(lua_State *L) {
   return 2;
 }
 
+/* Under the lock: takes k permits at once if it can (FIFO: not past
+** waiters) and returns the results, lock released; or -1, lock held. */
+static int try_take(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
+  if (s->closed) {
+    UNLOCK(s);
+    return closed(L);
+  }
+  if (s->waiters.head == NULL && k <= s->avail) {
+    s->avail -= k;
+    UNLOCK(s);
+    return push_permit(L, ctx, s, k);
+  }
+  return -1;
+}
+
 /* tidal.semaphore(n) */
 static int l_semaphore(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
@@ -160,15 +175,8 @@ static int l_acquire(lua_State *L) {
   if (k > INT32_MAX)
     return luaL_error(L, "Semaphore:acquire: too many permits requested");
   LOCK(s);
-  if (s->closed) {
-    UNLOCK(s);
-    return closed(L);
-  }
-  if (s->waiters.head == NULL && k <= s->avail) {
-    s->avail -= k;
-    UNLOCK(s);
-    return push_permit(L, ctx, s, k);
-  }
+  int r = try_take(L, ctx, s, k);
+  if (r >= 0) return r;
   t->nres = (int32_t)k; /* what it waits for, while parked */
   tidal__wq_push(&s->waiters, t);
   if (s->shared) {
@@ -185,15 +193,8 @@ static int l_try_acquire(lua_State *L) {
                                     "Semaphore:try_acquire"))->s;
   lua_Integer k = check_k(L, "Semaphore:try_acquire");
   LOCK(s);
-  if (s->closed) {
-    UNLOCK(s);
-    return closed(L);
-  }
-  if (s->waiters.head == NULL && k <= s->avail) {
-    s->avail -= k;
-    UNLOCK(s);
-    return push_permit(L, ctx, s, k);
-  }
+  int r = try_take(L, ctx, s, k);
+  if (r >= 0) return r;
   UNLOCK(s);
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");

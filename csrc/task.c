@@ -62,6 +62,19 @@ void tidal__push_label(lua_State *L, tidal_task *t, int handle) {
 
 /* ----------------------------------------------------------------- spawn */
 
+/* t, whose handle is on top, becomes a live task of w: the anchors table
+** keeps the handle (and so its coroutine) while it lives. */
+static void anchor(lua_State *L, tidal_worker *w, tidal_task *t) {
+  t->w = w;
+  t->slot = tidal__slot_alloc(w);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+}
+
 /* Spawns stack[first] (options table optional) with the values above it as
 ** arguments; pushes the JoinHandle. */
 tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
@@ -116,14 +129,7 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
     w->st.cancelled++;
     return t;
   }
-  t->w = w;
-  t->slot = tidal__slot_alloc(w);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, t->slot);
-  lua_pop(L, 1);
-  w->st.alive++;
-  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+  anchor(L, w, t);
   tidal__runq_push(w, t);
   return t;
 }
@@ -151,14 +157,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
   lua_setiuservalue(L, -2, UV_FN);
   t->id = w->next_id++;
   w->st.spawned++;
-  t->w = w;
-  t->slot = tidal__slot_alloc(w);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, t->slot);
-  lua_pop(L, 1);
-  w->st.alive++;
-  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+  anchor(L, w, t);
   return t;
 }
 
