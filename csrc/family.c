@@ -103,6 +103,16 @@ static void worker_thread(void *arg) {
   lua_close(L);
 }
 
+/* The family's own allocations (the workers themselves aside). */
+static void free_family(tidal_family *f) {
+  free(f->w);
+  free(f->threads);
+  free(f->thread_name);
+  free(f->path);
+  free(f->cpath);
+  free(f);
+}
+
 tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
                                 const char *thread_name, const char *path,
                                 const char *cpath, char *err, size_t errlen) {
@@ -157,14 +167,7 @@ tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
   return f;
 oom:
   snprintf(err, errlen, "not enough memory");
-  if (f != NULL) {
-    free(f->w);
-    free(f->threads);
-    free(f->thread_name);
-    free(f->path);
-    free(f->cpath);
-    free(f);
-  }
+  if (f != NULL) free_family(f);
   return NULL;
 }
 
@@ -189,12 +192,7 @@ void tidal__family_free(tidal_family *f) {
   tidal__blocking_pool_free(f);
   uv_mutex_destroy(&f->pool_lock);
   uv_sem_destroy(&f->ready);
-  free(f->w);
-  free(f->threads);
-  free(f->thread_name);
-  free(f->path);
-  free(f->cpath);
-  free(f);
+  free_family(f);
 }
 
 /* The worker with the fewest live tasks, counting those on their way to it

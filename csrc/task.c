@@ -498,8 +498,7 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
   if (w->slow_ns) w->slice0 = tidal__coarse_ns(); /* u's time is not t's */
   if (w->rq_head != t || t->nres != 0) return 0;
   tidal__runq_pop(w);
-  t->state = TS_RUNNING;
-  w->ctx->cur = t;
+  t->state = TS_RUNNING; /* (ctx->cur is t again: step restored it) */
   w->st.resumes++;
   return 1;
 }

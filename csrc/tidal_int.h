@@ -487,15 +487,6 @@ void tidal__oneshot_open(lua_State *L);
 void tidal__broadcast_open(lua_State *L);
 void tidal__watch_open(lua_State *L);
 
-
-/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
-void tidal__lock_open(lua_State *L);
-void tidal__semaphore_open(lua_State *L);
-void tidal__notify_open(lua_State *L);
-void tidal__oneshot_open(lua_State *L);
-void tidal__broadcast_open(lua_State *L);
-void tidal__watch_open(lua_State *L);
-
 /* op.c: wait operations as values. A try function gets the op's target at
 ** stack index base and its arguments above; it either completes the
 ** operation without waiting (pushes its results, returns their count) or
