@@ -29,6 +29,10 @@ typedef struct tidal_bjob {
 
 /* --------------------------------------------------------- state pool */
 
+/* A pool state: the standard libraries, the host's package paths, and
+** tidal.core with its context, so that the handles a job gets (channel
+** ends, locks, JoinHandles...) have their types and methods there. Jobs
+** run outside any task: waiting methods say how to wait there. */
 static int setup_state(lua_State *L) {
   tidal_family *f = (tidal_family *)lua_touserdata(L, 1);
   luaL_openlibs(L);
@@ -37,6 +41,7 @@ static int setup_state(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, f->cpath);
   lua_setfield(L, -2, "cpath");
+  tidal__ctx_need(L)->pool = 1;
   return 0;
 }
 

@@ -822,7 +822,7 @@ static void *share_receiver(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj, int tt) {
   chan *ch = (chan *)obj;
   lua_newtable(L); /* an unused ring holder: the channel is shared */
-  push_end(L, tidal__ctx(L), ch, tt, lua_gettop(L));
+  push_end(L, tidal__ctx_need(L), ch, tt, lua_gettop(L));
   lua_remove(L, -2);
   uv_mutex_lock(&ch->mu);
   if (tt == TT_SENDER)
@@ -857,9 +857,9 @@ static void drop_receiver(void *obj) {
   chan_unref(ch);
 }
 
-const tidal_xtype tidal__sender_xtype = {SENDER_MT, share_sender, push_sender,
+static const tidal_xtype sender_xtype = {SENDER_MT, share_sender, push_sender,
                                          drop_sender};
-const tidal_xtype tidal__receiver_xtype = {RECEIVER_MT, share_receiver,
+static const tidal_xtype receiver_xtype = {RECEIVER_MT, share_receiver,
                                            push_receiver, drop_receiver};
 
 static const luaL_Reg sender_methods[] = {
@@ -892,5 +892,7 @@ void tidal__channel_open(lua_State *L) {
   tidal__newtype(L, TT_SENDER, SENDER_MT, sender_meta, sender_methods);
   tidal__newtype(L, TT_RECEIVER, RECEIVER_MT, receiver_meta,
                  receiver_methods);
+  tidal__xfer_register(&sender_xtype);
+  tidal__xfer_register(&receiver_xtype);
   tidal__register(L, funcs);
 }

@@ -372,7 +372,7 @@ static void *share_rx(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj, int tt) {
   oneshot *o = (oneshot *)obj;
   lua_newtable(L); /* an unused holder: the value is copied */
-  push_end(L, tidal__ctx(L), o, tt, lua_gettop(L));
+  push_end(L, tidal__ctx_need(L), o, tt, lua_gettop(L));
   lua_remove(L, -2);
   uv_mutex_lock(&o->mu);
   if (tt == TT_ONESHOT_TX)
@@ -406,10 +406,8 @@ static void drop_rx(void *obj) {
   unref(o);
 }
 
-const tidal_xtype tidal__oneshot_tx_xtype = {TX_MT, share_tx, push_tx,
-                                             drop_tx};
-const tidal_xtype tidal__oneshot_rx_xtype = {RX_MT, share_rx, push_rx,
-                                             drop_rx};
+static const tidal_xtype tx_xtype = {TX_MT, share_tx, push_tx, drop_tx};
+static const tidal_xtype rx_xtype = {RX_MT, share_rx, push_rx, drop_rx};
 
 static const luaL_Reg tx_methods[] = {{"send", l_send},
                                       {"close", l_close_tx},
@@ -431,5 +429,7 @@ static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 void tidal__oneshot_open(lua_State *L) {
   tidal__newtype(L, TT_ONESHOT_TX, TX_MT, meta, tx_methods);
   tidal__newtype(L, TT_ONESHOT_RX, RX_MT, meta, rx_methods);
+  tidal__xfer_register(&tx_xtype);
+  tidal__xfer_register(&rx_xtype);
   tidal__register(L, funcs);
 }

@@ -497,7 +497,7 @@ static void *rh_share(lua_State *L, int idx) {
 }
 
 static void rh_push(lua_State *L, void *obj) {
-  tidal_ctx *ctx = tidal__ctx(L);
+  tidal_ctx *ctx = tidal__ctx_need(L);
   tidal__record_ref((tidal_record *)obj);
   tidal__push_rhandle(L, ctx, (tidal_record *)obj);
 }
@@ -506,7 +506,7 @@ static void rh_drop(void *obj) {
   tidal__record_unref((tidal_record *)obj);
 }
 
-const tidal_xtype tidal__rhandle_xtype = {RHANDLE_MT, rh_share, rh_push,
+static const tidal_xtype rhandle_xtype = {RHANDLE_MT, rh_share, rh_push,
                                           rh_drop};
 
 /* A plain JoinHandle copied to another state: a record on demand, which
@@ -553,7 +553,7 @@ static void *h_share(lua_State *L, int idx) {
   return r;
 }
 
-const tidal_xtype tidal__handle_xtype = {TIDAL_HANDLE_MT, h_share, rh_push,
+static const tidal_xtype handle_xtype = {TIDAL_HANDLE_MT, h_share, rh_push,
                                          rh_drop};
 
 static const luaL_Reg methods[] = {{"await", l_rawait},
@@ -573,5 +573,7 @@ static const luaL_Reg funcs[] = {{"spawn_parallel", l_spawn_parallel},
 /* stack: module, ctx */
 void tidal__parallel_open(lua_State *L) {
   tidal__newtype(L, TT_RHANDLE, RHANDLE_MT, meta, methods);
+  tidal__xfer_register(&rhandle_xtype);
+  tidal__xfer_register(&handle_xtype);
   tidal__register(L, funcs);
 }
