@@ -135,10 +135,20 @@ static void work_cb(uv_work_t *req) {
   lua_pushlightuserdata(L, job);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) { /* out of memory: a broken state */
     job->outcome = TIDAL_R_FAILED;
+    if (job->out.data) tidal__xfer_discard(job->out.data, job->out.len);
     tidal__buf_free(&job->out);
     lua_close(L);
     return;
   }
+  /* The job's copies of handles are garbage now: collect them before the
+  ** job is reported done, so that the channel ends and oneshot senders it
+  ** was given are closed by then (a `for v in rx` loop over a channel a
+  ** job fed ends with the job), not whenever this state collects next. */
+  lua_settop(L, 0);
+  if (tidal__xfer_has_handles(tidal__record_input(job->r)->data,
+                              tidal__record_input(job->r)->len) ||
+      tidal__xfer_has_handles(job->out.data, job->out.len))
+    lua_gc(L, LUA_GCCOLLECT);
   pool_give(job->f, L);
 }
 
@@ -146,7 +156,12 @@ static void work_cb(uv_work_t *req) {
 static void after_cb(uv_work_t *req, int status) {
   tidal_bjob *job = (tidal_bjob *)req->data;
   tidal_buf none = {NULL, 0, 0};
+  tidal_buf *in = tidal__record_input(job->r);
   int outcome = job->outcome;
+  /* The job is over (or never ran): the ends in flight in its arguments
+  ** close now, not when the JoinHandle is collected. */
+  if (in->data) tidal__xfer_discard(in->data, in->len);
+  tidal__buf_free(in);
   if (status == UV_ECANCELED || tidal__record_aborted(job->r))
     outcome = TIDAL_R_CANCELLED;
   if (outcome == TIDAL_R_CANCELLED) {
@@ -157,7 +172,7 @@ static void after_cb(uv_work_t *req, int status) {
     tidal__record_finish(job->r, job->w, outcome, &job->out);
   }
   atomic_fetch_sub(&job->f->blocking_jobs, 1);
-  tidal__record_set_job(job->r, NULL, job->w, 0);
+  tidal__record_clear_job(job->r);
   tidal__record_unref(job->r);
   free(job);
 }
@@ -206,7 +221,7 @@ static int l_spawn_blocking(lua_State *L) {
   int rc = uv_queue_work(w->loop, &job->req, work_cb, after_cb);
   if (rc) {
     atomic_fetch_sub(&w->family->blocking_jobs, 1);
-    tidal__record_set_job(r, NULL, w, 0);
+    tidal__record_clear_job(r);
     tidal__record_unref(r);
     tidal__record_unref(r);
     free(job);

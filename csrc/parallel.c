@@ -121,7 +121,7 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
       lua_pushfstring(L, "tidal.spawn_parallel: the task's results %s",
                       why ? why : "cannot be copied");
     else
-      luaL_tolstring(L, first, NULL); /* the error, as text */
+      tidal__push_errstring(L, first); /* the error, as text (never raises) */
     lua_rawseti(L, -2, 1);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "ok");
@@ -164,7 +164,9 @@ void tidal__record_publish(lua_State *L, tidal_task *t, int hidx) {
 ** true, ... / false, err. */
 static int push_outcome(lua_State *L, tidal_record *r, int raise) {
   int n;
+  uv_mutex_lock(&r->mu); /* l_rgc of another state reads it */
   r->observed = 1;
+  uv_mutex_unlock(&r->mu);
   if (r->outcome == TIDAL_R_CANCELLED) {
     if (!raise) lua_pushboolean(L, 0);
     tidal__error_push(L, "cancelled", "task %I was cancelled",
@@ -225,8 +227,17 @@ static int start_protected(lua_State *L) {
   tidal_task_ext *e = tidal__task_ext(t);
   if (e == NULL) return luaL_error(L, "not enough memory");
   e->record = r;
+  uv_mutex_lock(&r->mu);
   r->task = t;
+  uv_mutex_unlock(&r->mu);
   return 0;
+}
+
+/* The arguments were not taken (aborted, shutting down, a failed start):
+** the ends in flight among them close now, not when the record goes. */
+static void drop_input(tidal_record *r) {
+  if (r->in.data) tidal__xfer_discard(r->in.data, r->in.len);
+  tidal__buf_free(&r->in);
 }
 
 static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
@@ -238,20 +249,22 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   int aborted = r->abort;
   uv_mutex_unlock(&r->mu);
   if (w->closing || aborted) {
+    drop_input(r);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     tidal__record_unref(r);
     return;
   }
   lua_pushcfunction(L, start_protected);
   lua_pushlightuserdata(L, &a);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK || r->task == NULL) {
+  int st = lua_pcall(L, 1, 0, 0);
+  if (st != LUA_OK || r->task == NULL) {
     tidal_buf buf = {NULL, 0, 0};
-    if (lua_gettop(L) > 0 && lua_isstring(L, -1)) { /* could not start */
-      lua_pushnil(L);
-      tidal__encode_outcome(L, 0, 2, NULL, &buf);
-      lua_pop(L, 1);
+    drop_input(r);
+    if (st != LUA_OK) { /* could not start: the message is on top */
+      lua_pushnil(L); /* no traceback */
+      tidal__encode_outcome(L, 0, 2, NULL, &buf); /* pops both */
       tidal__record_finish(r, w, TIDAL_R_FAILED, &buf);
-    } else {
+    } else { /* shutting down: it never runs */
       tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     }
     tidal__record_unref(r);
@@ -259,14 +272,20 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   /* else the task holds the target's reference until it publishes */
 }
 
+/* On the record's target: its job, or its task, are only changed by this
+** thread (the lock is for the readers of other threads). */
 static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
   (void)L;
   (void)w;
-  if (r->job != NULL)
-    tidal__blocking_cancel(r->job); /* a queued job never runs */
-  else if (r->task != NULL)
-    tidal__cancel(r->task, CK_ABORT);
+  uv_mutex_lock(&r->mu);
+  struct tidal_bjob *job = r->job;
+  tidal_task *t = r->task;
+  uv_mutex_unlock(&r->mu);
+  if (job != NULL)
+    tidal__blocking_cancel(job); /* a queued job never runs */
+  else if (t != NULL)
+    tidal__cancel(t, CK_ABORT);
   tidal__record_unref(r);
 }
 
@@ -411,12 +430,22 @@ static int l_rabort(lua_State *L) {
   return 0;
 }
 
-/* For blocking.c: the job's record, set up before it is queued. */
+/* For blocking.c: the job's record, set up before it is queued (id and
+** target never change after this: other threads read them). */
 void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id) {
+  uv_mutex_lock(&r->mu);
   r->job = job;
   r->target = w;
   r->id = id;
+  uv_mutex_unlock(&r->mu);
+}
+
+/* The job is over: aborting it has nothing left to cancel. */
+void tidal__record_clear_job(tidal_record *r) {
+  uv_mutex_lock(&r->mu);
+  r->job = NULL;
+  uv_mutex_unlock(&r->mu);
 }
 
 int tidal__record_aborted(tidal_record *r) {

@@ -611,6 +611,9 @@ int tidal__xfer_decode(lua_State *L, const char *data, size_t len);
 /* Releases the handle references held by an encoded buffer. */
 void tidal__xfer_discard(const char *data, size_t len);
 
+/* Whether an encoded buffer holds handles. */
+int tidal__xfer_has_handles(const char *data, size_t len);
+
 /* Test-only, never in tidal.core: xprobe.c, the shareable type
 ** "tidal.XProbe", in the tidal.testhooks module (xfer_hooks.c) and the
 ** fuzzer, which register it themselves. */
@@ -630,6 +633,7 @@ void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
 void tidal__record_publish(lua_State *L, tidal_task *t, int hidx);
 void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id);
+void tidal__record_clear_job(tidal_record *r);
 int tidal__record_aborted(tidal_record *r);
 tidal_buf *tidal__record_input(tidal_record *r);
 void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r);

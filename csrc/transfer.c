@@ -1266,6 +1266,10 @@ static int walk_value(xwalk *w, int depth, int upval) {
   }
 }
 
+int tidal__xfer_has_handles(const char *data, size_t len) {
+  return len > 0 && (unsigned char)data[0] == (X_MAGIC | X_HANDLES);
+}
+
 void tidal__xfer_discard(const char *data, size_t len) {
   xwalk w;
   uint64_t n, i;
