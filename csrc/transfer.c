@@ -452,12 +452,14 @@ static lua_Integer enc_seen(xenc *e, int idx) {
 
 /* The map from loaded modules (and the C functions in their fields) to
 ** their names: "mod", or "mod\0field". Built from package.loaded and cached
-** in the registry until the number of loaded modules changes. */
+** in the registry until package.loaded changes: the cache is stamped with
+** a hash of its entries (names and values by identity), so that a module
+** unloaded and another loaded, or one reloaded, are seen. */
 #define MODMAP_KEY "tidal.xfer.modmap"
 
 static void ensure_modmap(xenc *e) {
   lua_State *L = e->L;
-  lua_Integer count = 0;
+  uint64_t stamp = 14695981039346656037u;
   if (e->havemod) return;
   e->havemod = 1;
   if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
@@ -467,12 +469,13 @@ static void ensure_modmap(xenc *e) {
   int loaded = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, loaded)) {
+    stamp = (stamp ^ (uintptr_t)lua_topointer(L, -2)) * 1099511628211u;
+    stamp = (stamp ^ (uintptr_t)lua_topointer(L, -1)) * 1099511628211u;
     lua_pop(L, 1);
-    count++;
   }
   if (lua_getfield(L, LUA_REGISTRYINDEX, MODMAP_KEY) == LUA_TTABLE) {
-    lua_getfield(L, -1, "\1count");
-    if (lua_tointeger(L, -1) == count) {
+    lua_getfield(L, -1, "\1stamp");
+    if (lua_tointeger(L, -1) == (lua_Integer)stamp) {
       lua_pop(L, 1);
       lua_replace(L, e->modslot);
       lua_pop(L, 1); /* package.loaded */
@@ -507,8 +510,8 @@ static void ensure_modmap(xenc *e) {
     }
     lua_pop(L, 1);
   }
-  lua_pushinteger(L, count);
-  lua_setfield(L, map, "\1count");
+  lua_pushinteger(L, (lua_Integer)stamp);
+  lua_setfield(L, map, "\1stamp");
   lua_pushvalue(L, map);
   lua_setfield(L, LUA_REGISTRYINDEX, MODMAP_KEY);
   lua_replace(L, e->modslot);
