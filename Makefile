@@ -21,7 +21,12 @@ LUAROCKS   ?= luarocks --lua-version=5.4
 TREE       ?= $(CURDIR)/lua_modules
 ASAN_TREE  ?= $(CURDIR)/build/asan
 TSAN_TREE  ?= $(CURDIR)/build/tsan
-TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua
+TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
+              spec/stress_workers_spec.lua spec/regress/i9_01_pool_handles_spec.lua \
+              spec/regress/i9_17_undecodable_message_spec.lua \
+              spec/regress/i9_18_record_ids_spec.lua \
+              spec/regress/i9_26_blocking_abort_spec.lua \
+              spec/regress/i9_audit_xfer_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11
