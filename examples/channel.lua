@@ -14,8 +14,8 @@ tidal.run(function()
 
   for i = 0, 4 do
     -- the clone is handed to the task as an argument (Rust's `move`)
-    tidal.spawn(function(tx)
-      local tx <close> = tx -- closed when this task ends
+    tidal.spawn(function(clone)
+      local tx <close> = clone -- closed when this task ends
       local msg = { id = i, payload = "Hello from task " .. i }
       -- send waits if the buffer is full
       local ok, err = tx:send(msg)
