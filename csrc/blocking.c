@@ -156,10 +156,9 @@ static void work_cb(uv_work_t *req) {
 static void after_cb(uv_work_t *req, int status) {
   tidal_bjob *job = (tidal_bjob *)req->data;
   tidal_buf none = {NULL, 0, 0};
-  tidal_buf *in = tidal__record_input(job->r);
   int outcome = job->outcome;
-  /* The job is over (or never ran): the ends in flight in its arguments
-  ** close now, not when the JoinHandle is collected. */
+  tidal_buf *in = tidal__record_input(job->r);
+  /* the job is over: what its arguments hold is released now */
   if (in->data) tidal__xfer_discard(in->data, in->len);
   tidal__buf_free(in);
   if (status == UV_ECANCELED || tidal__record_aborted(job->r))

@@ -233,8 +233,8 @@ static int start_protected(lua_State *L) {
   return 0;
 }
 
-/* The arguments were not taken (aborted, shutting down, a failed start):
-** the ends in flight among them close now, not when the record goes. */
+/* The task will never run: release what its arguments hold now (channel
+** ends, handles), not when the last JoinHandle is collected. */
 static void drop_input(tidal_record *r) {
   if (r->in.data) tidal__xfer_discard(r->in.data, r->in.len);
   tidal__buf_free(&r->in);
@@ -254,21 +254,22 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     tidal__record_unref(r);
     return;
   }
+  int top = lua_gettop(L);
   lua_pushcfunction(L, start_protected);
   lua_pushlightuserdata(L, &a);
-  int st = lua_pcall(L, 1, 0, 0);
-  if (st != LUA_OK || r->task == NULL) {
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK || r->task == NULL) {
     tidal_buf buf = {NULL, 0, 0};
     drop_input(r);
-    if (st != LUA_OK) { /* could not start: the message is on top */
-      lua_pushnil(L); /* no traceback */
-      tidal__encode_outcome(L, 0, 2, NULL, &buf); /* pops both */
+    if (lua_gettop(L) > top && lua_isstring(L, -1)) { /* could not start */
+      lua_pushnil(L);
+      tidal__encode_outcome(L, 0, 2, NULL, &buf); /* (pops both) */
       tidal__record_finish(r, w, TIDAL_R_FAILED, &buf);
-    } else { /* shutting down: it never runs */
+    } else {
       tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     }
     tidal__record_unref(r);
   }
+  lua_settop(L, top);
   /* else the task holds the target's reference until it publishes */
 }
 
