@@ -80,6 +80,22 @@ describe("issue 9 audit: value transfer", function()
     assert.truthy(s:find("\12\10i9_audit_b", 1, true), "b crosses by name")
   end)
 
+  it("real handles work in a fresh Lua state that never loaded tidal", function()
+    -- (the pool's states were one case: any state a host makes is another)
+    local hooks = require("tidal.testhooks")
+    local got = support.run(function()
+      local tx, rx = tidal.channel()
+      local m = tidal.mutex()
+      local ok = hooks.run(function(tx, m)
+        local g = m:try_lock()
+        tx:send(tostring(tx):match("^tidal%.Sender") and "a Sender there" or tostring(tx))
+        return g ~= nil and g:release()
+      end, tx, m)
+      return { rx:try_recv(), ok, m:try_lock() ~= nil }
+    end)
+    assert.same({ "a Sender there", true, true }, got)
+  end)
+
   it("a parallel task aborted before it starts closes the ends it was given", function()
     if not support.can_spawn then return end
     local out, status = run_child([[
