@@ -11,7 +11,7 @@
 local support = require("support")
 
 local PROGRAM = [==[
-local N, WORKERS, SEED = ...
+local N, WORKERS, SEED, LIMIT = ...
 local tidal = require("tidal")
 math.randomseed(SEED)
 local CHUNK = 250 -- messages per sender
@@ -43,8 +43,8 @@ local function receiver(rx, report)
   end
 end
 
-local t0 = os.time()
-local stats = tidal.run({ workers = WORKERS }, function()
+-- The stress itself, as a task of main.
+local function stress()
   local start = tidal.now()
   local tx, rx = tidal.channel(32)
   local live = {} -- { h, kind, report, g, quota }
@@ -145,9 +145,45 @@ local stats = tidal.run({ workers = WORKERS }, function()
   st.lost, st.duplicated, st.cancelled_but_delivered, st.disorder = lost, dup, unsent, disorder
   st.seconds = tidal.now() - start
   return st
+end
+
+-- A watchdog that needs nothing of the runtime it guards: a pool thread
+-- that waits (in a runtime of its own) for the stress to end or LIMIT
+-- seconds to pass, and then says so.
+local function watchdog(fire, done, limit)
+  local t = require("tidal")
+  local fired = t.run(function()
+    return t.select({ function() t.sleep(limit) end, function() done:recv() end }) == 1
+  end)
+  if fired then fire:send(true) end
+  return fired
+end
+
+return tidal.run({ workers = WORKERS }, function()
+  local done_tx, done_rx = tidal.oneshot()
+  local fire_tx, fire_rx = tidal.oneshot()
+  local work = tidal.spawn(stress)
+  local dog = tidal.spawn_blocking(watchdog, fire_tx, done_rx, LIMIT)
+  local key, ok, st = tidal.select({
+    function() return work:join() end,
+    function() return fire_rx:recv() end,
+  })
+  if key == 2 then -- where worker 0's tasks wait, then stop
+    local where = {}
+    for _, t in ipairs(tidal.tasks()) do
+      where[#where + 1] = ("%s %s in %s at %s"):format(t.name or t.id, t.state,
+        tostring(t.waiting), tostring(t.where))
+    end
+    work:abort()
+    work:join()
+    ok, st = false, "the watchdog fired after " .. LIMIT .. " s; tasks of worker 0: "
+      .. table.concat(where, "; ")
+  end
+  done_tx:send(true)
+  dog:await()
+  if not ok then return { error = tostring(st) } end
+  return st
 end)
-stats.wall = os.time() - t0
-return stats
 ]==]
 
 local KEYS = { "messages", "sent", "received", "lost", "duplicated", "cancelled_but_delivered",
@@ -155,12 +191,12 @@ local KEYS = { "messages", "sent", "received", "lost", "duplicated", "cancelled_
 
 local function run_stress(n, workers, seed, limit)
   if not support.can_spawn then -- (ThreadSanitizer) in this process
-    return assert(load(PROGRAM))(n, workers, seed)
+    return assert(load(PROGRAM))(n, workers, seed, limit)
   end
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write("local st = assert(load(", ("%q"):format(PROGRAM), "))(", n, ", ", workers, ", ", seed,
-    ")\nfor k, v in pairs(st) do print(k .. '=' .. tostring(v)) end\n")
+    ", ", limit - 10, ")\nfor k, v in pairs(st) do print(k .. '=' .. tostring(v)) end\n")
   f:close()
   local p = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(limit, path), "r"))
   local out = p:read("a")
@@ -170,6 +206,7 @@ local function run_stress(n, workers, seed, limit)
     out:sub(-2000)))
   local st = {}
   for k, v in out:gmatch("(%w[%w_]*)=([^\n]*)") do st[k] = tonumber(v) or v end
+  if next(st) == nil then st.error = out end
   return st
 end
 
@@ -181,6 +218,7 @@ describe("stress across workers", function()
     local line = {}
     for _, k in ipairs(KEYS) do line[#line + 1] = k .. "=" .. tostring(st[k]) end
     io.stderr:write("\nstress_workers (seed ", seed, "): ", table.concat(line, " "), "\n")
+    assert(st.error == nil, st.error)
     assert.equal(n, st.messages)
     assert.equal(n, st.sent) -- every message was sent in the end
     assert.equal(n, st.received)
