@@ -113,4 +113,31 @@ return table.concat(got, "\n")
     assert.not_matches("ran", out) -- it never starts
     assert.matches("done", out)
   end)
+
+  -- Found in the audit: a runtime collected without close() dropped its
+  -- tasks without finishing their records, so a copy of a task's handle
+  -- that outlived the runtime stayed "running" forever, and aborting it
+  -- posted to the freed worker (the process aborted).
+  it("a runtime collected without close() finishes its tasks' records",
+    function()
+    local out = run_chunk([[
+local tidal = require("tidal")
+local rh
+do
+  local rt = tidal.runtime({ workers = 1 })
+  rh = rt:block_on(function()
+    local h = tidal.spawn(function() tidal.sleep(100) end)
+    -- a copy of h's handle, made on worker 1 and sent back
+    return tidal.spawn_parallel(function(h) return h end, h):await()
+  end)
+end
+collectgarbage()
+collectgarbage()
+local finished, text = rh:is_finished(), tostring(rh)
+rh:abort()
+return ("finished %s %s"):format(finished, text)
+]])
+    assert.matches("finished true tidal.JoinHandle: parallel task %d+ "
+      .. "%(cancelled%)", out)
+  end)
 end)
