@@ -803,8 +803,13 @@ static int read_k(lua_State *L, int status, lua_KContext k) {
   http_body *b = (http_body *)lua_touserdata(L, 1);
   (void)status;
   /* cancelled after the data arrived: the stream ends as if cancelled
-  ** while waiting (read_cancel) */
-  if (tidal__wake_lost(t) && b->x) http__xfer_abort(b->x);
+  ** while waiting (read_cancel); a reader that parked meanwhile in
+  ** another task must learn it */
+  if (tidal__wake_lost(t) && b->x) {
+    tidal_task *other = b->x->task;
+    http__xfer_abort(b->x);
+    if (other) tidal__wake(other, 0);
+  }
   tidal__resumed(L, t);
   return read_now(L, b, t);
 }
