@@ -770,7 +770,8 @@ static int push_body(lua_State *L, http_xfer *x) {
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, S_BODY);
   lua_setiuservalue(L, -2, 2);
-  lua_getfield(L, -2, "url");
+  lua_pushliteral(L, "url");
+  lua_rawget(L, -3);
   lua_setiuservalue(L, -2, 3);
   b->x = x;
   x->flags = (uint16_t)((x->flags & ~XF_REQUEST) | XF_USERDATA);
