@@ -428,8 +428,9 @@ static const char *push_url(lua_State *L, const char *url) {
   char *out = NULL;
   if (!has_userinfo(url)) return lua_pushstring(L, url);
   CURLU *u = curl_url();
-  if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
-               CURLUE_OK &&
+  if (u &&
+      curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
+          CURLUE_OK &&
       curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
       curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
       curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&

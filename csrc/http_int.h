@@ -44,7 +44,6 @@
 ** which libcurl 7.88 reports as "Out of memory"). */
 #define HTTP_MAX_HEADERS (300 * 1024)
 
-
 /* Parsed URLs kept per multi: libcurl 7.88 parses CURLOPT_URL again for
 ** every transfer, which costs more than a copy of a parsed handle. */
 #define HTTP_URL_CACHE 8
@@ -70,8 +69,8 @@ struct http_worker {
   CURLSH *share;
   http_multi *multis;
   http_xfer *orphans; /* detached transfers still owned by a request */
-  uint64_t poll_gen; /* the worker's poll count when `handled` was reset */
-  int handled;       /* socket events handled in that poll */
+  uint64_t poll_gen;  /* the worker's poll count when `handled` was reset */
+  int handled;        /* socket events handled in that poll */
 };
 
 /* What a client fixes for all of its transfers (set when it is created). */
