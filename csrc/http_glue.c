@@ -133,7 +133,9 @@ static CURLM *multi_init(void) {
     if (!was_open[i] && unix_inheritable(lo + i, &ino[n])) fds[n++] = lo + i;
   for (int i = 0; i < n; i++)
     for (int j = 0; j < n; j++)
-      if (ino[j] == ino[i] + 1) {
+      if (ino[j] == ino[i] + 1 || n == 2) {
+        /* (inode numbers come in per-CPU batches: a pair made across a
+        ** migration is not consecutive, but then it is alone) */
         set_cloexec(fds[i]);
         set_cloexec(fds[j]);
       }
@@ -142,7 +144,8 @@ static CURLM *multi_init(void) {
 
 /* fd: the resolver's end of its socketpair, as socket_cb reports it. The
 ** resolver thread's end is a higher descriptor with the next inode (if
-** the thread has not closed it yet). */
+** the thread has not closed it yet: it closes it when the lookup ends,
+** which takes far longer than these few system calls). */
 static void resolver_cloexec(curl_socket_t fd) {
   ino_t ino, other;
   if (!unix_inheritable(fd, &ino)) return;
