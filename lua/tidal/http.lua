@@ -56,15 +56,16 @@ local function argerror(fname, msg)
   error(fname .. ": " .. msg, level)
 end
 
--- lua-cjson, loaded on first use (an instance of our own: other users'
--- settings do not leak in)
+-- lua-cjson, loaded on first use to encode the json option (an instance of
+-- our own: other users' settings do not leak in); resp:json() decodes with
+-- core._http_json, which keeps integers
 local cjson
 local function json_lib(fname)
   if cjson == nil then
     local ok, mod = pcall(require, "cjson")
     if not ok then
-      argerror(fname, "JSON support needs lua-cjson (Debian: apt-get install "
-        .. "lua-cjson; or luarocks install lua-cjson)")
+      argerror(fname, "option 'json' needs lua-cjson (Debian: apt-get "
+        .. "install lua-cjson; or luarocks install lua-cjson)")
     end
     cjson = mod.new()
   end
