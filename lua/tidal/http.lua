@@ -236,9 +236,10 @@ end
 --   http_proxy, https_proxy, all_proxy, no_proxy)
 --
 -- Methods: `c:get(url [, opts])`, `c:post(url, body [, opts])`,
--- `c:request(opts)` (as the module functions), and `c:close()` (no new
--- requests; its connections close when their transfers end; also `<close>`
--- and garbage collection).
+-- `c:request(opts)` (as the module functions), and `c:close()` (also
+-- `<close>`: no new requests; requests in flight and streamed bodies run to
+-- their end, then its connections close). A client is not collected while a
+-- request or a streamed body uses it.
 -- @function client
 -- @tparam[opt] table opts
 -- @return a client
