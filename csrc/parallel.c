@@ -283,10 +283,13 @@ static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
   struct tidal_bjob *job = r->job;
   tidal_task *t = r->task;
   uv_mutex_unlock(&r->mu);
-  if (job != NULL)
+  if (job != NULL) {
     tidal__blocking_cancel(job); /* a queued job never runs */
-  else if (t != NULL)
+  } else if (t != NULL) {
     tidal__cancel(t, CK_ABORT);
+    /* if it runs on without waiting, its Lua code is interrupted */
+    if (t->co != NULL) tidal__irq_set(t->co);
+  }
   tidal__record_unref(r);
 }
 
@@ -333,11 +336,19 @@ static int l_spawn_parallel(lua_State *L) {
   r->id = atomic_fetch_add(&w->family->next_id, 1);
   r->target = tidal__family_pick(w->family);
   tidal__record_ref(r); /* the target's */
-  if (tidal__wake_remote(r->target, NULL, start_msg, r)) {
+  int rc = tidal__wake_remote(r->target, NULL, start_msg, r);
+  if (rc) {
     atomic_fetch_sub(&r->target->assigned, 1);
     tidal__record_unref(r);
-    tidal__record_unref(r);
-    return luaL_error(L, "tidal.spawn_parallel: not enough memory");
+    if (rc != UV_ECANCELED) {
+      tidal__record_unref(r);
+      return luaL_error(L, "tidal.spawn_parallel: not enough memory");
+    }
+    /* the worker stopped meanwhile (the runtime is shutting down): as a
+    ** task spawned then, it is cancelled before it starts */
+    tidal_buf none = {NULL, 0, 0};
+    drop_input(r);
+    tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
   }
   tidal__push_rhandle(L, ctx, r);
   return 1;
@@ -419,15 +430,21 @@ static int l_rjoin(lua_State *L) {
   return rwait(L, 0, "JoinHandle:join");
 }
 
+/* The target finishes the record (under its lock) before it can go away,
+** so while the record is not done, posting to it is safe. */
 static int l_rabort(lua_State *L) {
   tidal_record *r = check_rh(L, "JoinHandle:abort");
+  tidal_worker *cur = tidal__cur_worker(L);
   uv_mutex_lock(&r->mu);
-  int done = r->done;
-  if (!done) r->abort = 1;
+  if (!r->done) {
+    r->abort = 1;
+    tidal__record_ref(r);
+    if (tidal__wake_remote(r->target, NULL, abort_msg, r))
+      tidal__record_unref(r);
+    /* a task busy on another worker never gets to the message */
+    if (r->job == NULL && r->target != cur) tidal__irq_arm(r->target);
+  }
   uv_mutex_unlock(&r->mu);
-  if (done) return 0;
-  tidal__record_ref(r);
-  if (tidal__wake_remote(r->target, NULL, abort_msg, r)) tidal__record_unref(r);
   return 0;
 }
 
