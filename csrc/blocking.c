@@ -28,6 +28,7 @@ typedef struct tidal_bjob {
   tidal_worker *w; /* queued it; after_work runs on its loop */
   struct tidal_bjob *next, *prev; /* w's unfinished jobs (w's thread) */
   lua_State *L; /* the pool state running it, under f->pool_lock */
+  tidal_worker *inner; /* a runtime running in the job, under pool_lock */
   int stop;     /* cancelled (abort, shutdown): written under f->pool_lock */
   int listed;   /* in w's list */
   tidal_buf out;
@@ -167,9 +168,12 @@ static void work_cb(uv_work_t *req) {
     pool_give(job->f, L);
     return;
   }
+  tidal_ctx *ctx = tidal__ctx(L);
+  ctx->job = job;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, job);
   int st = lua_pcall(L, 1, 0, 0);
+  ctx->job = NULL;
   uv_mutex_lock(&job->f->pool_lock);
   job->L = NULL;
   uv_mutex_unlock(&job->f->pool_lock);
@@ -205,12 +209,41 @@ static void unlist(tidal_bjob *job) {
   job->next = job->prev = NULL;
 }
 
-/* w's thread: a queued job never runs, a running one is interrupted. */
+/* On the worker of a runtime running inside a job that was stopped: its
+** main task is cancelled (where it waits), and with it the runtime. */
+static void stop_inner(tidal_worker *w, lua_State *L, void *arg) {
+  (void)L;
+  (void)arg;
+  if (w->main != NULL) tidal__cancel(w->main, CK_ABORT);
+}
+
+void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w) {
+  tidal_bjob *job = (tidal_bjob *)ctx->job;
+  if (job == NULL) return;
+  uv_mutex_lock(&job->f->pool_lock);
+  job->inner = w;
+  if (job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
+  uv_mutex_unlock(&job->f->pool_lock);
+}
+
+void tidal__blocking_leave(tidal_ctx *ctx) {
+  tidal_bjob *job = (tidal_bjob *)ctx->job;
+  if (job == NULL) return;
+  uv_mutex_lock(&job->f->pool_lock);
+  job->inner = NULL;
+  uv_mutex_unlock(&job->f->pool_lock);
+}
+
+/* w's thread: a queued job never runs, a running one is interrupted (and a
+** runtime it runs, waiting in tidal.run, cancelled: no Lua code runs there
+** for the hook to stop). */
 static void stop_job(tidal_bjob *job) {
   uv_mutex_lock(&job->f->pool_lock);
   job->stop = 1;
   if (job->L != NULL)
     lua_sethook(job->L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE);
+  if (job->inner != NULL)
+    tidal__wake_remote(job->inner, NULL, stop_inner, NULL);
   uv_mutex_unlock(&job->f->pool_lock);
   uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
 }

@@ -49,6 +49,7 @@ static tidal_ctx *push_ctx(lua_State *L) {
   ctx->tbs_ref = ctx->stbs_ref = ctx->names_ref = LUA_NOREF;
   ctx->nstbs = 0;
   ctx->pool = 0;
+  ctx->job = NULL;
   for (int i = 0; i < TT_N; i++) {
     ctx->mt[i] = NULL;
     ctx->mt_ref[i] = LUA_NOREF;

@@ -348,6 +348,7 @@ struct tidal_ctx {
   int stbs_ref;     /* string error -> traceback, bounded */
   int nstbs;
   uint8_t pool;     /* a state of the blocking pool (outside any task) */
+  void *job;        /* pool state: the job it runs now (blocking.c) */
   const void *mt[TT_N]; /* metatables of the types */
   int mt_ref[TT_N];
   /* Recently verified userdata of each type (direct-mapped by address).
@@ -679,6 +680,10 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
 void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
+/* A runtime's loop starts / stops running in ctx's state: inside a job
+** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
+void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);
+void tidal__blocking_leave(tidal_ctx *ctx);
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

@@ -214,6 +214,22 @@ describe("issue 9 item 1: tidal handles in spawn_blocking jobs", function()
       { r[4], r[5], r[6], r[7], r[8], r[9], r[10] })
   end)
 
+  it("a job waiting in tidal.run is stopped by abort and by shutdown", function()
+    assert.same({ "false", "cancelled", "true" }, scenario([[
+      return function(tidal)
+        local tx, rx = tidal.channel()
+        local wait = function(rx) return require("tidal").run(function() return rx:recv() end) end
+        local h = tidal.spawn_blocking(wait, rx)
+        tidal.sleep(0.05) -- it waits in its own runtime now
+        h:abort()
+        local ok, err = h:join()
+        -- and one still waiting when main returns must not hold the process
+        tidal.spawn_blocking(wait, rx)
+        tidal.sleep(0.05)
+        return ok, err.kind, tx ~= nil
+      end]]))
+  end)
+
   it("tidal.sleep in a job says how to wait there", function()
     local r = scenario([[
       return function(tidal)
