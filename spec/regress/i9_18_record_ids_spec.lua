@@ -34,16 +34,16 @@ describe("issue 9 item 18: parallel and blocking records", function()
         local h = tidal.spawn_blocking(function() return i end)
         local id = h:id()
         -- two workers watch the same record while the job completes
-        local a = tidal.spawn_parallel(function(h, id)
+        local a = tidal.spawn_parallel(function(job, job_id)
           local seen = 0
-          while not h:is_finished() do
-            if h:id() ~= id then seen = seen + 1 end
-            tostring(h)
+          while not job:is_finished() do
+            if job:id() ~= job_id then seen = seen + 1 end
+            tostring(job)
             tidal.yield()
           end
-          return seen, h:await(), h:id() == id
+          return seen, job:await(), job:id() == job_id
         end, h, id)
-        local b = tidal.spawn_parallel(function(h) return h:await() end, h)
+        local b = tidal.spawn_parallel(function(job) return job:await() end, h)
         local seen, v, same = a:await()
         if seen ~= 0 or v ~= i or not same or b:await() ~= i or h:id() ~= id then
           bad = bad + 1
