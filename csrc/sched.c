@@ -11,6 +11,7 @@
 */
 #include "tidal_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +84,8 @@ tidal_task *tidal__wq_pop(tidal_wq *q) {
 ** reuses the wait-queue link. Pushing can never fail. */
 
 void tidal__runq_push(tidal_worker *w, tidal_task *t) {
+  /* from a libuv callback: make the poll return at once (see tidal__poll) */
+  if (w->polling) uv_stop(w->loop);
   t->flags |= TF_QUEUED;
   t->qnext = NULL;
   t->qprev = w->rq_tail;
@@ -169,6 +172,202 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
   return t;
 }
 
+/*
+** Every yield of a task goes through task_yield, and every resume of a
+** yielded task through guard_k, which checks that the scheduler resumed it.
+** Lua code can resume a task's coroutine itself (coroutine.resume on a
+** captured coroutine.running(), the usual callback-to-coroutine adapter):
+** the continuation of the wait would then run, re-register the task or take
+** what was meant for it, and the scheduler's queues would no longer match
+** its tasks. Instead guard_k drops what the resumer passed, yields straight
+** back (the task stays parked, its wait untouched) and reports the misuse
+** (refuse).
+**
+** The real continuation is kept on the task's stack, under a key only C
+** can produce: [..., fn, key] with fn the continuation (park_key) or the
+** function to call again after a budget yield (restart_key). Whatever a
+** resumer passes lands above the key.
+*/
+static const char park_key = 0, restart_key = 0;
+
+/* cast between function types through the one type that matches any */
+#define AS_CFN(f) ((lua_CFunction)(void (*)(void))(f))
+#define AS_KFN(f) ((lua_KFunction)(void (*)(void))(f))
+
+static int guard_k(lua_State *L, int status, lua_KContext kc);
+
+static int task_yield(lua_State *L, tidal_task *t, lua_CFunction fn,
+                      const char *key) {
+  if (!lua_checkstack(L, 2)) luaL_error(L, "tidal: stack overflow");
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, (void *)key);
+  return lua_yieldk(L, 0, (lua_KContext)t, guard_k);
+}
+
+static int is_key(lua_State *L, int idx) {
+  const void *p = lua_touserdata(L, idx);
+  return lua_islightuserdata(L, idx) && (p == &park_key || p == &restart_key);
+}
+
+/* The thread x is resuming (or closing): x is running coroutine.resume(co),
+** coroutine.close(co) or a function made by coroutine.wrap (lcorolib's, as
+** found at load). */
+static lua_State *resuming(tidal_ctx *ctx, lua_State *x) {
+  lua_Debug ar;
+  lua_State *co = NULL;
+  if (!lua_getstack(x, 0, &ar) || !lua_checkstack(x, 2)) return NULL;
+  lua_getinfo(x, "f", &ar);
+  lua_CFunction f = lua_tocfunction(x, -1);
+  if (f != NULL && (f == ctx->co_resume || f == ctx->co_close)) {
+    if (lua_getlocal(x, &ar, 1) != NULL) {
+      co = lua_tothread(x, -1);
+      lua_pop(x, 1);
+    }
+  } else if (f != NULL && f == ctx->co_wrap) {
+    if (lua_getupvalue(x, -1, 1) != NULL) {
+      co = lua_tothread(x, -1);
+      lua_pop(x, 1);
+    }
+  }
+  lua_pop(x, 1);
+  return co;
+}
+
+static const char refuse_key = 0; /* registry: the message to raise */
+static const char hooked_key = 0; /* registry: ctx->rf_thread, kept alive */
+
+static void refuse_hook(lua_State *R, lua_Debug *ar);
+
+/* Puts back the own hook of the thread refuse hooked, if any. */
+void tidal__unhook(lua_State *L, tidal_ctx *ctx) {
+  lua_State *r = ctx->rf_thread;
+  if (r == NULL) return;
+  if (lua_gethook(r) == refuse_hook)
+    lua_sethook(r, ctx->rf_hook, ctx->rf_mask, ctx->rf_count);
+  ctx->rf_thread = NULL;
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
+}
+
+/* Count hook of the resumer: raise the refusal where it goes on. */
+static void refuse_hook(lua_State *R, lua_Debug *ar) {
+  tidal_ctx *ctx = tidal__ctx(R);
+  (void)ar;
+  if (ctx != NULL && ctx->rf_thread == R)
+    tidal__unhook(R, ctx);
+  else
+    lua_sethook(R, NULL, 0, 0);
+  luaL_where(R, 0); /* (in a hook, level 0 is the running function) */
+  lua_rawgetp(R, LUA_REGISTRYINDEX, &refuse_key);
+  lua_concat(R, 2);
+  lua_error(R);
+}
+
+/* Lua code resumed or closed the coroutine L of a task, instead of the
+** scheduler: raises the message on top (popped) in the thread that did it.
+** The resume or close itself cannot fail (a yielded coroutine is resumable
+** and closable to Lua), so the error is raised as soon as that thread runs
+** Lua code again: it is found by following the resumes from the running
+** task (or the main thread), and gets a count hook. Failing that, the
+** message goes to stderr. */
+void tidal__refuse(lua_State *L) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  lua_State *x, *r = NULL;
+  if (ctx == NULL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (ctx->cur != NULL && ctx->cur->co != NULL) {
+    x = ctx->cur->co;
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    x = lua_tothread(L, -1);
+    lua_pop(L, 1);
+  }
+  for (int depth = 0; x != NULL && x != L && depth < 200; depth++) {
+    lua_State *co = resuming(ctx, x);
+    if (co == L) {
+      r = x;
+      break;
+    }
+    x = co;
+  }
+  if (r == NULL) {
+    fprintf(stderr, "tidal: %s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &refuse_key);
+  if (ctx->rf_thread != r) {
+    tidal__unhook(L, ctx);
+    ctx->rf_hook = lua_gethook(r);
+    ctx->rf_mask = lua_gethookmask(r);
+    ctx->rf_count = lua_gethookcount(r);
+    ctx->rf_thread = r;
+    lua_pushthread(r);
+    lua_xmove(r, L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
+  }
+  lua_sethook(r, refuse_hook, LUA_MASKCOUNT, 1);
+}
+
+/* guard_k found t's coroutine (stack L) resumed by Lua code. */
+static void refuse(lua_State *L, tidal_task *t) {
+  if (!lua_checkstack(L, 6)) return;
+  if (t->w != NULL && t->state != TS_DONE)
+    tidal__push_label(L, t, 0);
+  else
+    lua_pushfstring(L, "task %I", (lua_Integer)t->id);
+  if (t->state == TS_PARKED)
+    lua_pushfstring(L,
+                    "coroutine.resume: cannot resume the coroutine of %s: it "
+                    "waits in %s, and only tidal's scheduler may resume it "
+                    "(it goes on waiting); to wake a task from another one, "
+                    "use a channel, a oneshot or a notify",
+                    lua_tostring(L, -1), t->op ? t->op->name : "?");
+  else
+    lua_pushfstring(L,
+                    "coroutine.resume: cannot resume the coroutine of %s: "
+                    "only tidal's scheduler may resume it (it runs in its "
+                    "turn); to wake a task from another one, use a channel, "
+                    "a oneshot or a notify",
+                    lua_tostring(L, -1));
+  lua_remove(L, -2);
+  tidal__refuse(L);
+}
+
+static int guard_k(lua_State *L, int status, lua_KContext kc) {
+  tidal_task *t = (tidal_task *)kc;
+  tidal_worker *w = t->w;
+  int top = lua_gettop(L), i;
+  (void)status;
+  if (w != NULL && w->ctx->cur == t && t->state == TS_RUNNING && t->co == L) {
+    /* the scheduler: the t->nres values it passed are above the key */
+    i = top - t->nres;
+    if (i >= 2 && is_key(L, i)) {
+      const void *key = lua_touserdata(L, i);
+      lua_CFunction fn = lua_tocfunction(L, i - 1);
+      if (t->nres > 0) lua_rotate(L, i - 1, -2);
+      lua_pop(L, 2);
+      if (key == &park_key) return AS_KFN(fn)(L, LUA_YIELD, kc);
+      /* after a budget yield: a cancellation that came meanwhile is raised
+      ** here, even if the operation could complete at once, or a loop over
+      ** always-ready operations would never see its timeout or abort */
+      if ((t->cancel | t->tmo) && !(t->flags & TF_CRAISED))
+        tidal__raise_cancel(L, t);
+      return fn(L);
+    }
+  }
+  /* resumed by Lua code: leave everything as it was */
+  for (i = top; i > 0 && !is_key(L, i); i--) {
+  }
+  if (i == 0) return luaL_error(L, "tidal: a task's stack was corrupted");
+  lua_settop(L, i);
+  refuse(L, t);
+  return lua_yieldk(L, 0, kc, guard_k);
+}
+
 static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k, int xthread) {
   t->state = TS_PARKED;
@@ -205,7 +404,7 @@ static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
       return n;
     }
   }
-  return lua_yieldk(L, 0, (lua_KContext)t, k);
+  return task_yield(L, t, AS_CFN(k), &park_key);
 }
 
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
@@ -255,14 +454,15 @@ int tidal__wake_lost(tidal_task *t) {
   return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
 }
 
-static int budget_k(lua_State *L, int status, lua_KContext k) {
-  (void)status;
-  return ((const tidal_restart *)k)->fn(L);
-}
-
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   tidal__requeue(t);
-  return lua_yieldk(L, 0, (lua_KContext)r, budget_k);
+  return task_yield(L, t, r->fn, &restart_key);
+}
+
+/* Requeue t and yield; k runs when the scheduler resumes it. */
+int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k) {
+  tidal__requeue(t);
+  return task_yield(L, t, AS_CFN(k), &park_key);
 }
 
 /* Withdraw a parked task's wait so that it raises where it waits. */
@@ -276,7 +476,10 @@ void tidal__interrupt(tidal_task *t) {
 
 void tidal__cancel(tidal_task *t, int kind) {
   if (t->state == TS_DONE) return;
-  if (kind > t->cancel) t->cancel = (uint8_t)kind;
+  if (kind > t->cancel) {
+    t->cancel = (uint8_t)kind;
+    t->flags &= ~TF_CRAISED; /* a new cancellation, to be raised */
+  }
   if (t->state == TS_NEW)
     tidal__task_finish_unstarted(t);
   else
@@ -284,6 +487,7 @@ void tidal__cancel(tidal_task *t, int kind) {
 }
 
 int tidal__raise_cancel(lua_State *L, tidal_task *t) {
+  t->flags |= TF_CRAISED;
   if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
@@ -307,6 +511,7 @@ void tidal__push_cancel_error(lua_State *L, tidal_task *t) {
 static void uvtimer_cb(uv_timer_t *h) {
   tidal_worker *w = (tidal_worker *)h->data;
   w->armed = 0; /* one-shot; expiry happens after uv_run returns */
+  uv_stop(w->loop); /* so this uv_run does not go on to block */
 }
 
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due) {
@@ -374,17 +579,31 @@ static int loop_has_io(tidal_worker *w) {
          atomic_load(&w->remote_pending);
 }
 
+/* Polls the loop once: without blocking, or (block) until an I/O event, a
+** remote wake or the earliest deadline (or max_wait_ns, if sooner).
+**
+** libuv runs due timers before it polls for I/O, and then polls with the
+** timeout of the next active timer, or none at all. So when our timer is
+** already due as uv_run starts (the deadline passed while tasks ran or the
+** collector did), it fires first and the poll would then block with no
+** timeout at all while an async handle keeps the loop alive. The timer's
+** callback (and any callback that makes a task runnable) therefore stops
+** the loop: uv_run then polls without blocking and returns. */
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns) {
   w->st.polls++;
   if (!block) {
     if (loop_has_io(w)) {
       arm(w, 0);
+      w->polling = 1;
       uv_run(w->loop, UV_RUN_NOWAIT);
+      w->polling = 0;
     }
   } else {
     arm(w, max_wait_ns ? uv_hrtime() + max_wait_ns : 0);
+    w->polling = 1;
     uv_run(w->loop, UV_RUN_ONCE);
+    w->polling = 0;
   }
   expire(w);
   tidal__drain_remote(w, L);

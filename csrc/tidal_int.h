@@ -184,6 +184,8 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 #define TF_XWAIT 0x4000     /* parked on something another thread may wake */
+#define TF_CRAISED 0x8000   /* its cancellation was raised (see budget) */
+#define TF_CLOSED 0x10000   /* its coroutine was closed from outside */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -213,8 +215,8 @@ struct tidal_task {
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
                    resume; done: results */
+  uint32_t flags;
   uint16_t nuv; /* uservalues of the handle */
-  uint16_t flags;
   uint8_t state, cancel, budget;
   uint8_t tmo; /* expired timeout scopes it is still inside */
 };
@@ -276,6 +278,7 @@ struct tidal_worker {
   size_t nremote, remote_cap;
   atomic_int remote_pending;
   uint64_t armed;      /* deadline the uv timer is armed for, 0 if not */
+  int polling;         /* inside uv_run (tidal__poll) */
   tidal_heap timers;
   tidal_task *rq_head, *rq_tail; /* run queue (intrusive, see sched.c) */
   uint32_t rq_len;
@@ -340,6 +343,12 @@ struct tidal_ctx {
   ** A type using it clears its entry in __gc, before the memory can be
   ** reused, and never caches an object that was already finalized. */
   void *hot[TT_N][4];
+  /* Lua code resuming or closing a task's coroutine (sched.c, task.c) */
+  lua_CFunction co_resume, co_close, co_wrap; /* lcorolib's, at load */
+  lua_State *rf_thread;             /* thread with refuse's hook, or NULL */
+  lua_Hook rf_hook;                 /* its own hook, put back after */
+  int rf_mask, rf_count;
+  int closer_ref; /* to-be-closed value at the base of every task */
 };
 
 #define TIDAL_HOT(ctx, tt, p) ((ctx)->hot[tt][((uintptr_t)(p) >> 4) & 3])
@@ -418,6 +427,9 @@ void tidal__resumed(lua_State *L, tidal_task *t);
 int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r);
+int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k);
+void tidal__unhook(lua_State *L, tidal_ctx *ctx);
+void tidal__refuse(lua_State *L); /* message on top */
 void tidal__cancel(tidal_task *t, int kind);
 int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
