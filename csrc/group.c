@@ -523,6 +523,8 @@ static int join_all_k(lua_State *L, int status, lua_KContext k) {
 }
 
 static int l_await_body(lua_State *L); /* awaits a given JoinHandle */
+static int l_join_all(lua_State *L);
+static const tidal_restart join_all_again = {l_join_all};
 
 /* tidal.join_all(fns_or_handles) -> { {n=..., ...}, ... } */
 static int l_join_all(lua_State *L) {
@@ -532,6 +534,7 @@ static int l_join_all(lua_State *L) {
                       "tidal.join_all: expected a list of functions or "
                       "JoinHandles, got %s",
                       luaL_typename(L, 1));
+  TIDAL_SPEND(L, t, &join_all_again);
   if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   int n = (int)lua_rawlen(L, 1);
@@ -636,22 +639,35 @@ static int join_next_k(lua_State *L, int status, lua_KContext k) {
   return l_join_next(L);
 }
 
+/* Spends t's budget on a wait that completes at once, as any wait does
+** (DESIGN.md section 1), in a task that can yield; 1 if it yielded. */
+#define SPEND_READY(L, t, again)                                               \
+  do {                                                                         \
+    if ((t) != NULL && (t)->co == (L) && lua_isyieldable(L))                   \
+      TIDAL_SPEND((L), (t), (again));                                          \
+  } while (0)
+
 /* g:join_next() -> true, ... | false, err | nil when none is left */
 static int l_join_next(lua_State *L) {
   tidal_group *g = check_group(L, "Group:join_next");
-  tidal_task *d = take_done(g);
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *d;
   lua_settop(L, 1);
-  if (d != NULL) {
-    push_member(L, d);
-    return tidal__push_outcome(L, d, 2, 0);
+  if (g->ndone > 0 || g->nlive == 0) {
+    SPEND_READY(L, ctx->cur, &join_next_again);
+    if ((d = take_done(g)) != NULL) {
+      push_member(L, d);
+      return tidal__push_outcome(L, d, 2, 0);
+    }
+    return 0;
   }
-  if (g->nlive == 0) return 0;
   tidal_task *t = tidal__wait_begin(L, "Group:join_next");
   TIDAL_SPEND(L, t, &join_next_again);
   return park(L, t, g, &join_next_op, join_next_k);
 }
 
 static int l_wait(lua_State *L);
+static const tidal_restart wait_again = {l_wait};
 
 static int wait_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
@@ -697,6 +713,8 @@ static int l_wait(lua_State *L) {
     return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 2), 2, 1);
   }
   if (g->nlive == 0) {
+    tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+    SPEND_READY(L, ctx->cur, &wait_again);
     g->phase = 0;
     return 0;
   }

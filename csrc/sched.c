@@ -65,6 +65,19 @@ void tidal__list_remove(tidal_task **head, tidal_task *t) {
   t->qnext = t->qprev = NULL;
 }
 
+/* The object q belongs to becomes shared with other threads (on its
+** owning thread, before they can see it): a task already waiting on it can
+** now be woken from another thread, so it counts as waiting on one (see
+** tidal__external), as if it had parked with tidal__park_shared. */
+void tidal__wq_shared(tidal_wq *q) {
+  for (tidal_task *t = q->head; t != NULL; t = t->qnext) {
+    if (!(t->flags & TF_XWAIT)) {
+      t->flags |= TF_XWAIT;
+      tidal__external(t->w, 1);
+    }
+  }
+}
+
 tidal_task *tidal__wq_pop(tidal_wq *q) {
   tidal_task *t = q->head;
   if (t) {
@@ -523,13 +536,21 @@ void tidal__timer_stop(tidal_worker *w, tidal_timer *tm) {
   if (tm->pos) tidal__heap_remove(&w->timers, tm);
 }
 
-/* Arm the uv timer for the earliest of the heap's top and limit (0: none).
+/* Arm the uv timer for the earliest of the heap's top, the next look for
+** dropped failed tasks and limit (0: none).
 ** The delay is computed from the precise clock, so the timer fires at the
 ** deadline even when libuv's loop time uses a coarse clock. */
 static void arm(tidal_worker *w, uint64_t limit) {
   tidal_timer *top = tidal__heap_top(&w->timers);
   uint64_t due = top ? top->due : 0;
   if (limit && (due == 0 || limit < due)) due = limit;
+  if (w->report_at && (due == 0 || w->report_at < due)) due = w->report_at;
+  /* armed for the report alone, the timer must not keep the loop alive:
+  ** it wakes nobody, and deadlock detection looks at the loop */
+  if (top == NULL && limit == 0)
+    uv_unref((uv_handle_t *)&w->uvtimer);
+  else
+    uv_ref((uv_handle_t *)&w->uvtimer);
   if (due == 0) {
     if (w->armed) {
       uv_timer_stop(&w->uvtimer);
@@ -574,9 +595,22 @@ int tidal__pending(tidal_worker *w) {
 /* Is there anything libuv must look at? Skipping uv_run when nothing but
 ** our own timer is active saves a syscall per poll on busy schedulers. */
 static int loop_has_io(tidal_worker *w) {
-  unsigned ours = w->armed ? 1 : 0;
+  unsigned ours = w->armed && uv_has_ref((uv_handle_t *)&w->uvtimer) ? 1 : 0;
   return w->loop->active_handles > ours || w->loop->active_reqs.count > 0 ||
          atomic_load(&w->remote_pending);
+}
+
+/* A task failed and nobody waited for it: its error is reported when its
+** handle is collected (task.c), so collect soon after, and again later,
+** less and less often, while such a handle is still held. Never on the
+** hot path: only after a failure nobody waited for. */
+static void report(tidal_worker *w, lua_State *L) {
+  if (w->closing || !tidal__report_dropped(L, w)) {
+    w->report_at = 0; /* (shutting down: every one is reported then) */
+    return;
+  }
+  if (w->report_every < TIDAL_REPORT_MAX) w->report_every *= 2;
+  w->report_at = uv_hrtime() + w->report_every;
 }
 
 /* Polls the loop once: without blocking, or (block) until an I/O event, a
@@ -607,6 +641,7 @@ void tidal__poll(tidal_worker *w, lua_State *L, int block,
   }
   expire(w);
   tidal__drain_remote(w, L);
+  if (w->report_at && uv_hrtime() >= w->report_at) report(w, L);
 }
 
 /* About to wait for timers, I/O or other threads with nothing to run: if

@@ -245,13 +245,17 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
       (t->ext == NULL || (t->ext->joiners == NULL &&
                           t->ext->group == NULL && t->ext->record == NULL))) {
-    /* nobody waits for it yet: report it if nobody ever does */
+    /* nobody waits for it yet: report it if nobody ever does, once its
+    ** handle is dropped (the scheduler looks for that soon: sched.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_UNOBSERVED);
     lua_pushvalue(L, 1);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_pop(L, 2);
+    t->w->report_every = TIDAL_REPORT_AFTER;
+    if (t->w->report_at == 0)
+      t->w->report_at = uv_hrtime() + TIDAL_REPORT_AFTER;
   }
 }
 
@@ -697,6 +701,27 @@ static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
 
 static int unobserved(const tidal_task *t) {
   return (t->flags & (TF_FAILED | TF_OBSERVED | TF_REPORTED)) == TF_FAILED;
+}
+
+/* A full collection finalizes the report objects of the failed tasks whose
+** handles were dropped: they say the error (l_report_gc). */
+int tidal__report_dropped(lua_State *L, tidal_worker *w) {
+  int left = 0;
+  lua_gc(L, LUA_GCCOLLECT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->aux_ref);
+  lua_rawgeti(L, -1, AUX_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (unobserved(t)) {
+      left = 1;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  lua_pop(L, 2);
+  return left;
 }
 
 /* At runtime close: report failed tasks whose error nobody observed. */

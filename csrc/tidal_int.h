@@ -39,6 +39,12 @@
 #define TIDAL_BUDGET 128
 /* Resumes between two non-blocking polls of the loop (timers, I/O). */
 #define TIDAL_POLL_EVERY 61
+/* A failed task's error that nobody observed is reported when its handle
+** is collected: the scheduler collects this long (ns) after such a
+** failure, then again at doubling intervals up to the maximum while one
+** is still held. */
+#define TIDAL_REPORT_AFTER 500000000u
+#define TIDAL_REPORT_MAX 60000000000u
 /* Idle coroutines kept for reuse by each worker. */
 #define TIDAL_POOL_MAX 1024
 
@@ -96,6 +102,8 @@ void tidal__wq_push(tidal_wq *q, tidal_task *t);
 void tidal__wq_push_front(tidal_wq *q, tidal_task *t);
 void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
+/* Its object becomes shared: its waiters may be woken from other threads. */
+void tidal__wq_shared(tidal_wq *q);
 
 /* An intrusive unordered list through the same links (head only). */
 void tidal__list_push(tidal_task **head, tidal_task *t);
@@ -279,6 +287,8 @@ struct tidal_worker {
   atomic_int remote_pending;
   uint64_t armed;      /* deadline the uv timer is armed for, 0 if not */
   int polling;         /* inside uv_run (tidal__poll) */
+  uint64_t report_at;  /* look for dropped failed tasks then (0: no need) */
+  uint64_t report_every; /* and then again this much later */
   tidal_heap timers;
   tidal_task *rq_head, *rq_tail; /* run queue (intrusive, see sched.c) */
   uint32_t rq_len;
@@ -466,6 +476,9 @@ void tidal__push_handle(lua_State *L, tidal_task *t); /* alive task */
 /* "task 5 (name)"; handle at idx, or 0 to look it up (alive task) */
 void tidal__push_label(lua_State *L, tidal_task *t, int handle);
 void tidal__report_unobserved(lua_State *L, tidal_worker *w);
+/* Reports the failed tasks whose handles were dropped since; returns
+** whether some failure is still unobserved (its handle is still held). */
+int tidal__report_dropped(lua_State *L, tidal_worker *w);
 const char *tidal__state_name(const tidal_task *t);
 
 /* runtime.c */
