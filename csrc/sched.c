@@ -262,15 +262,17 @@ void tidal__unhook(lua_State *L, tidal_ctx *ctx) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
 }
 
-/* Count hook of the resumer: raise the refusal where it goes on. */
+/* Return hook of the resumer: the first function to return in it is the
+** coroutine.resume (or close, or wrap function) that reached the task, so
+** the refusal is raised from that call, inside any pcall around it. */
 static void refuse_hook(lua_State *R, lua_Debug *ar) {
   tidal_ctx *ctx = tidal__ctx(R);
-  (void)ar;
+  if (ar->event != LUA_HOOKRET) return;
   if (ctx != NULL && ctx->rf_thread == R)
     tidal__unhook(R, ctx);
   else
     lua_sethook(R, NULL, 0, 0);
-  luaL_where(R, 0); /* (in a hook, level 0 is the running function) */
+  luaL_where(R, 1);
   lua_rawgetp(R, LUA_REGISTRYINDEX, &refuse_key);
   lua_concat(R, 2);
   lua_error(R);
@@ -279,9 +281,9 @@ static void refuse_hook(lua_State *R, lua_Debug *ar) {
 /* Lua code resumed or closed the coroutine L of a task, instead of the
 ** scheduler: raises the message on top (popped) in the thread that did it.
 ** The resume or close itself cannot fail (a yielded coroutine is resumable
-** and closable to Lua), so the error is raised as soon as that thread runs
-** Lua code again: it is found by following the resumes from the running
-** task (or the main thread), and gets a count hook. Failing that, the
+** and closable to Lua), so the error is raised as that call returns: the
+** thread is found by following the resumes from the running task (or the
+** main thread), and gets a return hook until then. Failing that, the
 ** message goes to stderr. */
 void tidal__refuse(lua_State *L) {
   tidal_ctx *ctx = tidal__ctx(L);
@@ -322,7 +324,7 @@ void tidal__refuse(lua_State *L) {
     lua_xmove(r, L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
   }
-  lua_sethook(r, refuse_hook, LUA_MASKCOUNT, 1);
+  lua_sethook(r, refuse_hook, LUA_MASKRET, 0);
 }
 
 /* guard_k found t's coroutine (stack L) resumed by Lua code. */
