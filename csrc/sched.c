@@ -97,8 +97,6 @@ tidal_task *tidal__wq_pop(tidal_wq *q) {
 ** reuses the wait-queue link. Pushing can never fail. */
 
 void tidal__runq_push(tidal_worker *w, tidal_task *t) {
-  /* from a libuv callback: make the poll return at once (see tidal__poll) */
-  if (w->polling) uv_stop(w->loop);
   t->flags |= TF_QUEUED;
   t->qnext = NULL;
   t->qprev = w->rq_tail;
@@ -196,30 +194,21 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
 ** back (the task stays parked, its wait untouched) and reports the misuse
 ** (refuse).
 **
-** The real continuation is kept on the task's stack, under a key only C
-** can produce: [..., fn, key] with fn the continuation (park_key) or the
-** function to call again after a budget yield (restart_key). Whatever a
-** resumer passes lands above the key.
+** The real continuation is t->k: the wait's (under park_key) or the
+** function to call again after a budget yield (restart_key). The key, which
+** only C can produce, is left on top of the task's stack: whatever a
+** resumer passes lands above it.
 */
 static const char park_key = 0, restart_key = 0;
 
-/* cast between function types through the one type that matches any */
-#define AS_CFN(f) ((lua_CFunction)(void (*)(void))(f))
-#define AS_KFN(f) ((lua_KFunction)(void (*)(void))(f))
-
 static int guard_k(lua_State *L, int status, lua_KContext kc);
 
-static int task_yield(lua_State *L, tidal_task *t, lua_CFunction fn,
+static int task_yield(lua_State *L, tidal_task *t, lua_KFunction k,
                       const char *key) {
-  if (!lua_checkstack(L, 2)) luaL_error(L, "tidal: stack overflow");
-  lua_pushcfunction(L, fn);
+  if (!lua_checkstack(L, 1)) luaL_error(L, "tidal: stack overflow");
+  t->k = k;
   lua_pushlightuserdata(L, (void *)key);
   return lua_yieldk(L, 0, (lua_KContext)t, guard_k);
-}
-
-static int is_key(lua_State *L, int idx) {
-  const void *p = lua_touserdata(L, idx);
-  return lua_islightuserdata(L, idx) && (p == &park_key || p == &restart_key);
 }
 
 /* The thread x is resuming (or closing): x is running coroutine.resume(co),
@@ -355,27 +344,32 @@ static void refuse(lua_State *L, tidal_task *t) {
 static int guard_k(lua_State *L, int status, lua_KContext kc) {
   tidal_task *t = (tidal_task *)kc;
   tidal_worker *w = t->w;
-  int top = lua_gettop(L), i;
+  const void *key;
+  int i;
   (void)status;
   if (w != NULL && w->ctx->cur == t && t->state == TS_RUNNING && t->co == L) {
     /* the scheduler: the t->nres values it passed are above the key */
-    i = top - t->nres;
-    if (i >= 2 && is_key(L, i)) {
-      const void *key = lua_touserdata(L, i);
-      lua_CFunction fn = lua_tocfunction(L, i - 1);
-      if (t->nres > 0) lua_rotate(L, i - 1, -2);
-      lua_pop(L, 2);
-      if (key == &park_key) return AS_KFN(fn)(L, LUA_YIELD, kc);
-      /* after a budget yield: a cancellation that came meanwhile is raised
-      ** here, even if the operation could complete at once, or a loop over
-      ** always-ready operations would never see its timeout or abort */
-      if ((t->cancel | t->tmo) && !(t->flags & TF_CRAISED))
-        tidal__raise_cancel(L, t);
-      return fn(L);
+    if (t->nres == 0) {
+      key = lua_touserdata(L, -1);
+      lua_settop(L, -2);
+    } else {
+      key = lua_touserdata(L, -1 - t->nres);
+      lua_rotate(L, -1 - t->nres, -1);
+      lua_settop(L, -2);
     }
+    if (key == &park_key) return t->k(L, LUA_YIELD, kc);
+    /* after a budget yield: a cancellation that came meanwhile is raised
+    ** here, even if the operation could complete at once, or a loop over
+    ** always-ready operations would never see its timeout or abort */
+    if ((t->cancel | t->tmo) && !(t->flags & TF_CRAISED))
+      tidal__raise_cancel(L, t);
+    return ((lua_CFunction)(void (*)(void))t->k)(L);
   }
   /* resumed by Lua code: leave everything as it was */
-  for (i = top; i > 0 && !is_key(L, i); i--) {
+  for (i = lua_gettop(L); i > 0; i--) {
+    key = lua_touserdata(L, i);
+    if (lua_islightuserdata(L, i) && (key == &park_key || key == &restart_key))
+      break;
   }
   if (i == 0) return luaL_error(L, "tidal: a task's stack was corrupted");
   lua_settop(L, i);
@@ -419,7 +413,7 @@ static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
       return n;
     }
   }
-  return task_yield(L, t, AS_CFN(k), &park_key);
+  return task_yield(L, t, k, &park_key);
 }
 
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
@@ -444,6 +438,8 @@ void tidal__wake(tidal_task *t, int nvalues) {
   t->nres = nvalues;
   w->st.parked--;
   tidal__runq_push(w, t);
+  /* from a libuv callback: make the poll return at once (see tidal__poll) */
+  if (w->polling) uv_stop(w->loop);
 }
 
 void tidal__requeue(tidal_task *t) {
@@ -471,13 +467,13 @@ int tidal__wake_lost(tidal_task *t) {
 
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   tidal__requeue(t);
-  return task_yield(L, t, r->fn, &restart_key);
+  return task_yield(L, t, (lua_KFunction)(void (*)(void))r->fn, &restart_key);
 }
 
 /* Requeue t and yield; k runs when the scheduler resumes it. */
 int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k) {
   tidal__requeue(t);
-  return task_yield(L, t, AS_CFN(k), &park_key);
+  return task_yield(L, t, k, &park_key);
 }
 
 /* Withdraw a parked task's wait so that it raises where it waits. */
@@ -623,8 +619,8 @@ static void report(tidal_worker *w, lua_State *L) {
 ** already due as uv_run starts (the deadline passed while tasks ran or the
 ** collector did), it fires first and the poll would then block with no
 ** timeout at all while an async handle keeps the loop alive. The timer's
-** callback (and any callback that makes a task runnable) therefore stops
-** the loop: uv_run then polls without blocking and returns. */
+** callback therefore stops the loop, and so does any callback that wakes a
+** task (tidal__wake): uv_run then polls without blocking and returns. */
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns) {
   w->st.polls++;

@@ -327,9 +327,9 @@ static int l_task_closed(lua_State *L) {
   tidal_task *t = ctx->cur;
   lua_Debug ar;
   if (t != NULL && t->co == L) return 0; /* the task ends */
-  if ((t = task_of(L, ctx->w, L)) == NULL || (t->flags & TF_CLOSED))
+  if ((t = task_of(L, ctx->w, L)) == NULL || t->cancel == CK_CLOSED)
     return 0;
-  t->flags |= TF_CLOSED;
+  t->cancel = CK_CLOSED;
   int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */
   const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
   if (t->state == TS_PARKED && (t->op->cancel == NULL || t->op->cancel(t)))
@@ -460,7 +460,7 @@ static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   lua_setiuservalue(L, -2, UV_OUT);
   lua_pop(L, 1);
   t->nres = 0;
-  t->flags = (t->flags & ~(uint32_t)TF_PACKED) | TF_FAILED;
+  t->flags = (uint16_t)((t->flags & ~TF_PACKED) | TF_FAILED);
   reset_co(w, t);
 }
 
@@ -478,8 +478,8 @@ static void finish_closed(tidal_worker *w, lua_State *L, int anchors,
   lua_setiuservalue(L, -2, UV_OUT);
   lua_pop(L, 1);
   t->nres = 0;
-  t->flags = (t->flags & ~(uint32_t)(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
-  if (t->cancel == CK_NONE) t->cancel = CK_ABORT;
+  t->flags = (t->flags & ~(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
+  t->cancel = CK_CLOSED;
   tidal__scopes_drop(w, t); /* their continuations will never run */
   done(w, t);
   release(w, L, anchors, 0, t, 0);
@@ -523,7 +523,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   }
   if (t->state == TS_NEW) {
     start(w, L, anchors, pool, t);
-  } else if ((t->flags & TF_CLOSED) || lua_status(t->co) != LUA_YIELD) {
+  } else if (t->cancel == CK_CLOSED || lua_status(t->co) != LUA_YIELD) {
     finish_closed(w, L, anchors, t); /* Lua code closed its coroutine */
     return 1;
   }

@@ -172,8 +172,9 @@ typedef struct tidal_restart {
 
 enum { TS_NEW, TS_RUNNABLE, TS_RUNNING, TS_PARKED, TS_DONE };
 
-/* Cancellation kinds, in increasing precedence. */
-enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
+/* Cancellation kinds, in increasing precedence. CK_CLOSED: Lua code closed
+** the task's coroutine (task.c); it can never run again. */
+enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK, CK_CLOSED };
 
 /* task flags */
 #define TF_QUEUED 0x0001    /* in the run queue */
@@ -193,7 +194,6 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 #define TF_XWAIT 0x4000     /* parked on something another thread may wake */
 #define TF_CRAISED 0x8000   /* its cancellation was raised (see budget) */
-#define TF_CLOSED 0x10000   /* its coroutine was closed from outside */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -223,8 +223,9 @@ struct tidal_task {
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
                    resume; done: results */
-  uint32_t flags;
+  lua_KFunction k; /* what goes on when the scheduler resumes it (sched.c) */
   uint16_t nuv; /* uservalues of the handle */
+  uint16_t flags;
   uint8_t state, cancel, budget;
   uint8_t tmo; /* expired timeout scopes it is still inside */
 };
