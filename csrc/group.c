@@ -35,6 +35,8 @@ struct tidal_group {
   uint8_t select;     /* a select: the first member to finish wins */
   uint8_t decided;    /* select: a winner is known, or none can win now */
   uint8_t cancelling; /* cancel_members is running */
+  uint8_t scratch;    /* of select / join_all (push_scratch_group) */
+  uint8_t orphan;     /* its task will never come back: drop when empty */
 };
 
 enum { PH_WAIT = 1, PH_DRAIN_OK, PH_DRAIN_RAISE, PH_DRAIN_ERROR };
@@ -78,6 +80,8 @@ static void unlink_member(tidal_group *g, tidal_task *t) {
   g->nlive--;
 }
 
+static void drop_scratch_group(tidal_group *g);
+
 /* Cancel the live members (they unwind when they next run). A member that
 ** has not started yet finishes inside tidal__cancel and leaves the live
 ** list (its links are cleared), so the next one is read first. */
@@ -109,6 +113,7 @@ void tidal__group_member_done(tidal_group *g, tidal_task *t) {
     cancel_members(g);
   }
   while ((j = tidal__wq_pop(&g->waiters)) != NULL) tidal__wake(j, 0);
+  if (g->orphan && g->nlive == 0) drop_scratch_group(g);
 }
 
 static tidal_task *take_done(tidal_group *g) {
@@ -211,6 +216,7 @@ static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
     luaL_error(L, "tidal: not enough memory");
   }
   g->w = w;
+  g->scratch = 1;
   lua_pushlightuserdata(L, g);
   return g;
 }
@@ -222,6 +228,29 @@ static void drop_scratch_group(tidal_group *g) {
   g->ndone = g->dhead = 0;
   g->live = (tidal_task *)w->free_groups;
   w->free_groups = g;
+}
+
+/* Task t waited in op on obj, and will never run its continuation again
+** (its coroutine was closed, or shutdown closed it); op->cancel was called
+** (and t is in no queue since). If obj is a group: t leaves its waiters
+** even where op->cancel keeps it waiting for the members to unwind
+** (returns 1 then), and a select's or join_all's group goes back to the
+** free list once its members are gone. */
+int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj) {
+  tidal_group *g = (tidal_group *)obj;
+  int waited = 0;
+  if (op != &select_op && op != &join_all_op && op != &join_next_op &&
+      op != &wait_op && op != &drain_op)
+    return 0;
+  if (g->waiters.head == t || t->qprev != NULL) {
+    tidal__wq_remove(&g->waiters, t);
+    waited = 1;
+  }
+  if (g->scratch && !g->orphan) {
+    g->orphan = 1;
+    if (g->nlive == 0 && g->waiters.head == NULL) drop_scratch_group(g);
+  }
+  return waited;
 }
 
 void tidal__groups_free(tidal_worker *w) {

@@ -332,8 +332,13 @@ static int l_task_closed(lua_State *L) {
   t->cancel = CK_CLOSED;
   int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */
   const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
-  if (t->state == TS_PARKED && (t->op->cancel == NULL || t->op->cancel(t)))
-    tidal__wake(t, 0); /* the scheduler finishes it */
+  if (t->state == TS_PARKED) {
+    const tidal_waitop *op = t->op;
+    void *obj = t->wobj;
+    int withdrawn = op->cancel == NULL || op->cancel(t);
+    if (tidal__group_abandon(t, op, obj) || withdrawn)
+      tidal__wake(t, 0); /* the scheduler finishes it */
+  }
   tidal__push_label(L, t, 0);
   if (!closing) /* still inside task_main: raise here, out of the resume */
     return luaL_error(L,
@@ -637,6 +642,7 @@ void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
   if (t->state == TS_PARKED) {
     if (t->op && t->op->cancel) t->op->cancel(t);
     w->st.parked--;
+    if (t->op) tidal__group_abandon(t, t->op, t->wobj);
   }
   if (t->flags & TF_XWAIT) {
     t->flags &= ~TF_XWAIT;

@@ -152,6 +152,14 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** stack of the task that is handing off (w->handing); none does today, every
 ** wake is tidal__wake(t, 0).
 **
+** Lua code may resume a task's coroutine itself (coroutine.resume on a
+** captured coroutine.running()): op_k never sees that. Every yield of a
+** task goes through sched.c, which runs op_k only when the scheduler
+** resumes the task, and refuses any other resume (the task stays as it
+** was). Lua code may also close the coroutine (coroutine.close): then op_k
+** never runs; the task is cancelled, op->cancel withdrawing its wait
+** (task.c).
+**
 ** Cancellation (abort, timeout, shutdown, deadlock) of a parked task calls
 ** op->cancel(t). It must undo the registration and return 1; or return 0
 ** when the operation has already completed and a (remote) wake is on its
@@ -528,6 +536,7 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 void tidal__group_open(lua_State *L);
 void tidal__group_member_done(tidal_group *g, tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
+int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj);
 
 /* family.c: the workers of a runtime */
 struct tidal_family {
