@@ -21,7 +21,8 @@ ASAN_TREE  ?= $(CURDIR)/build/asan
 TSAN_TREE  ?= $(CURDIR)/build/tsan
 TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_16_interrupt_busy_spec.lua \
-              spec/regress/i9_20_shutdown_races_spec.lua
+              spec/regress/i9_20_shutdown_races_spec.lua \
+              spec/regress/i9_11_shared_waiters_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11
