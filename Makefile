@@ -24,6 +24,7 @@ TSAN_TREE  ?= $(CURDIR)/build/tsan
 TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_16_interrupt_busy_spec.lua \
               spec/regress/i9_20_shutdown_races_spec.lua \
+              spec/regress/i9_11_shared_waiters_spec.lua \
               spec/stress_workers_spec.lua spec/regress/i9_01_pool_handles_spec.lua \
               spec/regress/i9_17_undecodable_message_spec.lua \
               spec/regress/i9_18_record_ids_spec.lua \
