@@ -19,6 +19,23 @@ tidal_ctx *tidal__ctx(lua_State *L) {
   return ctx;
 }
 
+tidal_ctx *tidal__ctx_need(lua_State *L) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  if (ctx != NULL) return ctx;
+  /* A handle arrived in a state that never loaded tidal.core (a pool state,
+  ** a state a host made): load it, so the handle has its type and
+  ** methods there. */
+  luaL_requiref(L, "tidal.core", luaopen_tidal_core, 0);
+  lua_pop(L, 1);
+  if ((ctx = tidal__ctx(L)) == NULL) { /* package.loaded had another one */
+    lua_pushcfunction(L, luaopen_tidal_core);
+    lua_call(L, 0, 1);
+    lua_pop(L, 1);
+    ctx = tidal__ctx(L);
+  }
+  return ctx;
+}
+
 /* Pushes the state's context, creating it on first use. */
 static tidal_ctx *push_ctx(lua_State *L) {
   tidal_ctx *ctx;
@@ -31,6 +48,8 @@ static tidal_ctx *push_ctx(lua_State *L) {
   ctx->msgh_ref = ctx->error_mt_ref = LUA_NOREF;
   ctx->tbs_ref = ctx->stbs_ref = ctx->names_ref = LUA_NOREF;
   ctx->nstbs = 0;
+  ctx->pool = 0;
+  ctx->job = NULL;
   for (int i = 0; i < TT_N; i++) {
     ctx->mt[i] = NULL;
     ctx->mt_ref[i] = LUA_NOREF;
@@ -146,7 +165,6 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__parallel_open(L);
   tidal__blocking_open(L);
   tidal__introspect_open(L);
-  tidal__xfer_hooks_open(L);
   tidal__http_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);
