@@ -111,6 +111,13 @@ static inline void io__hold(io_worker *iw) {
 }
 void io__release(io_worker *iw);
 
+/* In a continuation: was the task woken by its operation (1), or woken
+** because a cancellation withdrew its wait (0)? A primitive that counts
+** the tasks it woke and that have not run yet decrements only for 1. */
+static inline int io__woken(const tidal_task *t) {
+  return !(t->flags & TF_WAKECANCEL);
+}
+
 /* ----------------------------------------------------- userdata helper */
 
 /* The userdata of every io type: the core (NULL once closed), and why it
