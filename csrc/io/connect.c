@@ -98,7 +98,7 @@ static int connect_k(lua_State *L, int status, lua_KContext k) {
 ** -> stream | nil, err | false (ip is not an IP address: resolve it) */
 static int l_connect(lua_State *L) {
   const char *fname = "tidal.net.connect";
-  const char *ip = luaL_checkstring(L, 1);
+  const char *ip = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "";
   int port = io__check_port(L, 2, 0, fname);
   tidal_task *t;
   io_worker *iw;

@@ -58,23 +58,27 @@ static void close_cb(uv_handle_t *h) {
   io_worker *iw;
   if (--l->nclose > 0) return;
   iw = l->obj.iw;
+  free(l);
+  io__release(iw);
+}
+
+/* The port or path is free again when close returns: uv_close removed the
+** poll from epoll (synchronously), so the descriptor can go now. */
+static void close_handles(io_listener *l) {
+  l->closing = 1;
+  l->nclose = 2;
+  uv_close((uv_handle_t *)&l->poll, close_cb);
+  uv_close((uv_handle_t *)&l->retry, close_cb);
   close(l->fd);
+  l->fd = -1;
   if (l->path != NULL) {
     struct stat st;
     if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
         st.st_dev == l->dev && st.st_ino == l->ino)
       unlink(l->path);
     free(l->path);
+    l->path = NULL;
   }
-  free(l);
-  io__release(iw);
-}
-
-static void close_handles(io_listener *l) {
-  l->closing = 1;
-  l->nclose = 2;
-  uv_close((uv_handle_t *)&l->poll, close_cb);
-  uv_close((uv_handle_t *)&l->retry, close_cb);
 }
 
 static void listener_shutdown(io_obj *o) {
