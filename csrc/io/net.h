@@ -65,7 +65,6 @@ typedef struct io_wreq {
 void io__stream_ref(io_stream *s);   /* a task parks on it */
 void io__stream_unref(io_stream *s); /* ... and no longer does */
 void io__stream_open(lua_State *L);  /* registers the Stream type */
-void io__stream_free_lists(io_worker *iw);
 
 /* addr.c */
 /* host (an IP literal, IPv6 bracketed or not) and port into sa: 0, or
