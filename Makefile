@@ -29,7 +29,8 @@ TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_17_undecodable_message_spec.lua \
               spec/regress/i9_18_record_ids_spec.lua \
               spec/regress/i9_26_blocking_abort_spec.lua \
-              spec/regress/i9_audit_xfer_spec.lua
+              spec/regress/i9_audit_xfer_spec.lua \
+              spec/net_move_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11
