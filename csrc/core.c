@@ -9,6 +9,8 @@
 */
 #include "tidal_int.h"
 
+#include <stdio.h>
+
 #define CTX_KEY "tidal.ctx"
 
 tidal_ctx *tidal__ctx(lua_State *L) {
@@ -67,6 +69,31 @@ void tidal__check_callable(lua_State *L, int idx, const char *fname,
                                              : luaL_typename(L, idx));
 }
 
+const char *tidal__describe(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNONE:
+    return lua_pushliteral(L, "no value");
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      return lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+    return lua_pushfstring(L, "%f", (LUAI_UACNUMBER)lua_tonumber(L, idx));
+  case LUA_TBOOLEAN:
+    return lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
+  case LUA_TSTRING: {
+    size_t n;
+    const char *str = lua_tolstring(L, idx, &n);
+    char buf[64];
+    if (n > 40)
+      snprintf(buf, sizeof buf, "string '%.37s...'", str);
+    else
+      snprintf(buf, sizeof buf, "string '%s'", str);
+    return lua_pushstring(L, buf);
+  }
+  default:
+    return lua_pushstring(L, luaL_typename(L, idx));
+  }
+}
+
 static const char *const type_names[TT_N] = {
     "JoinHandle", "Runtime",  "Group",          "Sender",        "Receiver",
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
@@ -121,6 +148,10 @@ void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname) {
   return p;
 }
 
+int tidal__closed_error(lua_State *L, const char *fname, const char *what) {
+  return luaL_error(L, "%s: attempt to use a closed %s", fname, what);
+}
+
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[tt]);
   lua_setmetatable(L, -2);
@@ -152,4 +183,23 @@ int luaopen_tidal_core(lua_State *L) {
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;
+}
+
+/* ------------------------------------------------------ orphaned waits */
+
+static int orphan_cancel(tidal_task *t) {
+  (void)t;
+  return 1; /* registered nowhere any more */
+}
+
+static const tidal_waitop orphan_op = {"(an object that was finalized)",
+                                       orphan_cancel};
+
+void tidal__wq_orphan(tidal_wq *q) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) {
+    t->qprev = NULL;
+    t->op = &orphan_op;
+    t->wobj = NULL;
+  }
 }

@@ -278,8 +278,11 @@ void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r) {
   tidal__setmt(L, ctx, TT_RHANDLE);
 }
 
+/* The record of the remote handle at 1; raises once it was finalized. */
 static tidal_record *check_rh(lua_State *L, const char *fname) {
-  return ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE, fname))->r;
+  tidal_record *r = ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE, fname))->r;
+  if (r == NULL) tidal__closed_error(L, fname, "JoinHandle");
+  return r;
 }
 
 /* tidal.spawn_parallel([opts,] fn, ...) */
@@ -352,7 +355,11 @@ static int rwait_k(lua_State *L, lua_KContext k, int raise) {
   tidal_task *t = (tidal_task *)k;
   tidal__resumed(L, t);
   lua_settop(L, 1);
-  return push_outcome(L, ((rhandle *)lua_touserdata(L, 1))->r, raise);
+  tidal_record *r = ((rhandle *)lua_touserdata(L, 1))->r;
+  if (r == NULL) /* its __gc was called while it waited */
+    return tidal__closed_error(L, raise ? "JoinHandle:await"
+                                        : "JoinHandle:join", "JoinHandle");
+  return push_outcome(L, r, raise);
 }
 
 static int rawait_k(lua_State *L, int status, lua_KContext k) {
@@ -451,7 +458,12 @@ static int l_rname(lua_State *L) {
 }
 
 static int l_rtostring(lua_State *L) {
-  tidal_record *r = ((rhandle *)lua_touserdata(L, 1))->r;
+  tidal_record *r = ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE,
+                                              "JoinHandle:__tostring"))->r;
+  if (r == NULL) {
+    lua_pushliteral(L, "tidal.JoinHandle: parallel task (finalized)");
+    return 1;
+  }
   uv_mutex_lock(&r->mu);
   int done = r->done, outcome = r->outcome;
   uv_mutex_unlock(&r->mu);
@@ -466,7 +478,7 @@ static int l_rtostring(lua_State *L) {
 }
 
 static int l_rgc(lua_State *L) {
-  rhandle *h = (rhandle *)lua_touserdata(L, 1);
+  rhandle *h = (rhandle *)tidal__checkud(L, 1, TT_RHANDLE, "JoinHandle:__gc");
   if (h->r == NULL) return 0;
   tidal_record *r = h->r;
   h->r = NULL;

@@ -462,9 +462,12 @@ static int l_rt_tostring(lua_State *L) {
 ** (a finalizer must not resume coroutines). Tasks are dropped as they are;
 ** call rt:close() to cancel them properly. */
 static int l_rt_gc(lua_State *L) {
-  tidal_runtime *rt = (tidal_runtime *)lua_touserdata(L, 1);
+  tidal_runtime *rt = check_rt(L, "Runtime:__gc");
   tidal_worker *w = &rt->w;
   if (rt->closed) return 0;
+  if (w->running) /* (called by hand: the collector cannot reach it now) */
+    return luaL_error(L, "Runtime:__gc: cannot close a runtime from inside "
+                         "it");
   rt->closed = 1;
   /* Withdraw the waits first, while every task is intact: a parked task is
   ** registered in the wait queue of its primitive, which may outlive this

@@ -716,6 +716,7 @@ static int l_tostring(lua_State *L) {
 
 /* __gc of a failed task's report object: its handle is being collected */
 static int l_report_gc(lua_State *L) {
+  tidal__checkud(L, 1, TT_REPORT, "FailureReport:__gc");
   if (lua_getiuservalue(L, 1, 1) == LUA_TUSERDATA) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
     if (t->state == TS_DONE && unobserved(t))

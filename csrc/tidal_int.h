@@ -41,6 +41,9 @@
 #define TIDAL_POLL_EVERY 61
 /* Idle coroutines kept for reuse by each worker. */
 #define TIDAL_POOL_MAX 1024
+/* Largest capacity of a channel or broadcast (a limit: the ring grows up
+** to it as values arrive). */
+#define TIDAL_CHANNEL_MAX (1 << 28)
 
 #define TIDAL_ERROR_MT "tidal.Error"
 #define TIDAL_HANDLE_MT "tidal.JoinHandle"
@@ -370,6 +373,18 @@ void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
 ** "fname: expected a <Type> ..." */
 void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt); /* top value */
+/* Raises "fname: attempt to use a closed <what>", liolib's words for a
+** file used after close() or collection. Every method of a type checks its
+** object this way before touching what its __gc frees: a finalizer may
+** resurrect an object that was finalized earlier (or __gc may be called by
+** hand), and at lua_close finalizers run in any order. */
+int tidal__closed_error(lua_State *L, const char *fname, const char *what);
+/* The object the tasks in q wait on is being freed, so nothing can wake
+** them any more: they stay parked, registered nowhere, and cancelling them
+** later touches nothing. Happens when finalizers run in creation order at
+** lua_close (the runtime's own __gc withdraws every wait afterwards) or
+** after a __gc called by hand. */
+void tidal__wq_orphan(tidal_wq *q);
 /* userdata of type tt at index 1, checked once per object (see ctx->hot):
 ** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
 static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
@@ -379,6 +394,10 @@ static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
   return tidal__checkud(L, 1, tt, fname);
 }
 const char *tidal__typename(int tt);
+/* For messages: the value at idx as "no value", "nil", "-1", "2.5", "true",
+** "string '10'" (quoted, shortened), or its type name. Pushes the text
+** (kept alive there) and returns it; idx must not be a pseudo-index. */
+const char *tidal__describe(lua_State *L, int idx);
 void tidal__check_callable(lua_State *L, int idx, const char *fname,
                            const char *what);
 
