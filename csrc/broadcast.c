@@ -43,6 +43,7 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->b = NULL;
   e->closed = 1;
+  e->next = 0;
   tidal__setmt(L, ctx, tt);
   lua_pushvalue(L, ring);
   lua_setiuservalue(L, -2, 1);
@@ -59,8 +60,8 @@ static int l_broadcast(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
       lua_tointeger(L, 1) > TIDAL_CHANNEL_MAX)
-    return luaL_error(L, "tidal.broadcast: capacity must be an integer from "
-                         "1 to %d, got %s",
+    return luaL_error(L, "tidal.broadcast: capacity must be an integer >= 1 "
+                         "and <= %d, got %s",
                       TIDAL_CHANNEL_MAX, tidal__describe(L, 1));
   int cap = (int)lua_tointeger(L, 1);
   lua_settop(L, 0);

@@ -369,8 +369,8 @@ static int l_channel(lua_State *L) {
     if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
         lua_tointeger(L, 1) > TIDAL_CHANNEL_MAX)
       return luaL_error(L,
-                        "tidal.channel: capacity must be an integer from 1 "
-                        "to %d (or nil for an unbounded channel), got %s",
+                        "tidal.channel: capacity must be an integer >= 1 "
+                        "and <= %d (or nil for an unbounded channel), got %s",
                         TIDAL_CHANNEL_MAX, tidal__describe(L, 1));
     cap = (int)lua_tointeger(L, 1);
   }

@@ -114,8 +114,8 @@ static lua_Integer check_k(lua_State *L, const char *fname, lua_Integer max) {
     if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1 ||
         lua_tointeger(L, 2) > max)
       luaL_error(L,
-                 "%s: the number of permits must be an integer from 1 to "
-                 "%I, got %s",
+                 "%s: the number of permits must be an integer >= 1 and "
+                 "<= %I, got %s",
                  fname, (LUAI_UACINT)max, tidal__describe(L, 2));
     k = lua_tointeger(L, 2);
   }
@@ -151,7 +151,7 @@ static int l_semaphore(lua_State *L) {
       lua_tointeger(L, 1) > TIDAL_SEM_MAX)
     return luaL_error(L,
                       "tidal.semaphore: the number of permits must be an "
-                      "integer from 0 to %I, got %s",
+                      "integer >= 0 and <= %I, got %s",
                       (LUAI_UACINT)TIDAL_SEM_MAX, tidal__describe(L, 1));
   lua_Integer n = lua_tointeger(L, 1);
   semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);

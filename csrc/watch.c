@@ -43,6 +43,7 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->w = NULL;
   e->closed = 1;
+  e->seen = 0;
   tidal__setmt(L, ctx, tt);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
