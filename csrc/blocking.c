@@ -174,6 +174,10 @@ static int l_spawn_blocking(lua_State *L) {
                       "on the thread pool, got %s",
                       lua_type(L, 1) == LUA_TNONE ? "no value"
                                                   : luaL_typename(L, 1));
+  /* everything that may raise comes before the record and job exist */
+  int n = lua_gettop(L);
+  luaL_checkstack(L, 4, "tidal.spawn_blocking");
+  tidal_record **slot = tidal__push_rhandle(L, ctx, NULL); /* closed */
   tidal_record *r = tidal__record_new();
   tidal_bjob *job = (tidal_bjob *)calloc(1, sizeof *job);
   if (r == NULL || job == NULL) {
@@ -181,9 +185,7 @@ static int l_spawn_blocking(lua_State *L) {
     if (r) tidal__record_unref(r);
     return luaL_error(L, "tidal.spawn_blocking: not enough memory");
   }
-  luaL_checkstack(L, 4, "tidal.spawn_blocking");
-  if (tidal__xfer_encode(L, 1, lua_gettop(L), "args",
-                         tidal__record_input(r))) {
+  if (tidal__xfer_encode(L, 1, n, "args", tidal__record_input(r))) {
     lua_pushfstring(L, "tidal.spawn_blocking: %s (copy only plain data, Lua "
                        "functions and tidal handles to the thread pool)",
                     lua_tostring(L, -1));
@@ -207,7 +209,7 @@ static int l_spawn_blocking(lua_State *L) {
     free(job);
     return luaL_error(L, "tidal.spawn_blocking: %s", uv_strerror(rc));
   }
-  tidal__push_rhandle(L, ctx, r);
+  *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
 }
 

@@ -10,6 +10,7 @@
 #include "tidal_int.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #define CTX_KEY "tidal.ctx"
 
@@ -91,6 +92,37 @@ const char *tidal__describe(lua_State *L, int idx) {
   }
   default:
     return lua_pushstring(L, luaL_typename(L, idx));
+  }
+}
+
+void tidal__check_option_names(lua_State *L, int idx, const char *fname,
+                               const char *const known[]) {
+  idx = lua_absindex(L, idx);
+  luaL_checkstack(L, 4, fname);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int i = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      while (known[i] != NULL && strcmp(known[i], k) != 0) i++;
+    } else {
+      while (known[i] != NULL) i++;
+    }
+    if (known[i] == NULL) {
+      luaL_Buffer b;
+      const char *k = lua_type(L, -1) == LUA_TSTRING
+                          ? lua_pushfstring(L, "'%s'", lua_tostring(L, -1))
+                          : tidal__describe(L, -1);
+      luaL_buffinit(L, &b);
+      for (i = 0; known[i] != NULL; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, known[i]);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "%s: unknown option %s (known: %s)", fname, k,
+                 lua_tostring(L, -1));
+    }
   }
 }
 

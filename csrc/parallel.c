@@ -242,20 +242,21 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     tidal__record_unref(r);
     return;
   }
+  int top = lua_gettop(L);
   lua_pushcfunction(L, start_protected);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK || r->task == NULL) {
     tidal_buf buf = {NULL, 0, 0};
-    if (lua_gettop(L) > 0 && lua_isstring(L, -1)) { /* could not start */
+    if (lua_gettop(L) > top && lua_isstring(L, -1)) { /* could not start */
       lua_pushnil(L);
-      tidal__encode_outcome(L, 0, 2, NULL, &buf);
-      lua_pop(L, 1);
+      tidal__encode_outcome(L, 0, 2, NULL, &buf); /* (pops both) */
       tidal__record_finish(r, w, TIDAL_R_FAILED, &buf);
     } else {
       tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     }
     tidal__record_unref(r);
   }
+  lua_settop(L, top);
   /* else the task holds the target's reference until it publishes */
 }
 
@@ -272,10 +273,13 @@ static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
 
 /* ------------------------------------------------------------- handles */
 
-void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r) {
+tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
+                                   tidal_record *r) {
   rhandle *h = (rhandle *)lua_newuserdatauv(L, sizeof *h, 0);
-  h->r = r; /* takes the caller's reference */
+  h->r = NULL;
   tidal__setmt(L, ctx, TT_RHANDLE);
+  h->r = r; /* takes the caller's reference */
+  return &h->r;
 }
 
 /* The record of the remote handle at 1; raises once it was finalized. */
@@ -300,13 +304,30 @@ static int l_spawn_parallel(lua_State *L) {
                       "on a worker, got %s",
                       lua_type(L, fn) == LUA_TNONE ? "no value"
                                                    : luaL_typename(L, fn));
+  /* everything that may raise comes before the record is allocated */
+  char name[sizeof ((tidal_record *)0)->name] = "";
+  if (fn == 2) {
+    static const char *const known[] = {"name", NULL};
+    tidal__check_option_names(L, 1, "tidal.spawn_parallel", known);
+    int ty = lua_getfield(L, 1, "name");
+    if (ty == LUA_TSTRING)
+      snprintf(name, sizeof name, "%s", lua_tostring(L, -1));
+    else if (ty != LUA_TNIL)
+      return luaL_error(L, "tidal.spawn_parallel: option 'name' must be a "
+                           "string, got %s", luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
+  int n = lua_gettop(L) - fn + 1;
+  if (n - 1 > TIDAL_MAX_ARGS)
+    return luaL_error(L, "tidal.spawn_parallel: too many arguments (%d; at "
+                         "most %d: pass a table instead)", n - 1,
+                      TIDAL_MAX_ARGS);
+  luaL_checkstack(L, 4, "tidal.spawn_parallel");
+  tidal_record **slot = tidal__push_rhandle(L, ctx, NULL); /* closed */
   tidal_record *r = tidal__record_new();
   if (r == NULL) return luaL_error(L, "tidal.spawn_parallel: not enough memory");
-  if (fn == 2 && lua_getfield(L, 1, "name") == LUA_TSTRING)
-    snprintf(r->name, sizeof r->name, "%s", lua_tostring(L, -1));
-  if (fn == 2) lua_pop(L, 1);
-  luaL_checkstack(L, 4, "tidal.spawn_parallel");
-  if (tidal__xfer_encode(L, fn, lua_gettop(L) - fn + 1, "args", &r->in)) {
+  memcpy(r->name, name, sizeof name);
+  if (tidal__xfer_encode(L, fn, n, "args", &r->in)) {
     lua_pushfstring(L, "tidal.spawn_parallel: %s (copy only plain data, Lua "
                        "functions and tidal handles to another worker)",
                     lua_tostring(L, -1));
@@ -322,7 +343,7 @@ static int l_spawn_parallel(lua_State *L) {
     tidal__record_unref(r);
     return luaL_error(L, "tidal.spawn_parallel: not enough memory");
   }
-  tidal__push_rhandle(L, ctx, r);
+  *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
 }
 

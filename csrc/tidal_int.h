@@ -41,6 +41,9 @@
 #define TIDAL_POLL_EVERY 61
 /* Idle coroutines kept for reuse by each worker. */
 #define TIDAL_POOL_MAX 1024
+/* Most arguments a task can be spawned with: they are kept in its handle's
+** uservalues, of which a userdata has fewer than USHRT_MAX. */
+#define TIDAL_MAX_ARGS 65533
 /* Largest capacity of a channel or broadcast (a limit: the ring grows up
 ** to it as values arrive). */
 #define TIDAL_CHANNEL_MAX (1 << 28)
@@ -398,6 +401,11 @@ const char *tidal__typename(int tt);
 ** "string '10'" (quoted, shortened), or its type name. Pushes the text
 ** (kept alive there) and returns it; idx must not be a pseudo-index. */
 const char *tidal__describe(lua_State *L, int idx);
+/* Raises "fname: unknown option 'k' (known: a, b)" for a key of the table
+** at idx that is not in known (NULL-terminated). Raw traversal: no
+** metamethod runs. */
+void tidal__check_option_names(lua_State *L, int idx, const char *fname,
+                               const char *const known[]);
 void tidal__check_callable(lua_State *L, int idx, const char *fname,
                            const char *what);
 
@@ -641,7 +649,11 @@ void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id);
 int tidal__record_aborted(tidal_record *r);
 tidal_buf *tidal__record_input(tidal_record *r);
-void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r);
+/* Pushes a remote JoinHandle taking the caller's reference to r; r may be
+** NULL (a closed handle), stored later through the returned pointer, so
+** that the handle exists before anything is acquired. */
+tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
+                                   tidal_record *r);
 void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
