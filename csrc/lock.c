@@ -343,8 +343,15 @@ static int l_write(lua_State *L) {
 static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = check_lock(L, tt, fname);
+  LOCK(l);
+  int avail = free_for(l, kind);
+  UNLOCK(l);
+  if (!avail) { /* (a loop of failing attempts makes no garbage) */
+    lua_pushnil(L);
+    return 1;
+  }
   lua_settop(L, 1);
-  new_guard(L, ctx);
+  new_guard(L, ctx); /* (may run finalizers: check again below) */
   LOCK(l);
   if (free_for(l, kind)) {
     take(l, kind);

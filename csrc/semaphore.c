@@ -236,12 +236,17 @@ static int l_try_acquire(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:try_acquire");
   lua_Integer k = check_k(L, "Semaphore:try_acquire", INT32_MAX);
   if (s == NULL) return closed(L); /* finalized */
-  lua_settop(L, 2);
-  new_permit(L, ctx);
   LOCK(s);
-  int r = try_take(L, s, k);
-  if (r >= 0) return r;
+  int avail = s->closed || (s->waiters.head == NULL && k <= s->avail);
   UNLOCK(s);
+  if (avail) { /* (a loop of failing attempts makes no garbage) */
+    lua_settop(L, 2);
+    new_permit(L, ctx); /* (may run finalizers: try_take checks again) */
+    LOCK(s);
+    int r = try_take(L, s, k);
+    if (r >= 0) return r;
+    UNLOCK(s);
+  }
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");
   return 2;
