@@ -34,6 +34,7 @@ build = {
         "csrc/error.c",
         "csrc/http.c",
         "csrc/http_glue.c",
+        "csrc/http_json.c",
         "csrc/http_xfer.c",
         "csrc/family.c",
         "csrc/group.c",

@@ -432,6 +432,50 @@ static http_multi *client_pool(lua_State *L, http_client *c, tidal_worker *w,
   return m;
 }
 
+/* ----------------------------------------------------------------- URLs */
+
+/* Whether url has userinfo (user:password@) in its authority. */
+static int has_userinfo(const char *url) {
+  const char *p = strstr(url, "://");
+  if (p == NULL) return 0;
+  p += 3;
+  return memchr(p, '@', strcspn(p, "/?#")) != NULL;
+}
+
+/* Pushes url without its userinfo and returns it: a password in a URL
+** must not reach error messages, err.url or resp.url (they end up in
+** logs). libcurl still sends it (basic authentication). */
+static const char *push_url(lua_State *L, const char *url) {
+  char *out = NULL;
+  if (!has_userinfo(url)) return lua_pushstring(L, url);
+  CURLU *u = curl_url();
+  if (u &&
+      curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
+          CURLUE_OK &&
+      curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
+      curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+      curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+    out = NULL;
+  curl_url_cleanup(u);
+  if (out != NULL && !has_userinfo(out)) {
+    lua_pushstring(L, out); /* (a memory error here leaks out) */
+    curl_free(out);
+    return lua_tostring(L, -1);
+  }
+  curl_free(out);
+  /* not a URL libcurl can parse (a misuse message): cut the userinfo out
+  ** by hand, up to the authority's last '@' */
+  const char *p = strstr(url, "://") + 3, *at = p;
+  size_t n = strcspn(p, "/?#");
+  for (size_t i = 0; i < n; i++)
+    if (p[i] == '@') at = p + i + 1;
+  lua_pushlstring(L, url, (size_t)(p - url));
+  lua_pushstring(L, at);
+  lua_concat(L, 2);
+  return lua_tostring(L, -1);
+}
+
 /* ------------------------------------------------------------ responses */
 
 /* Stack of l_send: 1 client, 2 fname, 3 method, 4 url, 5 opts, 6 body,
@@ -457,10 +501,11 @@ static void push_response(lua_State *L, http_xfer *x, int with_body) {
   lua_setfield(L, -2, "_h");
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
   if (url) {
-    if (strcmp(url, lua_tostring(L, S_URL)) == 0)
+    const char *given = lua_tostring(L, S_URL);
+    if (strcmp(url, given) == 0 && !has_userinfo(given))
       lua_pushvalue(L, S_URL); /* not redirected: the caller's string */
     else
-      lua_pushstring(L, url);
+      push_url(L, url);
     lua_setfield(L, -2, "url");
   }
   /* http_version and reason come from _h's status line, on demand */
@@ -478,6 +523,12 @@ static void push_error(lua_State *L, http_xfer *x, const char *method,
                       "tidal.http: %s %s failed (too_large): the response "
                       "body is larger than max_body (%I bytes)",
                       method, url, (lua_Integer)x->max_body);
+  else if (x->rc != CURLE_OK && http__headers_too_large(x))
+    tidal__error_push(L, kind,
+                      "tidal.http: %s %s failed (too_large): the response "
+                      "headers are too large (at most %d KiB in all, and "
+                      "100 KiB for one line)",
+                      method, url, HTTP_MAX_HEADERS / 1024);
   else if (x->rc == CURLE_UNSUPPORTED_PROTOCOL &&
            strncmp(detail, "Protocol ", 9) == 0)
     tidal__error_push(L, kind,
@@ -516,15 +567,15 @@ static int push_body(lua_State *L, http_xfer *x);
 static int send_finish(lua_State *L, http_xfer *x, int stream) {
   const char *fname = lua_tostring(L, S_FNAME);
   const char *method = lua_tostring(L, S_METHOD);
-  const char *url = lua_tostring(L, S_URL);
   if (x->flags & XF_NOMEM) {
     http__xfer_release(x);
     return herr(L, "%s: not enough memory for the response of %s %s", fname,
-                method, url);
+                method, push_url(L, lua_tostring(L, S_URL)));
   }
   /* a stream whose headers arrived reports a later failure when read */
   if (x->state == XS_DONE && (x->rc != CURLE_OK || (x->flags & XF_TOO_LARGE)) &&
       !(stream && (x->flags & XF_GOTHEADERS))) {
+    const char *url = push_url(L, lua_tostring(L, S_URL));
     if (is_misuse(x)) {
       lua_pushfstring(L, "%s: malformed URL '%s' (%s)", fname, url,
                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->rc));
@@ -537,13 +588,17 @@ static int send_finish(lua_State *L, http_xfer *x, int stream) {
     return 2;
   }
   if (x->state != XS_DONE && x->state != XS_RUNNING) {
-    /* its client's pool was closed under it */
+    /* its pool was closed under it: the client was finalized (lua_close)
+    ** or its runtime closed */
+    const char *url = push_url(L, lua_tostring(L, S_URL));
     http__xfer_release(x);
     lua_pushnil(L);
     tidal__error_push(L, "cancelled",
                       "tidal.http: %s %s failed (cancelled): the client was "
                       "closed",
                       method, url);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "url");
     return 2;
   }
   if (!stream) {
@@ -595,7 +650,7 @@ static int l_send(lua_State *L) {
     herr(L,
          "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
          "percent-encode it)",
-         fname, url);
+         fname, push_url(L, url));
   if (strstr(url, "://") == NULL)
     herr(L,
          "%s: malformed URL '%s' (expected an absolute URL such as "
@@ -689,27 +744,30 @@ static int l_send(lua_State *L) {
     curl_slist_free_all(own);
     return herr(L, "%s: not enough memory", fname);
   }
+  x->flags |= XF_REQUEST; /* this frame owns it until the response */
   CURLUcode uerr = CURLUE_OK;
   if (http__xfer_setup(x, &r, &uerr) != 0) {
     http__xfer_release(x); /* frees own */
     if (uerr == CURLUE_UNSUPPORTED_SCHEME) {
+      const char *safe = push_url(L, url);
       lua_pushnil(L);
       tidal__error_push(L, "protocol",
                         "tidal.http: %s %s failed (protocol): unsupported "
                         "scheme (only http and https URLs are allowed)",
-                        method, url);
-      lua_pushvalue(L, S_URL);
+                        method, safe);
+      lua_pushvalue(L, -3);
       lua_setfield(L, -2, "url");
       return 2;
     }
     if (uerr == CURLUE_OUT_OF_MEMORY)
       return herr(L, "%s: not enough memory", fname);
-    return herr(L, "%s: malformed URL '%s' (%s)", fname, url,
+    return herr(L, "%s: malformed URL '%s' (%s)", fname, push_url(L, url),
                 curl_url_strerror(uerr));
   }
   if (http__xfer_start(x) != 0) {
     http__xfer_release(x);
-    return herr(L, "%s: libcurl refused the request for %s", fname, url);
+    return herr(L, "%s: libcurl refused the request for %s", fname,
+                push_url(L, url));
   }
   lua_settop(L, 8);
   lua_pushlightuserdata(L, x); /* S_XFER */
@@ -723,17 +781,22 @@ static int l_send(lua_State *L) {
 
 /* --------------------------------------------------------- stream bodies */
 
-/* Pushes a Body userdata owning x (uservalues: client, request body). */
+/* Pushes a Body userdata owning x, for the response table below the top
+** (uservalues: the client, which must outlive the transfer; the request
+** body, which curl may still read; the response's URL, for messages). */
 static int push_body(lua_State *L, http_xfer *x) {
-  http_body *b = (http_body *)lua_newuserdatauv(L, sizeof *b, 2);
+  http_body *b = (http_body *)lua_newuserdatauv(L, sizeof *b, 3);
   b->x = NULL;
   luaL_setmetatable(L, BODY_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, S_BODY);
   lua_setiuservalue(L, -2, 2);
+  lua_pushliteral(L, "url");
+  lua_rawget(L, -3);
+  lua_setiuservalue(L, -2, 3);
   b->x = x;
-  x->flags |= XF_USERDATA;
+  x->flags = (uint16_t)((x->flags & ~XF_REQUEST) | XF_USERDATA);
   return 1;
 }
 
@@ -763,61 +826,86 @@ static int read_k(lua_State *L, int status, lua_KContext k) {
   http_body *b = (http_body *)lua_touserdata(L, 1);
   (void)status;
   /* cancelled after the data arrived: the stream ends as if cancelled
-  ** while waiting (read_cancel) */
-  if (tidal__wake_lost(t) && b->x) http__xfer_abort(b->x);
+  ** while waiting (read_cancel); a reader that parked meanwhile in
+  ** another task must learn it */
+  if (tidal__wake_lost(t) && b->x) {
+    tidal_task *other = b->x->task;
+    http__xfer_abort(b->x);
+    if (other) tidal__wake(other, 0);
+  }
   tidal__resumed(L, t);
   return read_now(L, b, t);
 }
 
+/* Pushes nil and an error of kind "cancelled" for body b (at index 1). */
+static int read_ended(lua_State *L, const char *why) {
+  lua_getiuservalue(L, 1, 3);
+  const char *url = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
+  lua_pushnil(L);
+  tidal__error_push(L, "cancelled", "tidal.http: reading the body of %s: %s",
+                    url, why);
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "url");
+  return 2;
+}
+
+/* stack: body, fname */
 static int read_now(lua_State *L, http_body *b, tidal_task *t) {
   http_xfer *x = b->x;
-  if (x == NULL) {
-    lua_pushnil(L);
-    tidal__error_push(L, "cancelled",
-                      "tidal.http: the response body was closed");
-    return 2;
-  }
+  if (x == NULL) return read_ended(L, "the response body was closed");
   if (x->flags & XF_NOMEM)
-    return herr(L, "tidal.http body:read: not enough memory");
+    return herr(L, "%s: not enough memory", lua_tostring(L, 2));
   if (x->body.len > 0) {
     lua_pushlstring(L, x->body.data, x->body.len);
     x->body.len = 0;
     if (http__xfer_resume(x))
-      return herr(L, "tidal.http body:read: cannot resume the transfer");
+      return herr(L, "%s: cannot resume the transfer", lua_tostring(L, 2));
     return 1;
   }
   switch (x->state) {
   case XS_DONE:
-    lua_pushnil(L);
-    if (x->rc == CURLE_OK && !(x->flags & XF_TOO_LARGE)) return 1; /* end */
-    {
-      char *url = NULL;
-      curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
-      push_error(L, x, "reading the body of", url ? url : "?");
+    if (x->rc == CURLE_OK && !(x->flags & XF_TOO_LARGE)) {
+      lua_pushnil(L); /* the end */
+      return 1;
     }
+    lua_getiuservalue(L, 1, 3);
+    lua_pushnil(L);
+    push_error(L, x, "reading the body of",
+               lua_isstring(L, -2) ? lua_tostring(L, -2) : "?");
     return 2;
   case XS_RUNNING:
+    /* one reader at a time: a second registration would replace the
+    ** first, which then never wakes */
+    if (x->task != NULL)
+      return herr(L,
+                  "%s: another task is already reading this body (read a "
+                  "streamed body from one task at a time)",
+                  lua_tostring(L, 2));
     x->task = t;
     x->wait = XW_DATA;
     return tidal__park(L, t, &read_op, x, read_k);
+  case XS_DEAD:
+    return read_ended(L, "the client or its runtime was closed while the "
+                         "body was read");
   default:
-    lua_pushnil(L);
-    tidal__error_push(L, "cancelled",
-                      "tidal.http: the response body was cancelled while "
-                      "it was read");
-    return 2;
+    return read_ended(L, "a read was cancelled, which ends the stream");
   }
 }
 
 static int l_body_read(lua_State *L);
 static const tidal_restart read_again = {l_body_read};
 
-/* body:read() -> chunk | nil (end) | nil, err */
+/* body:read([fname]) -> chunk | nil (end) | nil, err; fname names the
+** caller in messages (the facade passes "resp:read", "resp:chunks") */
 static int l_body_read(lua_State *L) {
   http_body *b = check_body(L, "body:read");
-  tidal_task *t = wait_begin(L, "tidal.http body:read");
+  if (lua_type(L, 2) != LUA_TSTRING) {
+    lua_settop(L, 1);
+    lua_pushliteral(L, "body:read");
+  }
+  tidal_task *t = wait_begin(L, lua_tostring(L, 2));
   TIDAL_SPEND(L, t, &read_again);
-  lua_settop(L, 1);
+  lua_settop(L, 2);
   return read_now(L, b, t);
 }
 
@@ -915,12 +1003,16 @@ static int l_curl_version(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {{"_http_headers", l_headers},
+                                 {"_http_json", http__json_decode},
                                  {"_http_metatables", l_metatables},
                                  {"_http_curl_version", l_curl_version},
                                  {NULL, NULL}};
 
+/* __close is close(): graceful, as documented; __gc runs only when no
+** request and no streamed body keeps the client (they reference it), or
+** when lua_close finalizes everything: then it tears the pools down */
 static const luaL_Reg client_meta[] = {{"__gc", l_client_gc},
-                                       {"__close", l_client_gc},
+                                       {"__close", l_client_close},
                                        {"__tostring", l_client_tostring},
                                        {"close", l_client_close},
                                        {NULL, NULL}};

@@ -28,9 +28,11 @@
 */
 #include "http_int.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ----------------------------------------------------------- global init */
@@ -49,6 +51,11 @@ static void worker_close(tidal_worker *w, void *data) {
   (void)w;
   while (hw->multis)
     http__multi_close(hw->multis);
+  while (hw->orphans) { /* their requests will never run again */
+    http_xfer *x = hw->orphans;
+    http__orphan_remove(x);
+    http__xfer_free(x);
+  }
   if (hw->share) curl_share_cleanup(hw->share);
   free(hw);
 }
@@ -71,6 +78,83 @@ http_worker *http__worker(tidal_worker *w) {
   e->data = hw;
   e->close = worker_close;
   return hw;
+}
+
+/* -------------------------------------------------------- close-on-exec */
+
+/*
+** A child process must inherit no descriptor of ours. libuv creates its
+** own with CLOEXEC, and so does opensocket_cb for connections, but
+** libcurl 7.88 makes two socketpairs without SOCK_CLOEXEC and has no hook
+** for either: one per multi handle in curl_multi_init (for
+** curl_multi_wakeup; never reported to us), and one per DNS lookup of the
+** threaded resolver (one end reported through socket_cb, the other held
+** by the resolver's thread). We recognise them as what they are: AF_UNIX
+** sockets without FD_CLOEXEC that appeared just then, in pairs whose inode
+** numbers follow each other (socketpair makes both sockets in a row). That
+** leaves any descriptor of the host's alone, even one made meanwhile by
+** another thread.
+*/
+#define FD_WINDOW 32
+
+/* Whether fd is an AF_UNIX socket without FD_CLOEXEC; its inode number. */
+static int unix_inheritable(int fd, ino_t *ino) {
+  struct stat st;
+  struct sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || (fl & FD_CLOEXEC)) return 0;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
+  if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0 ||
+      sa.ss_family != AF_UNIX)
+    return 0;
+  *ino = st.st_ino;
+  return 1;
+}
+
+static void set_cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFD);
+  if (fl >= 0 && !(fl & FD_CLOEXEC)) fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
+/* curl_multi_init, then CLOEXEC on its wake-up socketpair. */
+static CURLM *multi_init(void) {
+  ino_t ino[FD_WINDOW];
+  int fds[FD_WINDOW], n = 0;
+  char was_open[FD_WINDOW];
+  /* the lowest free descriptor: where a socketpair made now lands */
+  int lo = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (lo < 0) return curl_multi_init();
+  close(lo);
+  for (int i = 0; i < FD_WINDOW; i++)
+    was_open[i] = fcntl(lo + i, F_GETFD) >= 0;
+  CURLM *cm = curl_multi_init();
+  for (int i = 0; i < FD_WINDOW; i++)
+    if (!was_open[i] && unix_inheritable(lo + i, &ino[n])) fds[n++] = lo + i;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      if (ino[j] == ino[i] + 1 || n == 2) {
+        /* (inode numbers come in per-CPU batches: a pair made across a
+        ** migration is not consecutive, but then it is alone) */
+        set_cloexec(fds[i]);
+        set_cloexec(fds[j]);
+      }
+  return cm;
+}
+
+/* fd: the resolver's end of its socketpair, as socket_cb reports it. The
+** resolver thread's end is a higher descriptor with the next inode (if
+** the thread has not closed it yet: it closes it when the lookup ends,
+** which takes far longer than these few system calls). */
+static void resolver_cloexec(curl_socket_t fd) {
+  ino_t ino, other;
+  if (!unix_inheritable(fd, &ino)) return;
+  set_cloexec(fd);
+  for (int i = 1; i < FD_WINDOW; i++)
+    if (unix_inheritable(fd + i, &other) && other == ino + 1) {
+      set_cloexec(fd + i);
+      break;
+    }
 }
 
 /* -------------------------------------------------------------- sockets */
@@ -180,7 +264,10 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
       sock_close(s);
     return 0;
   }
-  if (s == NULL && (s = sock_new(m, fd, 0)) == NULL) return -1;
+  if (s == NULL) {
+    if ((s = sock_new(m, fd, 0)) == NULL) return -1;
+    resolver_cloexec(fd); /* not a connection: the resolver's */
+  }
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
   s->want = events;
@@ -259,7 +346,7 @@ http_multi *http__multi_new(http_worker *hw, const http_config *cfg,
                             http_multi **owner) {
   http_multi *m = (http_multi *)calloc(1, sizeof *m);
   if (m == NULL) return NULL;
-  m->cm = curl_multi_init();
+  m->cm = multi_init();
   if (m->cm == NULL) {
     free(m);
     return NULL;

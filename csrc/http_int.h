@@ -6,6 +6,7 @@
 **   http_xfer.c  one transfer: its easy handle, options, callbacks,
 **                buffers, limits, and what failures mean (no Lua)
 **   http.c       the Lua bindings: clients, requests, responses, streams
+**   http_json.c  resp:json()'s decoder (JSON integers stay integers)
 **
 ** Nothing here calls Lua from a libuv or libcurl callback: callbacks record
 ** results in C and wake the waiting task (tidal__wake only queues it); the
@@ -38,7 +39,10 @@
 #endif
 /* Idle easy handles (with their buffers) kept per multi for reuse. */
 #define HTTP_IDLE_MAX 256
-
+/* The final response's header block may be at most this large (libcurl
+** 8 has the same total limit; it also limits one header line to 100 KiB,
+** which libcurl 7.88 reports as "Out of memory"). */
+#define HTTP_MAX_HEADERS (300 * 1024)
 
 /* Parsed URLs kept per multi: libcurl 7.88 parses CURLOPT_URL again for
 ** every transfer, which costs more than a copy of a parsed handle. */
@@ -64,8 +68,9 @@ struct http_worker {
   tidal_worker *w;
   CURLSH *share;
   http_multi *multis;
-  uint64_t poll_gen; /* the worker's poll count when `handled` was reset */
-  int handled;       /* socket events handled in that poll */
+  http_xfer *orphans; /* detached transfers still owned by a request */
+  uint64_t poll_gen;  /* the worker's poll count when `handled` was reset */
+  int handled;        /* socket events handled in that poll */
 };
 
 /* What a client fixes for all of its transfers (set when it is created). */
@@ -131,6 +136,9 @@ enum { XW_NONE, XW_DONE, XW_HEADERS, XW_DATA };
 #define XF_NOMEM 0x40       /* a buffer could not grow */
 #define XF_FOLLOW 0x80      /* redirects are followed */
 #define XF_GOTHEADERS 0x100 /* the final headers arrived (not just the end) */
+#define XF_REQUEST 0x200    /* owned by a request in progress (l_send) */
+#define XF_ORPHAN 0x400     /* detached, in hw->orphans */
+#define XF_HDR_LARGE 0x800  /* the header block exceeded HTTP_MAX_HEADERS */
 
 /* Per-request settings (from the client's defaults and the call's opts). */
 typedef struct http_req {
@@ -160,9 +168,24 @@ typedef struct http_applied {
   char custom[16]; /* the custom method, if short enough to remember */
 } http_applied;
 
+/*
+** Who owns a transfer (frees it or gives it back to the idle list): the
+** request that took it (XF_REQUEST: l_send's frame, which also keeps the
+** client referenced on its stack) until the response is built, then
+** either nobody (released) or a stream's Body userdata (XF_USERDATA, whose
+** uservalue keeps the client referenced). So a client with a request in
+** flight cannot be collected; it can only be closed (graceful: no new
+** requests) or finalized by lua_close. When a multi closes under a
+** transfer (its client finalized, its worker closing), the transfer is
+** detached: its easy handle goes, its struct stays with its owner (a
+** request's waits in hw->orphans, freed by the request or with the worker),
+** and a task parked on it is woken to find it dead. Nothing else frees a
+** transfer that someone owns.
+*/
 struct http_xfer {
   CURL *easy;
   http_multi *m;              /* NULL once the multi is gone */
+  http_worker *hw;            /* for the orphan list (valid while XF_ORPHAN) */
   http_xfer *next, *prev;     /* in m->idle or m->live */
   tidal_task *task;           /* the task parked on it, or NULL */
   struct curl_slist *headers; /* owned: freed when it is reused */
@@ -189,6 +212,7 @@ void http__multi_kick(http_multi *m); /* run due work now (not from a
 int http__multi_add(http_multi *m, http_xfer *x); /* CURLMcode */
 void http__multi_remove(http_multi *m, http_xfer *x);
 void http__sockopts(http_multi *m, CURL *easy); /* open/close callbacks */
+void http__orphan_remove(http_xfer *x);
 
 /* http_xfer.c */
 void http__url_cache_free(http_multi *m);
@@ -203,5 +227,10 @@ void http__xfer_free(http_xfer *x);    /* cleanup easy + buffers + struct */
 void http__xfer_detach(http_xfer *x);  /* multi closing: drop the easy */
 int http__xfer_resume(http_xfer *x);   /* unpause a stream that drained */
 const char *http__error_kind(const http_xfer *x);
+/* Whether the failure is a header block over the limits (too_large). */
+int http__headers_too_large(const http_xfer *x);
+
+/* http_json.c: core._http_json(s) -> value | nil, message */
+int http__json_decode(lua_State *L);
 
 #endif

@@ -55,6 +55,10 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
     return len;
   }
   if (len > 9 && strncasecmp(p, "location:", 9) == 0) x->flags |= XF_LOCATION;
+  if (x->hdr.len + len > HTTP_MAX_HEADERS) {
+    x->flags |= XF_HDR_LARGE; /* a server that never ends its headers */
+    return 0;
+  }
   if (tidal__buf_add(&x->hdr, p, len)) {
     x->flags |= XF_NOMEM;
     return 0;
@@ -153,6 +157,7 @@ http_xfer *http__xfer_get(http_multi *m) {
       return NULL;
     }
     x->m = m;
+    x->hw = m->hw;
     x->set.timeout_ms = -1; /* nothing applied yet: all differ */
     x->set.connect_timeout_ms = -1;
     x->set.max_redirects = -2;
@@ -374,6 +379,7 @@ void http__xfer_release(http_xfer *x) {
   curl_slist_free_all(x->headers);
   x->headers = NULL;
   if (m == NULL) { /* its multi is gone */
+    if (x->flags & XF_ORPHAN) http__orphan_remove(x);
     http__xfer_free(x);
     return;
   }
@@ -400,18 +406,44 @@ void http__xfer_release(http_xfer *x) {
   m->nidle++;
 }
 
-/* The multi is closing: the transfer dies. A stream's userdata still owns
-** the struct (and frees it); any other transfer is freed now. */
+/* The multi is closing: the transfer dies (see the ownership note in
+** http_int.h). Its owner keeps the struct: a stream's userdata, or a
+** request (its frame may still run: the struct waits in the worker's
+** orphan list); a transfer nobody owns is freed now. A task parked on it
+** is woken and finds it dead. */
 void http__xfer_detach(http_xfer *x) {
   http_multi *m = x->m;
+  tidal_task *t = x->task;
   http__xfer_abort(x);
   url_unref(x);
   live_remove(m, x);
   x->m = NULL;
   curl_easy_cleanup(x->easy);
   x->easy = NULL;
-  if (x->state != XS_DONE) x->state = XS_DEAD;
-  if (!(x->flags & XF_USERDATA)) http__xfer_free(x);
+  /* a request's response cannot be built without the easy handle */
+  if (x->state != XS_DONE || (x->flags & XF_REQUEST)) x->state = XS_DEAD;
+  if (x->flags & XF_REQUEST) {
+    http_worker *hw = x->hw;
+    x->flags |= XF_ORPHAN;
+    x->prev = NULL;
+    x->next = hw->orphans;
+    if (hw->orphans) hw->orphans->prev = x;
+    hw->orphans = x;
+  } else if (!(x->flags & XF_USERDATA)) {
+    http__xfer_free(x);
+  }
+  if (t) tidal__wake(t, 0);
+}
+
+void http__orphan_remove(http_xfer *x) {
+  http_worker *hw = x->hw;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    hw->orphans = x->next;
+  if (x->next) x->next->prev = x->prev;
+  x->next = x->prev = NULL;
+  x->flags &= (uint16_t)~XF_ORPHAN;
 }
 
 int http__xfer_resume(http_xfer *x) {
@@ -425,8 +457,17 @@ int http__xfer_resume(http_xfer *x) {
 
 /* ---------------------------------------------------------------- errors */
 
+int http__headers_too_large(const http_xfer *x) {
+  if (x->flags & XF_HDR_LARGE) return 1;
+  /* libcurl 7.88's own limits: a header line over 100 KiB fails its
+  ** buffer with CURLE_OUT_OF_MEMORY; all headers over 300 KiB say so */
+  if (x->rc == CURLE_OUT_OF_MEMORY && !(x->flags & XF_GOTHEADERS)) return 1;
+  return strncmp(x->errbuf, "Too large response headers", 26) == 0;
+}
+
 const char *http__error_kind(const http_xfer *x) {
   if (x->flags & XF_TOO_LARGE) return "too_large";
+  if (x->rc != CURLE_OK && http__headers_too_large(x)) return "too_large";
   switch (x->rc) {
   case CURLE_OPERATION_TIMEDOUT:
     return "timeout";

@@ -1,9 +1,11 @@
 -- channel.lua: the Tokio guide's mpsc example, in tidal.
 -- Five producers each get a clone of the sender, send one message and
--- finish. Main closes its own sender and receives until the channel ends.
--- Nobody closes the clones by hand: when a producer's task ends its clone is
--- garbage, and when main is left waiting with nothing else to run, tidal
--- collects garbage first, which closes those clones and ends the stream.
+-- finish. As in Tokio, where each task owns its clone and drops it when it
+-- ends, each task here binds its clone to a <close> variable (Lua's Drop):
+-- the clone closes when the task ends, however it ends. Main closes its own
+-- sender (Tokio's drop(tx)), so the receiver sees the end as soon as the
+-- last producer is done, whatever else is running: no garbage collection is
+-- involved.
 local tidal = require("tidal")
 
 tidal.run(function()
@@ -11,13 +13,14 @@ tidal.run(function()
   local tx, rx = tidal.channel(100)
 
   for i = 0, 4 do
-    local tx_clone = tx:clone()
-    tidal.spawn(function()
+    -- the clone is handed to the task as an argument (Rust's `move`)
+    tidal.spawn(function(clone)
+      local tx <close> = clone -- closed when this task ends
       local msg = { id = i, payload = "Hello from task " .. i }
       -- send waits if the buffer is full
-      local ok, err = tx_clone:send(msg)
+      local ok, err = tx:send(msg)
       if not ok then io.stderr:write("Failed to send message: ", tostring(err), "\n") end
-    end)
+    end, tx:clone())
   end
 
   -- close main's own sender so that the receiver can see the end

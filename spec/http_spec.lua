@@ -685,6 +685,92 @@ describe("tidal.http", function()
       end)
     end)
 
+    it("in every waiting state, by abort, tidal.timeout and select", function()
+      support.run(function()
+        local c = http.client()
+        local hole = "http://127.0.0.1:" .. srv.hole .. "/"
+        -- what the task waits for: connecting, the headers (buffered and
+        -- streamed), the body, a read of a streamed body
+        local waits = {
+          connect = function() return c:get(hole) end,
+          headers = function() return c:get(url("/stall-headers")) end,
+          stream_headers = function() return c:get(url("/stall-headers"), { stream = true }) end,
+          body = function() return c:get(url("/stall")) end,
+          read = function()
+            local r <close> = assert(c:get(url("/stall"), { stream = true }))
+            return r:read()
+          end,
+        }
+        for name, fn in pairs(waits) do
+          local h = tidal.spawn(fn)
+          tidal.sleep(0.1)
+          h:abort()
+          local ok, err = h:join()
+          assert.is_false(ok, name)
+          assert.are.equal("cancelled", kind_of(err), name)
+          local tok, terr = tidal.timeout(0.1, fn)
+          assert.is_false(tok, name)
+          assert.are.equal("timeout", kind_of(terr), name)
+          local key = tidal.select({ wait = fn, sleep = function() tidal.sleep(0.1) end })
+          assert.are.equal("sleep", key, name)
+        end
+        assert.are.equal("hello", assert(c:get(url("/hello"))).body)
+        -- two requests racing: the loser is often woken by its response
+        -- and cancelled before it runs (its response is dropped)
+        for _ = 1, 30 do
+          local key, r = tidal.select({
+            a = function() return c:get(url("/hello")) end,
+            b = function() return c:get(url("/hello")) end,
+          })
+          assert.is_truthy(key == "a" or key == "b")
+          assert.are.equal("hello", r.body)
+        end
+        local a = assert(c:get(url("/conn"))).body
+        assert.are.equal(a, assert(c:get(url("/conn"))).body)
+      end)
+    end)
+
+    it("while resolving, by tidal.timeout and select (the lookup is not waited for)", function()
+      local so, cleanup = fixtures.build_slow_dns()
+      local out, status = fixtures.child(([[
+        local tidal = require("tidal")
+        local http = tidal.http
+        tidal.run(function()
+          local u = "http://slow.test:%d/hello"
+          local t0 = tidal.now()
+          local ok, err = tidal.timeout(0.2, http.get, u)
+          print("timeout", ok, err.kind, tidal.now() - t0 < 1)
+          t0 = tidal.now()
+          local key = tidal.select({ a = function() return http.get(u) end,
+                                     b = function() tidal.sleep(0.2) end })
+          print("select", key, tidal.now() - t0 < 1)
+          print("after", assert(http.get("http://127.0.0.1:%d/hello")).body)
+        end)
+      ]]):format(srv.port, srv.port), 30, so)
+      cleanup()
+      assert.are.equal(0, status, out)
+      assert.is_truthy(out:find("timeout\tfalse\ttimeout\ttrue", 1, true), out)
+      assert.is_truthy(out:find("select\tb\ttrue", 1, true), out)
+      assert.is_truthy(out:find("after\thello", 1, true), out)
+    end)
+
+    it("a garbled chunked body, and a decoded body over max_body", function()
+      support.run(function()
+        local u = url("/chunked-garbage")
+        assert_fails("protocol", u, http.get(u))
+        local r = assert(http.get(u, { stream = true }))
+        assert.are.equal("hello", r:read())
+        local data, err = r:read()
+        assert.is_nil(data)
+        assert.are.equal("protocol", err.kind)
+        -- a small compressed body that decodes to 3 MB
+        local c = http.client({ decompress = true })
+        u = url("/gzip-bomb?n=3000000")
+        assert_fails("too_large", u, c:get(u, { max_body = 1000000 }))
+        assert.are.equal(3000000, #assert(c:get(u)).body)
+      end)
+    end)
+
     it("when the runtime shuts down with a request in flight", function()
       local t0 = os.time()
       tidal.run(function()

@@ -31,6 +31,7 @@ local core = require("tidal.core")
 
 local send = core._http_send
 local parse_headers = core._http_headers
+local json_decode = core._http_json
 local new_client = core._http_client
 local make_error = core.error
 local client_mt, response_mt, body_mt = core._http_metatables()
@@ -55,15 +56,16 @@ local function argerror(fname, msg)
   error(fname .. ": " .. msg, level)
 end
 
--- lua-cjson, loaded on first use (an instance of our own: other users'
--- settings do not leak in)
+-- lua-cjson, loaded on first use to encode the json option (an instance of
+-- our own: other users' settings do not leak in); resp:json() decodes with
+-- core._http_json, which keeps integers
 local cjson
 local function json_lib(fname)
   if cjson == nil then
     local ok, mod = pcall(require, "cjson")
     if not ok then
-      argerror(fname, "JSON support needs lua-cjson (Debian: apt-get install "
-        .. "lua-cjson; or luarocks install lua-cjson)")
+      argerror(fname, "option 'json' needs lua-cjson (Debian: apt-get "
+        .. "install lua-cjson; or luarocks install lua-cjson)")
     end
     cjson = mod.new()
   end
@@ -185,7 +187,7 @@ local function request(c, fname, method, url, opts, body)
   local b <close> = resp._b
   local parts, n, got = {}, 0, 0
   while true do
-    local chunk, rerr = b:read()
+    local chunk, rerr = b:read(fname)
     if not chunk then
       if rerr then return nil, rerr end
       break
@@ -234,9 +236,10 @@ end
 --   http_proxy, https_proxy, all_proxy, no_proxy)
 --
 -- Methods: `c:get(url [, opts])`, `c:post(url, body [, opts])`,
--- `c:request(opts)` (as the module functions), and `c:close()` (no new
--- requests; its connections close when their transfers end; also `<close>`
--- and garbage collection).
+-- `c:request(opts)` (as the module functions), and `c:close()` (also
+-- `<close>`: no new requests; requests in flight and streamed bodies run to
+-- their end, then its connections close). A client is not collected while a
+-- request or a streamed body uses it.
 -- @function client
 -- @tparam[opt] table opts
 -- @return a client
@@ -348,24 +351,39 @@ client_mt.__index = Client
 
 local Response = {}
 
---- The body decoded as JSON (with lua-cjson; JSON null is `cjson.null`),
--- or nil and an error of kind "protocol" if it is not valid JSON.
+-- self must be a response (a table with the response metatable): a method
+-- taken from the metatable and called on something else raises
+local function check_response(self, fname)
+  if getmetatable(self) ~= response_mt then
+    argerror(fname, "expected an HTTP response, got " .. type(self)
+      .. " (call it with ':')")
+  end
+end
+
+--- The body decoded as JSON, or nil and an error of kind "protocol" if it
+-- is not valid JSON. A number written without a fraction or an exponent
+-- is an integer when it fits in 64 bits (`{"id": 1}` gives `id == 1`, an
+-- integer); any other number is a float (`1.0`, `1e3`, `2^63` and beyond).
+-- Objects and arrays are tables; JSON null is `http.null` (the light
+-- userdata NULL, equal to lua-cjson's `cjson.null`).
 -- @function Response:json
 function Response:json()
+  check_response(self, "resp:json")
   local body = rawget(self, "body")
   if body == nil then
     argerror("resp:json", "the response was streamed (stream = true); read "
       .. "it with resp:chunks() or resp:read()")
   end
-  local ok, v = pcall(json_lib("resp:json").decode, body)
-  if ok then return v end
+  local v, msg = json_decode(body)
+  if msg == nil then return v end
   local err = make_error("protocol", "tidal.http: the body of "
-    .. tostring(self.url) .. " is not valid JSON: " .. tostring(v))
+    .. tostring(self.url) .. " is not valid JSON: " .. msg)
   err.url = self.url
   return nil, err
 end
 
 local function stream_body(self, fname)
+  check_response(self, fname)
   local b = rawget(self, "_b")
   if b == nil then
     argerror(fname, "the response is not streamed (pass stream = true to "
@@ -374,11 +392,8 @@ local function stream_body(self, fname)
   return b
 end
 
---- Streamed responses: the next piece of the body, or nil at its end, or
--- nil and an error object if the transfer failed.
--- @function Response:read
-function Response:read()
-  local chunk, err = stream_body(self, "resp:read"):read()
+local function read(self, fname)
+  local chunk, err = stream_body(self, fname):read(fname)
   local progress = rawget(self, "_progress")
   if chunk and progress then
     local got = self._got + #chunk
@@ -386,6 +401,14 @@ function Response:read()
     progress(got, self._total)
   end
   return chunk, err
+end
+
+--- Streamed responses: the next piece of the body, or nil at its end, or
+-- nil and an error object if the transfer failed. One task at a time may
+-- read a body: a read while another task waits in one raises.
+-- @function Response:read
+function Response:read()
+  return read(self, "resp:read")
 end
 
 --- Streamed responses: an iterator over the pieces of the body,
@@ -396,7 +419,7 @@ end
 function Response:chunks()
   stream_body(self, "resp:chunks")
   return function()
-    local chunk, err = self:read()
+    local chunk, err = read(self, "resp:chunks")
     if chunk == nil and err ~= nil then error(err, 2) end
     return chunk
   end
@@ -406,6 +429,7 @@ end
 -- body was complete). Also `<close>` and garbage collection.
 -- @function Response:close
 function Response:close()
+  check_response(self, "resp:close")
   local b = rawget(self, "_b")
   if b ~= nil then b:close() end
 end
@@ -416,6 +440,7 @@ local function status_line(self)
 end
 
 function response_mt.__index(self, k)
+  check_response(self, "resp:__index")
   local m = Response[k]
   if m ~= nil then return m end
   if k == "headers" then
@@ -438,11 +463,16 @@ end
 response_mt.__close = Response.close
 
 function response_mt.__tostring(self)
+  check_response(self, "resp:__tostring")
   return ("tidal.http.Response (%s %s)"):format(tostring(rawget(self, "status")),
     tostring(rawget(self, "url")))
 end
 
 body_mt.__name = "tidal.http.Body"
+
+--- JSON null as `resp:json()` decodes it: the light userdata NULL, equal
+-- to lua-cjson's `cjson.null`.
+M.null = json_decode("null")
 
 --- libcurl's version and features: `version, {async_dns, http2, tls,
 -- tls_version}`.

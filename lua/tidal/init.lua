@@ -111,7 +111,10 @@ M.group = core.group
 -- "closed"); `tx:clone()`, `tx:close()`. `rx:recv()` → value, or nil once
 -- every sender is closed and the buffer is drained; `rx:try_recv()` → value
 -- or `nil, err` ("empty" / "closed"); `rx:close()`; `for v in rx do ... end`.
--- Ends close themselves when collected or leaving a `<close>` scope.
+-- An end closes with `close()`, leaving a `<close>` scope, or when
+-- collected. For a deterministic end of stream, close every sender: give
+-- each producer task its clone as an argument and bind it with
+-- `local tx <close> = tx`, then close the original (Tokio's `drop(tx)`).
 -- @function channel
 M.channel = core.channel
 
