@@ -185,6 +185,11 @@ int tidal__closed_error(lua_State *L, const char *fname, const char *what) {
 }
 
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt) {
+  if (ctx == NULL) { /* a handle copied into a state without tidal.core */
+    luaL_requiref(L, "tidal.core", luaopen_tidal_core, 0);
+    lua_pop(L, 1);
+    ctx = tidal__ctx(L);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[tt]);
   lua_setmetatable(L, -2);
 }

@@ -375,7 +375,10 @@ void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
 /* the userdata at idx if it is of type tt (ctx from upvalue 1), else raises
 ** "fname: expected a <Type> ..." */
 void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
-void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt); /* top value */
+/* Sets type tt's metatable on the top value; ctx NULL (a state that never
+** loaded tidal.core, where a handle is being copied) loads tidal.core
+** first, so no method ever runs without its context. */
+void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt);
 /* Raises "fname: attempt to use a closed <what>", liolib's words for a
 ** file used after close() or collection. Every method of a type checks its
 ** object this way before touching what its __gc frees: a finalizer may
