@@ -5,8 +5,8 @@
 --   * an unknown option to spawn (and rt:spawn, g:spawn, spawn_parallel)
 --     was silently ignored: it raises and lists the valid ones, as run,
 --     runtime and http do;
---   * errors raised through tidal/http.lua pointed at the library's line
---     instead of the caller's;
+--   * errors raised through tidal/http.lua (and tidal.tasks in init.lua)
+--     pointed at the library's line instead of the caller's;
 --   * docs/errors.md lacked the kinds closed, full, empty, lagged,
 --     no_permits, interrupted and the timeout of tidal.timeout.
 local tidal = require("tidal")
@@ -84,6 +84,15 @@ describe("issue 9 item 23: messages say what was wrong and where", function()
     end)
     assert.is_nil(msg:match("tidal/http.lua"), msg)
     assert.matches(here .. ":%d+: tidal.http.get: called from a plain coroutine", msg)
+  end)
+
+  it("errors raised through lua/tidal/init.lua point at the caller's line", function()
+    local here = debug.getinfo(1, "S").short_src
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() local l = tidal.tasks() return l end)
+    assert.is_false(ok)
+    assert.are.equal(here .. ":" .. line .. ": tidal.tasks: no runtime is running (call it "
+      .. "inside tidal.run, or use rt:tasks() on a runtime)", err)
   end)
 
   it("docs/errors.md lists every kind the runtime uses", function()
