@@ -50,7 +50,9 @@ local function callrand(o)
   if not mt then return end
   local fns = {}
   for k, v in pairs(mt) do if type(v) == "function" then fns[#fns + 1] = v end end
-  if type(mt.__index) == "table" then for k, v in pairs(mt.__index) do if type(v) == "function" then fns[#fns + 1] = v end end end
+  if type(mt.__index) == "table" then
+    for _, v in pairs(mt.__index) do if type(v) == "function" then fns[#fns + 1] = v end end
+  end
   if #fns == 0 then return end
   local f = fns[R(#fns)]
   local self = R(10) == 1 and pick() or o
