@@ -417,7 +417,8 @@ static int l_rwlock_is_locked(lua_State *L) {
 static int lock_tostring(lua_State *L, int tt, const char *fname) {
   lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
   if (l == NULL)
-    lua_pushfstring(L, "tidal.%s (closed)", tt == TT_MUTEX ? "Mutex" : "RwLock");
+    lua_pushfstring(L, "tidal.%s (closed)",
+                    tt == TT_MUTEX ? "Mutex" : "RwLock");
   else if (!l->rw)
     lua_pushfstring(L, "tidal.Mutex (%s)", l->held ? "locked" : "unlocked");
   else if (l->held)
