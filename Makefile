@@ -19,7 +19,9 @@ LUAROCKS   ?= luarocks --lua-version=5.4
 TREE       ?= $(CURDIR)/lua_modules
 ASAN_TREE  ?= $(CURDIR)/build/asan
 TSAN_TREE  ?= $(CURDIR)/build/tsan
-TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua
+TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
+              spec/regress/i9_16_interrupt_busy_spec.lua \
+              spec/regress/i9_20_shutdown_races_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11

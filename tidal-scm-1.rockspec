@@ -38,6 +38,7 @@ build = {
         "csrc/http_xfer.c",
         "csrc/family.c",
         "csrc/group.c",
+        "csrc/interrupt.c",
         "csrc/introspect.c",
         "csrc/lock.c",
         "csrc/notify.c",

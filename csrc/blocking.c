@@ -8,8 +8,11 @@
 ** works; reused, not created per call). The results -- or the error and its
 ** traceback -- are copied back and the JoinHandle's record is finished on
 ** the worker that queued the job. Aborting a job that is still queued
-** cancels it (it never runs); aborting a running one discards its result
-** (Lua code on another thread cannot be interrupted).
+** cancels it (it never runs); aborting a running one interrupts its Lua code
+** (a count hook raises a "cancelled" error in it, see interrupt.c) and
+** discards whatever it returns. At shutdown the worker's jobs are cancelled
+** and interrupted the same way, so a runaway job cannot keep the process
+** alive; a C function that does not return (a blocking read) can.
 */
 #include "tidal_int.h"
 
@@ -23,9 +26,18 @@ typedef struct tidal_bjob {
   tidal_record *r;
   tidal_family *f;
   tidal_worker *w; /* queued it; after_work runs on its loop */
+  struct tidal_bjob *next, *prev; /* w's unfinished jobs (w's thread) */
+  lua_State *L; /* the pool state running it, under f->pool_lock */
+  int stop;     /* cancelled (abort, shutdown): written under f->pool_lock */
+  int listed;   /* in w's list */
   tidal_buf out;
   int outcome;
 } tidal_bjob;
+
+/* w's unfinished jobs: its TIDAL_EXT_BLOCKING extension */
+typedef struct bjobs {
+  tidal_bjob *head;
+} bjobs;
 
 /* --------------------------------------------------------- state pool */
 
@@ -114,10 +126,25 @@ static int run_protected(lua_State *L) {
   return 0;
 }
 
+/* Set on a running job's state to interrupt it: raises a cancellation in
+** its Lua code (never in a finalizer: then it comes back later). */
+static void job_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (tidal__irq_in_finalizer(L)) {
+    lua_sethook(L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE / 16);
+    return;
+  }
+  tidal__error_push(L, "cancelled", "tidal.spawn_blocking: the job was "
+                                    "cancelled");
+  lua_error(L);
+}
+
 /* On a thread of the pool. */
 static void work_cb(uv_work_t *req) {
   tidal_bjob *job = (tidal_bjob *)req->data;
   lua_State *L;
+  int stop;
   if (tidal__record_aborted(job->r)) {
     job->outcome = TIDAL_R_CANCELLED;
     return;
@@ -126,9 +153,23 @@ static void work_cb(uv_work_t *req) {
     job->outcome = TIDAL_R_CANCELLED;
     return;
   }
+  uv_mutex_lock(&job->f->pool_lock);
+  stop = job->stop;
+  if (!stop) job->L = L; /* from now on, stopping it interrupts L */
+  uv_mutex_unlock(&job->f->pool_lock);
+  if (stop) {
+    job->outcome = TIDAL_R_CANCELLED;
+    pool_give(job->f, L);
+    return;
+  }
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, job);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) { /* out of memory: a broken state */
+  int st = lua_pcall(L, 1, 0, 0);
+  uv_mutex_lock(&job->f->pool_lock);
+  job->L = NULL;
+  uv_mutex_unlock(&job->f->pool_lock);
+  lua_sethook(L, NULL, 0, 0); /* a hook set too late must not hit a later job */
+  if (st != LUA_OK) { /* out of memory: a broken state */
     job->outcome = TIDAL_R_FAILED;
     tidal__buf_free(&job->out);
     lua_close(L);
@@ -137,12 +178,55 @@ static void work_cb(uv_work_t *req) {
   pool_give(job->f, L);
 }
 
+static void unlist(tidal_bjob *job) {
+  bjobs *js = (bjobs *)job->w->ext[TIDAL_EXT_BLOCKING].data;
+  if (!job->listed) return;
+  job->listed = 0;
+  if (job->prev)
+    job->prev->next = job->next;
+  else
+    js->head = job->next;
+  if (job->next) job->next->prev = job->prev;
+  job->next = job->prev = NULL;
+}
+
+/* w's thread: a queued job never runs, a running one is interrupted. */
+static void stop_job(tidal_bjob *job) {
+  uv_mutex_lock(&job->f->pool_lock);
+  job->stop = 1;
+  if (job->L != NULL)
+    lua_sethook(job->L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE);
+  uv_mutex_unlock(&job->f->pool_lock);
+  uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
+}
+
+/* Shutdown of w: stop every job it queued (their after_cb still runs, on
+** w's loop, before the loop closes). */
+void tidal__blocking_shutdown(tidal_worker *w) {
+  bjobs *js = (bjobs *)w->ext[TIDAL_EXT_BLOCKING].data;
+  if (js == NULL) return;
+  for (tidal_bjob *job = js->head; job != NULL; job = job->next)
+    if (!job->stop) stop_job(job);
+}
+
+static void bjobs_close(tidal_worker *w, void *data) {
+  bjobs *js = (bjobs *)data;
+  tidal__blocking_shutdown(w);
+  while (js->head != NULL) unlist(js->head); /* the list goes away */
+  free(js);
+}
+
 /* Back on the worker's loop. */
 static void after_cb(uv_work_t *req, int status) {
   tidal_bjob *job = (tidal_bjob *)req->data;
   tidal_buf none = {NULL, 0, 0};
   int outcome = job->outcome;
-  if (status == UV_ECANCELED || tidal__record_aborted(job->r))
+  tidal_buf *in = tidal__record_input(job->r);
+  unlist(job);
+  /* the job is over: what its arguments hold is released now */
+  if (in->data) tidal__xfer_discard(in->data, in->len);
+  tidal__buf_free(in);
+  if (status == UV_ECANCELED || job->stop || tidal__record_aborted(job->r))
     outcome = TIDAL_R_CANCELLED;
   if (outcome == TIDAL_R_CANCELLED) {
     if (job->out.data) tidal__xfer_discard(job->out.data, job->out.len);
@@ -158,7 +242,7 @@ static void after_cb(uv_work_t *req, int status) {
 }
 
 void tidal__blocking_cancel(tidal_bjob *job) {
-  uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
+  stop_job(job);
 }
 
 /* tidal.spawn_blocking(fn, ...) -> JoinHandle */
@@ -174,6 +258,12 @@ static int l_spawn_blocking(lua_State *L) {
                       "on the thread pool, got %s",
                       lua_type(L, 1) == LUA_TNONE ? "no value"
                                                   : luaL_typename(L, 1));
+  tidal_ext *e = &w->ext[TIDAL_EXT_BLOCKING];
+  if (e->data == NULL && !w->closing) {
+    if ((e->data = calloc(1, sizeof(bjobs))) == NULL)
+      return luaL_error(L, "tidal.spawn_blocking: not enough memory");
+    e->close = bjobs_close;
+  }
   /* everything that may raise comes before the record and job exist */
   int n = lua_gettop(L);
   luaL_checkstack(L, 4, "tidal.spawn_blocking");
@@ -184,6 +274,15 @@ static int l_spawn_blocking(lua_State *L) {
     free(job);
     if (r) tidal__record_unref(r);
     return luaL_error(L, "tidal.spawn_blocking: not enough memory");
+  }
+  if (w->closing) { /* shutting down: cancelled before it could start */
+    tidal_buf none = {NULL, 0, 0};
+    free(job);
+    tidal__record_set_job(r, NULL, w,
+                          atomic_fetch_add(&w->family->next_id, 1));
+    tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
+    *slot = r; /* the handle (on top) takes the caller's reference */
+    return 1;
   }
   if (tidal__xfer_encode(L, 1, n, "args", tidal__record_input(r))) {
     lua_pushfstring(L, "tidal.spawn_blocking: %s (copy only plain data, Lua "
@@ -209,6 +308,11 @@ static int l_spawn_blocking(lua_State *L) {
     free(job);
     return luaL_error(L, "tidal.spawn_blocking: %s", uv_strerror(rc));
   }
+  bjobs *js = (bjobs *)e->data;
+  job->next = js->head;
+  if (js->head) js->head->prev = job;
+  js->head = job;
+  job->listed = 1;
   *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
 }

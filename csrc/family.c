@@ -98,7 +98,9 @@ static void worker_thread(void *arg) {
   atomic_store(&w->started, 1);
   uv_sem_post(&f->ready);
   tidal__worker_run(L, w); /* until the runtime shuts down */
+  tidal__worker_retire(w, L);
   tidal__worker_close_handles(w);
+  tidal__irq_quiesce(w); /* nobody sets a hook in L any more */
   tidal__worker_free(w);
   lua_close(L);
 }
@@ -178,13 +180,27 @@ static void stop_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal__async_ref(w);
 }
 
-/* Ask every worker thread to cancel its tasks and end, and wait for them. */
+/* Ask every worker thread to cancel its tasks and end, and wait for them.
+** Lua code busy on a worker is interrupted (interrupt.c). */
 void tidal__family_stop(tidal_family *f) {
   for (int i = 1; i <= f->nstarted; i++)
-    if (atomic_load(&f->w[i]->started))
+    if (atomic_load(&f->w[i]->started)) {
+      tidal__irq_request(f->w[i], IRQ_SHUTDOWN);
       tidal__wake_remote(f->w[i], NULL, stop_msg, NULL);
+    }
   for (int i = 1; i <= f->nstarted; i++) uv_thread_join(&f->threads[i]);
   f->nstarted = 0;
+}
+
+/* After its last task: w refuses posts from now on (tidal__wake_remote
+** says UV_ECANCELED, and spawn_parallel no longer picks it), and what was
+** posted before runs now, so no message is dropped with the references it
+** holds (a spawn_parallel's record and arguments are finished as
+** cancelled). */
+void tidal__worker_retire(tidal_worker *w, lua_State *L) {
+  atomic_store(&w->gone, 1);
+  while (atomic_load(&w->posters) != 0) uv_sleep(0);
+  tidal__drain_remote(w, L);
 }
 
 void tidal__family_free(tidal_family *f) {
@@ -196,12 +212,14 @@ void tidal__family_free(tidal_family *f) {
 }
 
 /* The worker with the fewest live tasks, counting those on their way to it
-** (ties: the lowest index); the caller then sends it one more. */
+** (ties: the lowest index), among those still taking work; the caller then
+** sends it one more. */
 tidal_worker *tidal__family_pick(tidal_family *f) {
   tidal_worker *best = f->w[0];
   int least = atomic_load(&best->load) + atomic_load(&best->assigned);
   for (int i = 1; i < f->n; i++) {
     int load = atomic_load(&f->w[i]->load) + atomic_load(&f->w[i]->assigned);
+    if (atomic_load(&f->w[i]->irq) & IRQ_SHUTDOWN) continue; /* stopping */
     if (load < least) {
       least = load;
       best = f->w[i];

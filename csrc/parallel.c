@@ -229,6 +229,13 @@ static int start_protected(lua_State *L) {
   return 0;
 }
 
+/* The task will never run: release what its arguments hold now (channel
+** ends, handles), not when the last JoinHandle is collected. */
+static void drop_input(tidal_record *r) {
+  if (r->in.data) tidal__xfer_discard(r->in.data, r->in.len);
+  tidal__buf_free(&r->in);
+}
+
 static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
   atomic_fetch_sub(&w->assigned, 1);
@@ -238,6 +245,7 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   int aborted = r->abort;
   uv_mutex_unlock(&r->mu);
   if (w->closing || aborted) {
+    drop_input(r);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     tidal__record_unref(r);
     return;
@@ -247,6 +255,7 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK || r->task == NULL) {
     tidal_buf buf = {NULL, 0, 0};
+    drop_input(r);
     if (lua_gettop(L) > top && lua_isstring(L, -1)) { /* could not start */
       lua_pushnil(L);
       tidal__encode_outcome(L, 0, 2, NULL, &buf); /* (pops both) */
@@ -255,19 +264,21 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
       tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     }
     tidal__record_unref(r);
-  }
+  } /* else the task holds the target's reference until it publishes */
   lua_settop(L, top);
-  /* else the task holds the target's reference until it publishes */
 }
 
 static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
   (void)L;
   (void)w;
-  if (r->job != NULL)
+  if (r->job != NULL) {
     tidal__blocking_cancel(r->job); /* a queued job never runs */
-  else if (r->task != NULL)
+  } else if (r->task != NULL) {
     tidal__cancel(r->task, CK_ABORT);
+    /* if it runs on without waiting, its Lua code is interrupted */
+    if (r->task->co != NULL) tidal__irq_set(r->task->co);
+  }
   tidal__record_unref(r);
 }
 
@@ -337,11 +348,19 @@ static int l_spawn_parallel(lua_State *L) {
   r->id = atomic_fetch_add(&w->family->next_id, 1);
   r->target = tidal__family_pick(w->family);
   tidal__record_ref(r); /* the target's */
-  if (tidal__wake_remote(r->target, NULL, start_msg, r)) {
+  int rc = tidal__wake_remote(r->target, NULL, start_msg, r);
+  if (rc) {
     atomic_fetch_sub(&r->target->assigned, 1);
     tidal__record_unref(r);
-    tidal__record_unref(r);
-    return luaL_error(L, "tidal.spawn_parallel: not enough memory");
+    if (rc != UV_ECANCELED) {
+      tidal__record_unref(r);
+      return luaL_error(L, "tidal.spawn_parallel: not enough memory");
+    }
+    /* the worker stopped meanwhile (the runtime is shutting down): as a
+    ** task spawned then, it is cancelled before it starts */
+    tidal_buf none = {NULL, 0, 0};
+    drop_input(r);
+    tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
   }
   *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
@@ -427,15 +446,21 @@ static int l_rjoin(lua_State *L) {
   return rwait(L, 0, "JoinHandle:join");
 }
 
+/* The target finishes the record (under its lock) before it can go away,
+** so while the record is not done, posting to it is safe. */
 static int l_rabort(lua_State *L) {
   tidal_record *r = check_rh(L, "JoinHandle:abort");
+  tidal_worker *cur = tidal__cur_worker(L);
   uv_mutex_lock(&r->mu);
-  int done = r->done;
-  if (!done) r->abort = 1;
+  if (!r->done) {
+    r->abort = 1;
+    tidal__record_ref(r);
+    if (tidal__wake_remote(r->target, NULL, abort_msg, r))
+      tidal__record_unref(r);
+    /* a task busy on another worker never gets to the message */
+    if (r->job == NULL && r->target != cur) tidal__irq_arm(r->target);
+  }
   uv_mutex_unlock(&r->mu);
-  if (done) return 0;
-  tidal__record_ref(r);
-  if (tidal__wake_remote(r->target, NULL, abort_msg, r)) tidal__record_unref(r);
   return 0;
 }
 

@@ -176,12 +176,23 @@ static void deadlock(lua_State *L, tidal_worker *w) {
 
 /* ------------------------------------------------------------- the loops */
 
+/* Ctrl-C: the main task is cancelled with kind "interrupted"; if it then
+** runs on without waiting, its Lua code is interrupted (interrupt.c). */
+static void interrupt_main(tidal_task *main) {
+  tidal__cancel(main, CK_INTERRUPT);
+  if (main->state != TS_DONE && main->co != NULL) tidal__irq_set(main->co);
+}
+
 static int block_on_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   tidal_task *main = w->main;
   for (;;) {
     tidal__run_batch(w, L, TIDAL_POLL_EVERY);
     if (main->state == TS_DONE) break;
+    if (tidal__sigint_take(w)) {
+      interrupt_main(main);
+      continue;
+    }
     if (w->rq_len) {
       tidal__poll(w, L, 0, 0);
     } else if (tidal__pending(w)) {
@@ -201,12 +212,19 @@ static int block_on_loop(lua_State *L) {
   return 0;
 }
 
+/* Cancels every task and lets them unwind. Blocking jobs are stopped, and
+** a task that runs on without waiting (a loop that never reaches a wait)
+** is interrupted (interrupt.c), so shutdown cannot wait forever on Lua
+** code. */
 static int shutdown_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
+  tidal__blocking_shutdown(w);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
-    tidal__cancel((tidal_task *)lua_touserdata(L, -1), CK_SHUTDOWN);
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    tidal__cancel(t, CK_SHUTDOWN);
+    if (t->state != TS_DONE && t->co != NULL) tidal__irq_set(t->co);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -257,11 +275,15 @@ static void enter(lua_State *L, tidal_worker *w, lua_CFunction loop,
   ctx->w = NULL;
   ctx->cur = NULL;
   w->running = 0;
-  if (st != LUA_OK) lua_error(L);
+  if (st != LUA_OK) {
+    tidal__sigint_stop(w);
+    lua_error(L);
+  }
 }
 
 /* Runs stack[first..top] as the main task until it is done; pushes its
-** handle and returns it. */
+** handle and returns it. Ctrl-C is watched from here on: the caller stops
+** watching (tidal.run after shutting down). */
 static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   tidal_worker *w = &rt->w;
   lua_createtable(L, 0, 1);
@@ -270,7 +292,9 @@ static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   lua_insert(L, first);
   tidal_task *main = tidal__spawn(L, w, first);
   w->main = main;
+  tidal__sigint_start(w);
   enter(L, w, block_on_loop, 0);
+  tidal__sigint_take(w); /* too late for main: nothing left to act on */
   w->main = NULL;
   return main;
 }
@@ -283,11 +307,10 @@ static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
   w->closing = 1;
   enter(L, w, shutdown_loop, 0);
   rt->closed = 1;
-  if (w->family) {
-    tidal__family_stop(w->family);
-    tidal__drain_remote(w, L); /* late posts: nothing left to wake */
-  }
-  tidal__worker_close_handles(w);
+  if (w->family) tidal__family_stop(w->family);
+  tidal__worker_retire(w, L); /* late posts run (and finish as cancelled) */
+  tidal__worker_close_handles(w); /* (stops watching Ctrl-C) */
+  tidal__irq_quiesce(w);
   tidal__worker_free(w);
   if (w->family) tidal__family_free(w->family);
   w->family = NULL;
@@ -386,6 +409,7 @@ static int l_block_on(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:block_on");
   check_idle(L, upctx(L), "Runtime:block_on");
   tidal_task *main = block_on(L, rt, 2);
+  tidal__sigint_stop(&rt->w);
   return finish_main(L, main, lua_gettop(L), NULL);
 }
 
@@ -494,12 +518,26 @@ static int l_rt_gc(lua_State *L) {
     t->state = TS_DONE;
     t->flags |= TF_CANCELLED | TF_NOSTART;
     t->co = NULL;
+    if (t->ext != NULL) {
+      tidal_record *r = t->ext->record;
+      if (r != NULL) { /* a copy of its handle elsewhere hears it now */
+        tidal_buf none = {NULL, 0, 0};
+        tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
+        tidal__record_unref(r);
+      }
+      t->ext->joiners = (tidal_task *)w->free_exts; /* freed below */
+      w->free_exts = t->ext;
+      t->ext = NULL;
+    }
     t->w = NULL;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  w->closing = 1;
   if (w->family) tidal__family_stop(w->family);
+  tidal__worker_retire(w, L); /* runs no task code: see the posts there */
   tidal__worker_close_handles(w);
+  tidal__irq_quiesce(w);
   tidal__worker_free(w);
   if (w->family) tidal__family_free(w->family);
   w->family = NULL;

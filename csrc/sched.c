@@ -276,7 +276,10 @@ void tidal__interrupt(tidal_task *t) {
 
 void tidal__cancel(tidal_task *t, int kind) {
   if (t->state == TS_DONE) return;
-  if (kind > t->cancel) t->cancel = (uint8_t)kind;
+  if (kind > t->cancel) {
+    t->cancel = (uint8_t)kind;
+    t->flags &= ~TF_CSEEN; /* a new one: not seen yet */
+  }
   if (t->state == TS_NEW)
     tidal__task_finish_unstarted(t);
   else
@@ -284,6 +287,7 @@ void tidal__cancel(tidal_task *t, int kind) {
 }
 
 int tidal__raise_cancel(lua_State *L, tidal_task *t) {
+  if (t->cancel != CK_NONE) t->flags |= TF_CSEEN;
   if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
@@ -296,6 +300,10 @@ int tidal__raise_cancel(lua_State *L, tidal_task *t) {
 }
 
 void tidal__push_cancel_error(lua_State *L, tidal_task *t) {
+  if (t->cancel == CK_INTERRUPT) { /* Ctrl-C, as lua5.4 says it */
+    tidal__error_push(L, "interrupted", "interrupted");
+    return;
+  }
   tidal__error_push(L, "cancelled", "task %I was cancelled%s%s",
                     (lua_Integer)t->id,
                     (t->flags & TF_NOSTART) ? " before it started" : "",
@@ -461,16 +469,27 @@ void tidal__external(tidal_worker *w, int delta) {
 }
 
 /* Any thread: run fn(w, arg) on w's thread, or (fn == NULL) wake task t,
-** which must stay parked until then. Returns 0 or UV_ENOMEM. */
+** which must stay parked until then. Returns 0, UV_ENOMEM, or UV_ECANCELED
+** once w is gone (tidal__worker_retire): then nothing runs. */
 int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
                        void *arg) {
+  int rc = 0;
+  /* Dekker with tidal__worker_retire: it sets gone, then waits for posters
+  ** to leave; so once it has seen none, nobody touches the loop's async
+  ** handle, and no post comes after its last drain. */
+  atomic_fetch_add(&w->posters, 1);
+  if (atomic_load(&w->gone)) {
+    rc = UV_ECANCELED;
+    goto out;
+  }
   uv_mutex_lock(&w->rlock);
   if (w->nremote == w->remote_cap) {
     size_t cap = w->remote_cap ? w->remote_cap * 2 : 16;
     tidal_remote *v = realloc(w->remote, cap * sizeof *v);
     if (v == NULL) {
       uv_mutex_unlock(&w->rlock);
-      return UV_ENOMEM;
+      rc = UV_ENOMEM;
+      goto out;
     }
     w->remote = v;
     w->remote_cap = cap;
@@ -482,7 +501,9 @@ int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
   atomic_store(&w->remote_pending, 1);
   uv_mutex_unlock(&w->rlock);
   uv_async_send(&w->async);
-  return 0;
+out:
+  atomic_fetch_sub(&w->posters, 1);
+  return rc;
 }
 
 /* ------------------------------------------------------------- lifecycle */

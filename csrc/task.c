@@ -228,7 +228,8 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   tidal_ctx *ctx = t->w->ctx;
   const char *kind = tidal__error_kind(L, err);
   if (t->cancel && kind &&
-      (strcmp(kind, "cancelled") == 0 || strcmp(kind, "deadlock") == 0))
+      (strcmp(kind, "cancelled") == 0 || strcmp(kind, "deadlock") == 0 ||
+       strcmp(kind, "interrupted") == 0))
     t->flags |= TF_CANCELLED;
   else
     t->flags |= TF_FAILED;
@@ -432,7 +433,11 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   ctx->cur = t;
   uint64_t saved = w->slice0;
   w->slice0 = w->slow_ns ? tidal__coarse_ns() : 0;
+  lua_State *prev_co = tidal__irq_enter(w, t->co);
   st = lua_resume(t->co, L, t->nres, &nres);
+  tidal__irq_leave(w, prev_co);
+  if (st != LUA_YIELD && (st != LUA_OK || w->npool >= TIDAL_POOL_MAX))
+    tidal__irq_quiesce(w); /* co is about to be reset or dropped */
   ctx->cur = prev;
   w->st.resumes++;
   uint64_t t0 = w->slice0; /* a handoff restarts the slice */
@@ -532,6 +537,7 @@ int tidal__run_now(lua_State *L, tidal_task *t) {
 ** without letting it run again (its <close> handlers run, but cannot
 ** wait). */
 void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
+  tidal__irq_quiesce(w); /* its coroutine is reset below */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
   int anchors = lua_gettop(L);
   if (t->state == TS_PARKED) {

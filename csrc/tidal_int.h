@@ -8,6 +8,7 @@
 **                remote wakes from other threads
 **   task.c       tasks and JoinHandles: spawn, the task body, outcomes
 **   runtime.c    the Runtime object: run, block_on, step, close, deadlock
+**   interrupt.c  Ctrl-C, and interrupting busy Lua code (lua_sethook)
 **   time.c       sleep, yield, now
 **   error.c      error objects (kind, message) and tracebacks
 **   introspect.c tasks(), stats()
@@ -171,7 +172,9 @@ typedef struct tidal_restart {
 enum { TS_NEW, TS_RUNNABLE, TS_RUNNING, TS_PARKED, TS_DONE };
 
 /* Cancellation kinds, in increasing precedence. */
-enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
+enum {
+  CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_INTERRUPT, CK_DEADLOCK
+};
 
 /* task flags */
 #define TF_QUEUED 0x0001    /* in the run queue */
@@ -190,6 +193,7 @@ enum { CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_DEADLOCK };
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 #define TF_XWAIT 0x4000     /* parked on something another thread may wake */
+#define TF_CSEEN 0x8000     /* its cancellation was raised in it (interrupt.c) */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -254,7 +258,7 @@ tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 ** task has finished and before the loop closes: it must uv_close its
 ** handles (the worker then runs the loop until they are closed) and free
 ** what it owns. It also runs when a runtime is collected without close(). */
-enum { TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_N };
+enum { TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_N };
 
 typedef struct tidal_ext {
   void *data;
@@ -305,6 +309,14 @@ struct tidal_worker {
   atomic_int started;  /* the worker is up (family.c) */
   int external;        /* tasks parked on something another thread wakes */
   uint8_t stop;        /* worker thread: leave the loop when idle */
+  /* interrupt.c: other threads (and the SIGINT handler) interrupt Lua code
+  ** running on this worker with a hook on the coroutine it runs now */
+  _Atomic(lua_State *) running_co; /* coroutine being resumed, or NULL */
+  atomic_int irq;       /* IRQ_* requested */
+  atomic_int irq_users; /* threads setting a hook on running_co now */
+  /* family.c: posts (tidal__wake_remote) are refused once it is gone */
+  atomic_int gone;
+  atomic_int posters;   /* threads inside tidal__wake_remote for it */
   uint64_t gc_resumes; /* st.resumes at the last idle collection */
   uint64_t gc_at;      /* coarse time of the last idle collection */
   tidal_task *main;    /* task of the current block_on */
@@ -558,6 +570,32 @@ void tidal__family_stop(tidal_family *f);
 void tidal__family_free(tidal_family *f);
 tidal_worker *tidal__family_pick(tidal_family *f);
 void tidal__worker_run(lua_State *L, tidal_worker *w); /* runtime.c */
+/* w takes no more posts; what was posted before runs now (w's thread). */
+void tidal__worker_retire(tidal_worker *w, lua_State *L);
+
+/* interrupt.c: interrupting Lua code that does not wait (see there). */
+#define TIDAL_IRQ_GRACE 1000000 /* instructions (~10 ms) before the hook */
+enum { IRQ_SIGINT = 1, IRQ_SHUTDOWN = 2 }; /* bits of w->irq */
+/* Around each resume (w's thread): co is what w runs now. */
+static inline lua_State *tidal__irq_enter(tidal_worker *w, lua_State *co) {
+  lua_State *prev = atomic_load_explicit(&w->running_co, memory_order_relaxed);
+  atomic_store_explicit(&w->running_co, co, memory_order_release);
+  return prev;
+}
+static inline void tidal__irq_leave(tidal_worker *w, lua_State *prev) {
+  atomic_store_explicit(&w->running_co, prev, memory_order_release);
+}
+void tidal__irq_quiesce(tidal_worker *w); /* before a coroutine is dropped */
+void tidal__irq_arm(tidal_worker *w);     /* any thread */
+void tidal__irq_request(tidal_worker *w, int irq); /* any thread */
+void tidal__irq_set(lua_State *co); /* a coroutine of the caller's worker */
+int tidal__irq_in_finalizer(lua_State *L);
+void tidal__sigint_start(tidal_worker *w); /* worker 0, around block_on */
+void tidal__sigint_stop(tidal_worker *w);
+int tidal__sigint_take(tidal_worker *w);
+/* The signal module, while a task waits for SIGINT: Ctrl-C goes to it
+** instead of interrupting the runtime (delta +1 / -1). */
+void tidal__sigint_claim(int delta);
 /* http.c */
 void tidal__http_open(lua_State *L);
 
@@ -660,6 +698,7 @@ tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
 void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
+void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
 extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
 extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
 extern const struct tidal_xtype tidal__mutex_xtype, tidal__rwlock_xtype;
