@@ -28,7 +28,7 @@
 #define TIDAL_SEM_MAX (LUA_MAXINTEGER >> 3)
 
 /* A waiter was woken with its permits (not by close): the task flag that
-** notify.c uses for notify_one, set under the semaphore's lock. */
+** notify.c uses for notify_one, set on the task's own thread. */
 #define TF_GRANTED TF_NOTIFIED
 
 typedef struct sem {
@@ -66,19 +66,35 @@ static void sem_unref(sem *s) {
   free(s);
 }
 
+/* Posted to the worker of a waiter granted its permits from another
+** thread: a task's flags are only touched on its own thread. */
+static void granted_msg(tidal_worker *w, lua_State *L, void *arg) {
+  tidal_task *t = (tidal_task *)arg;
+  (void)w;
+  (void)L;
+  if (t->state != TS_PARKED) return;
+  t->flags |= TF_GRANTED;
+  tidal__wake(t, 0);
+}
+
 /* Serve waiters from the head while enough permits are available. Locked. */
 static void serve(sem *s, tidal_worker *cur) {
   tidal_task *t;
   while ((t = s->waiters.head) != NULL && (s->closed || t->nres <= s->avail)) {
-    if (!s->closed) {
-      s->avail -= t->nres;
-      t->flags |= TF_GRANTED;
-    }
+    lua_Integer k = t->nres; /* (read before the wake: it resets nres) */
     tidal__wq_pop(&s->waiters);
-    if (s->shared)
-      tidal__wake_any(cur, t);
-    else
+    if (s->closed) { /* woken without permits: it sees "closed" */
+      if (s->shared)
+        tidal__wake_any(cur, t);
+      else
+        tidal__wake(t, 0);
+    } else if (!s->shared || t->w == cur) {
+      s->avail -= k;
+      t->flags |= TF_GRANTED;
       tidal__wake(t, 0);
+    } else if (tidal__wake_remote(t->w, NULL, granted_msg, t) == 0) {
+      s->avail -= k;
+    } /* (else its worker is gone: the permits stay available) */
   }
 }
 
@@ -193,10 +209,8 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
     tidal__resumed(L, t);
     return closed(L);
   }
-  LOCK(s);
-  int granted = (t->flags & TF_GRANTED) != 0;
+  int granted = (t->flags & TF_GRANTED) != 0; /* (set on this thread) */
   t->flags &= ~TF_GRANTED;
-  UNLOCK(s);
   if (granted && tidal__wake_lost(t)) give_back(s, k, t->w);
   tidal__resumed(L, t);
   if (!granted) return closed(L); /* woken by close() */
