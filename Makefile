@@ -22,6 +22,7 @@ TSAN_TREE  ?= $(CURDIR)/build/tsan
 TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_16_interrupt_busy_spec.lua \
               spec/regress/i9_20_shutdown_races_spec.lua \
+              spec/regress/i9_11_shared_waiters_spec.lua \
               spec/regress/i9_19_semaphore_close_spec.lua \
               spec/regress/i9_06_capacity_is_a_limit_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec

@@ -241,6 +241,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
   lua_settop(L, buf - 2);
   ch->ring = r;
   ch->shared = 1;
+  tidal__wq_shared(&ch->recvq);
+  tidal__wq_shared(&ch->sendq);
   return 1;
 }
 

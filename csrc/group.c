@@ -35,6 +35,8 @@ struct tidal_group {
   uint8_t select;     /* a select: the first member to finish wins */
   uint8_t decided;    /* select: a winner is known, or none can win now */
   uint8_t cancelling; /* cancel_members is running */
+  uint8_t scratch;    /* of select / join_all (push_scratch_group) */
+  uint8_t orphan;     /* its task will never come back: drop when empty */
 };
 
 enum { PH_WAIT = 1, PH_DRAIN_OK, PH_DRAIN_RAISE, PH_DRAIN_ERROR };
@@ -78,6 +80,8 @@ static void unlink_member(tidal_group *g, tidal_task *t) {
   g->nlive--;
 }
 
+static void drop_scratch_group(tidal_group *g);
+
 /* Cancel the live members (they unwind when they next run). A member that
 ** has not started yet finishes inside tidal__cancel and leaves the live
 ** list (its links are cleared), so the next one is read first. */
@@ -109,6 +113,7 @@ void tidal__group_member_done(tidal_group *g, tidal_task *t) {
     cancel_members(g);
   }
   while ((j = tidal__wq_pop(&g->waiters)) != NULL) tidal__wake(j, 0);
+  if (g->orphan && g->nlive == 0) drop_scratch_group(g);
 }
 
 static tidal_task *take_done(tidal_group *g) {
@@ -211,6 +216,7 @@ static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
     luaL_error(L, "tidal: not enough memory");
   }
   g->w = w;
+  g->scratch = 1;
   lua_pushlightuserdata(L, g);
   return g;
 }
@@ -222,6 +228,29 @@ static void drop_scratch_group(tidal_group *g) {
   g->ndone = g->dhead = 0;
   g->live = (tidal_task *)w->free_groups;
   w->free_groups = g;
+}
+
+/* Task t waited in op on obj, and will never run its continuation again
+** (its coroutine was closed, or shutdown closed it); op->cancel was called
+** (and t is in no queue since). If obj is a group: t leaves its waiters
+** even where op->cancel keeps it waiting for the members to unwind
+** (returns 1 then), and a select's or join_all's group goes back to the
+** free list once its members are gone. */
+int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj) {
+  tidal_group *g = (tidal_group *)obj;
+  int waited = 0;
+  if (op != &select_op && op != &join_all_op && op != &join_next_op &&
+      op != &wait_op && op != &drain_op)
+    return 0;
+  if (g->waiters.head == t || t->qprev != NULL) {
+    tidal__wq_remove(&g->waiters, t);
+    waited = 1;
+  }
+  if (g->scratch && !g->orphan) {
+    g->orphan = 1;
+    if (g->nlive == 0 && g->waiters.head == NULL) drop_scratch_group(g);
+  }
+  return waited;
 }
 
 void tidal__groups_free(tidal_worker *w) {
@@ -523,6 +552,8 @@ static int join_all_k(lua_State *L, int status, lua_KContext k) {
 }
 
 static int l_await_body(lua_State *L); /* awaits a given JoinHandle */
+static int l_join_all(lua_State *L);
+static const tidal_restart join_all_again = {l_join_all};
 
 /* tidal.join_all(fns_or_handles) -> { {n=..., ...}, ... } */
 static int l_join_all(lua_State *L) {
@@ -532,6 +563,7 @@ static int l_join_all(lua_State *L) {
                       "tidal.join_all: expected a list of functions or "
                       "JoinHandles, got %s",
                       luaL_typename(L, 1));
+  TIDAL_SPEND(L, t, &join_all_again);
   if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   int n = (int)lua_rawlen(L, 1);
@@ -636,22 +668,35 @@ static int join_next_k(lua_State *L, int status, lua_KContext k) {
   return l_join_next(L);
 }
 
+/* Spends t's budget on a wait that completes at once, as any wait does
+** (DESIGN.md section 1), in a task that can yield; 1 if it yielded. */
+#define SPEND_READY(L, t, again)                                               \
+  do {                                                                         \
+    if ((t) != NULL && (t)->co == (L) && lua_isyieldable(L))                   \
+      TIDAL_SPEND((L), (t), (again));                                          \
+  } while (0)
+
 /* g:join_next() -> true, ... | false, err | nil when none is left */
 static int l_join_next(lua_State *L) {
   tidal_group *g = check_group(L, "Group:join_next");
-  tidal_task *d = take_done(g);
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *d;
   lua_settop(L, 1);
-  if (d != NULL) {
-    push_member(L, d);
-    return tidal__push_outcome(L, d, 2, 0);
+  if (g->ndone > 0 || g->nlive == 0) {
+    SPEND_READY(L, ctx->cur, &join_next_again);
+    if ((d = take_done(g)) != NULL) {
+      push_member(L, d);
+      return tidal__push_outcome(L, d, 2, 0);
+    }
+    return 0;
   }
-  if (g->nlive == 0) return 0;
   tidal_task *t = tidal__wait_begin(L, "Group:join_next");
   TIDAL_SPEND(L, t, &join_next_again);
   return park(L, t, g, &join_next_op, join_next_k);
 }
 
 static int l_wait(lua_State *L);
+static const tidal_restart wait_again = {l_wait};
 
 static int wait_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
@@ -697,6 +742,8 @@ static int l_wait(lua_State *L) {
     return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 2), 2, 1);
   }
   if (g->nlive == 0) {
+    tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+    SPEND_READY(L, ctx->cur, &wait_again);
     g->phase = 0;
     return 0;
   }

@@ -445,6 +445,7 @@ static void *share(lua_State *L, int idx) {
   if (!l->shared) { /* on the owning thread: nobody else sees it yet */
     if (uv_mutex_init(&l->mu)) return NULL;
     l->shared = 1;
+    tidal__wq_shared(&l->waiters);
   }
   atomic_fetch_add(&l->refs, 1);
   return l;

@@ -394,6 +394,7 @@ static void *share(lua_State *L, int idx, int tx) {
       return NULL;
     }
     o->shared = 1;
+    tidal__wq_shared(&o->waiters);
   }
   uv_mutex_lock(&o->mu);
   if (tx)

@@ -412,13 +412,24 @@ static int rjoin_k(lua_State *L, int status, lua_KContext k) {
   return rwait_k(L, k, 0);
 }
 
+static int l_rawait(lua_State *L);
+static int l_rjoin(lua_State *L);
+static const tidal_restart rawait_again = {l_rawait};
+static const tidal_restart rjoin_again = {l_rjoin};
+
 static int rwait(lua_State *L, int raise, const char *fname) {
   tidal_record *r = check_rh(L, fname);
   uv_mutex_lock(&r->mu);
   int done = r->done;
   uv_mutex_unlock(&r->mu);
   lua_settop(L, 1);
-  if (done) return push_outcome(L, r, raise);
+  if (done) {
+    /* ready at once: still spends the budget, as any wait does */
+    tidal_task *t = ((tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)))->cur;
+    if (t != NULL && t->co == L && lua_isyieldable(L))
+      TIDAL_SPEND(L, t, raise ? &rawait_again : &rjoin_again);
+    return push_outcome(L, r, raise);
+  }
   tidal_task *t = tidal__wait_begin(L, fname);
   rnode *n = (rnode *)lua_newuserdatauv(L, sizeof *n, 0); /* kept at 2 */
   memset(n, 0, sizeof *n);

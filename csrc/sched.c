@@ -11,6 +11,7 @@
 */
 #include "tidal_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,19 @@ void tidal__list_remove(tidal_task **head, tidal_task *t) {
     *head = t->qnext;
   if (t->qnext) t->qnext->qprev = t->qprev;
   t->qnext = t->qprev = NULL;
+}
+
+/* The object q belongs to becomes shared with other threads (on its
+** owning thread, before they can see it): a task already waiting on it can
+** now be woken from another thread, so it counts as waiting on one (see
+** tidal__external), as if it had parked with tidal__park_shared. */
+void tidal__wq_shared(tidal_wq *q) {
+  for (tidal_task *t = q->head; t != NULL; t = t->qnext) {
+    if (!(t->flags & TF_XWAIT)) {
+      t->flags |= TF_XWAIT;
+      tidal__external(t->w, 1);
+    }
+  }
 }
 
 tidal_task *tidal__wq_pop(tidal_wq *q) {
@@ -169,6 +183,200 @@ tidal_task *tidal__wait_begin(lua_State *L, const char *fname) {
   return t;
 }
 
+/*
+** Every yield of a task goes through task_yield, and every resume of a
+** yielded task through guard_k, which checks that the scheduler resumed it.
+** Lua code can resume a task's coroutine itself (coroutine.resume on a
+** captured coroutine.running(), the usual callback-to-coroutine adapter):
+** the continuation of the wait would then run, re-register the task or take
+** what was meant for it, and the scheduler's queues would no longer match
+** its tasks. Instead guard_k drops what the resumer passed, yields straight
+** back (the task stays parked, its wait untouched) and reports the misuse
+** (refuse).
+**
+** The real continuation is t->k: the wait's (under park_key) or the
+** function to call again after a budget yield (restart_key). The key, which
+** only C can produce, is left on top of the task's stack: whatever a
+** resumer passes lands above it.
+*/
+static const char park_key = 0, restart_key = 0;
+
+static int guard_k(lua_State *L, int status, lua_KContext kc);
+
+static int task_yield(lua_State *L, tidal_task *t, lua_KFunction k,
+                      const char *key) {
+  if (!lua_checkstack(L, 1)) luaL_error(L, "tidal: stack overflow");
+  t->k = k;
+  lua_pushlightuserdata(L, (void *)key);
+  return lua_yieldk(L, 0, (lua_KContext)t, guard_k);
+}
+
+/* The thread x is resuming (or closing): x is running coroutine.resume(co),
+** coroutine.close(co) or a function made by coroutine.wrap (lcorolib's, as
+** found at load). */
+static lua_State *resuming(tidal_ctx *ctx, lua_State *x) {
+  lua_Debug ar;
+  lua_State *co = NULL;
+  if (!lua_getstack(x, 0, &ar) || !lua_checkstack(x, 2)) return NULL;
+  lua_getinfo(x, "f", &ar);
+  lua_CFunction f = lua_tocfunction(x, -1);
+  if (f != NULL && (f == ctx->co_resume || f == ctx->co_close)) {
+    if (lua_getlocal(x, &ar, 1) != NULL) {
+      co = lua_tothread(x, -1);
+      lua_pop(x, 1);
+    }
+  } else if (f != NULL && f == ctx->co_wrap) {
+    if (lua_getupvalue(x, -1, 1) != NULL) {
+      co = lua_tothread(x, -1);
+      lua_pop(x, 1);
+    }
+  }
+  lua_pop(x, 1);
+  return co;
+}
+
+static const char refuse_key = 0; /* registry: the message to raise */
+static const char hooked_key = 0; /* registry: ctx->rf_thread, kept alive */
+
+static void refuse_hook(lua_State *R, lua_Debug *ar);
+
+/* Puts back the own hook of the thread refuse hooked, if any. */
+void tidal__unhook(lua_State *L, tidal_ctx *ctx) {
+  lua_State *r = ctx->rf_thread;
+  if (r == NULL) return;
+  if (lua_gethook(r) == refuse_hook)
+    lua_sethook(r, ctx->rf_hook, ctx->rf_mask, ctx->rf_count);
+  ctx->rf_thread = NULL;
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
+}
+
+/* Return hook of the resumer: the first function to return in it is the
+** coroutine.resume (or close, or wrap function) that reached the task, so
+** the refusal is raised from that call, inside any pcall around it. */
+static void refuse_hook(lua_State *R, lua_Debug *ar) {
+  tidal_ctx *ctx = tidal__ctx(R);
+  if (ar->event != LUA_HOOKRET) return;
+  if (ctx != NULL && ctx->rf_thread == R)
+    tidal__unhook(R, ctx);
+  else
+    lua_sethook(R, NULL, 0, 0);
+  luaL_where(R, 1);
+  lua_rawgetp(R, LUA_REGISTRYINDEX, &refuse_key);
+  lua_concat(R, 2);
+  lua_error(R);
+}
+
+/* Lua code resumed or closed the coroutine L of a task, instead of the
+** scheduler: raises the message on top (popped) in the thread that did it.
+** The resume or close itself cannot fail (a yielded coroutine is resumable
+** and closable to Lua), so the error is raised as that call returns: the
+** thread is found by following the resumes from the running task (or the
+** main thread), and gets a return hook until then. Failing that, the
+** message goes to stderr. */
+void tidal__refuse(lua_State *L) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  lua_State *x, *r = NULL;
+  if (ctx == NULL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (ctx->cur != NULL && ctx->cur->co != NULL) {
+    x = ctx->cur->co;
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    x = lua_tothread(L, -1);
+    lua_pop(L, 1);
+  }
+  for (int depth = 0; x != NULL && x != L && depth < 200; depth++) {
+    lua_State *co = resuming(ctx, x);
+    if (co == L) {
+      r = x;
+      break;
+    }
+    x = co;
+  }
+  if (r == NULL) {
+    fprintf(stderr, "tidal: %s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &refuse_key);
+  if (ctx->rf_thread != r) {
+    tidal__unhook(L, ctx);
+    ctx->rf_hook = lua_gethook(r);
+    ctx->rf_mask = lua_gethookmask(r);
+    ctx->rf_count = lua_gethookcount(r);
+    ctx->rf_thread = r;
+    lua_pushthread(r);
+    lua_xmove(r, L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
+  }
+  lua_sethook(r, refuse_hook, LUA_MASKRET, 0);
+}
+
+/* guard_k found t's coroutine (stack L) resumed by Lua code. */
+static void refuse(lua_State *L, tidal_task *t) {
+  if (!lua_checkstack(L, 6)) return;
+  if (t->w != NULL && t->state != TS_DONE)
+    tidal__push_label(L, t, 0);
+  else
+    lua_pushfstring(L, "task %I", (lua_Integer)t->id);
+  if (t->state == TS_PARKED)
+    lua_pushfstring(L,
+                    "coroutine.resume: cannot resume the coroutine of %s: it "
+                    "waits in %s, and only tidal's scheduler may resume it "
+                    "(it goes on waiting); to wake a task from another one, "
+                    "use a channel, a oneshot or a notify",
+                    lua_tostring(L, -1), t->op ? t->op->name : "?");
+  else
+    lua_pushfstring(L,
+                    "coroutine.resume: cannot resume the coroutine of %s: "
+                    "only tidal's scheduler may resume it (it runs in its "
+                    "turn); to wake a task from another one, use a channel, "
+                    "a oneshot or a notify",
+                    lua_tostring(L, -1));
+  lua_remove(L, -2);
+  tidal__refuse(L);
+}
+
+static int guard_k(lua_State *L, int status, lua_KContext kc) {
+  tidal_task *t = (tidal_task *)kc;
+  tidal_worker *w = t->w;
+  const void *key;
+  int i;
+  (void)status;
+  if (w != NULL && w->ctx->cur == t && t->state == TS_RUNNING && t->co == L) {
+    /* the scheduler: the t->nres values it passed are above the key */
+    if (t->nres == 0) {
+      key = lua_touserdata(L, -1);
+      lua_settop(L, -2);
+    } else {
+      key = lua_touserdata(L, -1 - t->nres);
+      lua_rotate(L, -1 - t->nres, -1);
+      lua_settop(L, -2);
+    }
+    if (key == &park_key) return t->k(L, LUA_YIELD, kc);
+    /* after a budget yield: a cancellation that came meanwhile is raised
+    ** here, even if the operation could complete at once, or a loop over
+    ** always-ready operations would never see its timeout or abort */
+    if ((t->cancel | t->tmo) && !(t->flags & TF_CSEEN))
+      tidal__raise_cancel(L, t);
+    return ((lua_CFunction)(void (*)(void))t->k)(L);
+  }
+  /* resumed by Lua code: leave everything as it was */
+  for (i = lua_gettop(L); i > 0; i--) {
+    key = lua_touserdata(L, i);
+    if (lua_islightuserdata(L, i) && (key == &park_key || key == &restart_key))
+      break;
+  }
+  if (i == 0) return luaL_error(L, "tidal: a task's stack was corrupted");
+  lua_settop(L, i);
+  refuse(L, t);
+  return lua_yieldk(L, 0, kc, guard_k);
+}
+
 static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
                 void *obj, lua_KFunction k, int xthread) {
   t->state = TS_PARKED;
@@ -205,7 +413,7 @@ static int park(lua_State *L, tidal_task *t, const tidal_waitop *op,
       return n;
     }
   }
-  return lua_yieldk(L, 0, (lua_KContext)t, k);
+  return task_yield(L, t, k, &park_key);
 }
 
 int tidal__park(lua_State *L, tidal_task *t, const tidal_waitop *op,
@@ -230,6 +438,8 @@ void tidal__wake(tidal_task *t, int nvalues) {
   t->nres = nvalues;
   w->st.parked--;
   tidal__runq_push(w, t);
+  /* from a libuv callback: make the poll return at once (see tidal__poll) */
+  if (w->polling) uv_stop(w->loop);
 }
 
 void tidal__requeue(tidal_task *t) {
@@ -255,14 +465,15 @@ int tidal__wake_lost(tidal_task *t) {
   return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
 }
 
-static int budget_k(lua_State *L, int status, lua_KContext k) {
-  (void)status;
-  return ((const tidal_restart *)k)->fn(L);
-}
-
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   tidal__requeue(t);
-  return lua_yieldk(L, 0, (lua_KContext)r, budget_k);
+  return task_yield(L, t, (lua_KFunction)(void (*)(void))r->fn, &restart_key);
+}
+
+/* Requeue t and yield; k runs when the scheduler resumes it. */
+int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k) {
+  tidal__requeue(t);
+  return task_yield(L, t, k, &park_key);
 }
 
 /* Withdraw a parked task's wait so that it raises where it waits. */
@@ -287,7 +498,7 @@ void tidal__cancel(tidal_task *t, int kind) {
 }
 
 int tidal__raise_cancel(lua_State *L, tidal_task *t) {
-  if (t->cancel != CK_NONE) t->flags |= TF_CSEEN;
+  t->flags |= TF_CSEEN; /* (budget yields, interrupt.c) */
   if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
@@ -315,6 +526,7 @@ void tidal__push_cancel_error(lua_State *L, tidal_task *t) {
 static void uvtimer_cb(uv_timer_t *h) {
   tidal_worker *w = (tidal_worker *)h->data;
   w->armed = 0; /* one-shot; expiry happens after uv_run returns */
+  uv_stop(w->loop); /* so this uv_run does not go on to block */
 }
 
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due) {
@@ -326,13 +538,21 @@ void tidal__timer_stop(tidal_worker *w, tidal_timer *tm) {
   if (tm->pos) tidal__heap_remove(&w->timers, tm);
 }
 
-/* Arm the uv timer for the earliest of the heap's top and limit (0: none).
+/* Arm the uv timer for the earliest of the heap's top, the next look for
+** dropped failed tasks and limit (0: none).
 ** The delay is computed from the precise clock, so the timer fires at the
 ** deadline even when libuv's loop time uses a coarse clock. */
 static void arm(tidal_worker *w, uint64_t limit) {
   tidal_timer *top = tidal__heap_top(&w->timers);
   uint64_t due = top ? top->due : 0;
   if (limit && (due == 0 || limit < due)) due = limit;
+  if (w->report_at && (due == 0 || w->report_at < due)) due = w->report_at;
+  /* armed for the report alone, the timer must not keep the loop alive:
+  ** it wakes nobody, and deadlock detection looks at the loop */
+  if (top == NULL && limit == 0)
+    uv_unref((uv_handle_t *)&w->uvtimer);
+  else
+    uv_ref((uv_handle_t *)&w->uvtimer);
   if (due == 0) {
     if (w->armed) {
       uv_timer_stop(&w->uvtimer);
@@ -377,25 +597,53 @@ int tidal__pending(tidal_worker *w) {
 /* Is there anything libuv must look at? Skipping uv_run when nothing but
 ** our own timer is active saves a syscall per poll on busy schedulers. */
 static int loop_has_io(tidal_worker *w) {
-  unsigned ours = w->armed ? 1 : 0;
+  unsigned ours = w->armed && uv_has_ref((uv_handle_t *)&w->uvtimer) ? 1 : 0;
   return w->loop->active_handles > ours || w->loop->active_reqs.count > 0 ||
          atomic_load(&w->remote_pending);
 }
 
+/* A task failed and nobody waited for it: its error is reported when its
+** handle is collected (task.c), so collect soon after, and again later,
+** less and less often, while such a handle is still held. Never on the
+** hot path: only after a failure nobody waited for. */
+static void report(tidal_worker *w, lua_State *L) {
+  if (w->closing || !tidal__report_dropped(L, w)) {
+    w->report_at = 0; /* (shutting down: every one is reported then) */
+    return;
+  }
+  if (w->report_every < TIDAL_REPORT_MAX) w->report_every *= 2;
+  w->report_at = uv_hrtime() + w->report_every;
+}
+
+/* Polls the loop once: without blocking, or (block) until an I/O event, a
+** remote wake or the earliest deadline (or max_wait_ns, if sooner).
+**
+** libuv runs due timers before it polls for I/O, and then polls with the
+** timeout of the next active timer, or none at all. So when our timer is
+** already due as uv_run starts (the deadline passed while tasks ran or the
+** collector did), it fires first and the poll would then block with no
+** timeout at all while an async handle keeps the loop alive. The timer's
+** callback therefore stops the loop, and so does any callback that wakes a
+** task (tidal__wake): uv_run then polls without blocking and returns. */
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns) {
   w->st.polls++;
   if (!block) {
     if (loop_has_io(w)) {
       arm(w, 0);
+      w->polling = 1;
       uv_run(w->loop, UV_RUN_NOWAIT);
+      w->polling = 0;
     }
   } else {
     arm(w, max_wait_ns ? uv_hrtime() + max_wait_ns : 0);
+    w->polling = 1;
     uv_run(w->loop, UV_RUN_ONCE);
+    w->polling = 0;
   }
   expire(w);
   tidal__drain_remote(w, L);
+  if (w->report_at && uv_hrtime() >= w->report_at) report(w, L);
 }
 
 /* About to wait for timers, I/O or other threads with nothing to run: if

@@ -344,6 +344,7 @@ static void *share(lua_State *L, int idx) {
   if (!s->shared) { /* on the owning thread: nobody else sees it yet */
     if (uv_mutex_init(&s->mu)) return NULL;
     s->shared = 1;
+    tidal__wq_shared(&s->waiters);
   }
   atomic_fetch_add(&s->refs, 1);
   return s;

@@ -251,13 +251,17 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
       (t->ext == NULL || (t->ext->joiners == NULL &&
                           t->ext->group == NULL && t->ext->record == NULL))) {
-    /* nobody waits for it yet: report it if nobody ever does */
+    /* nobody waits for it yet: report it if nobody ever does, once its
+    ** handle is dropped (the scheduler looks for that soon: sched.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
     lua_rawgeti(L, -1, AUX_UNOBSERVED);
     lua_pushvalue(L, 1);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_pop(L, 2);
+    t->w->report_every = TIDAL_REPORT_AFTER;
+    if (t->w->report_at == 0)
+      t->w->report_at = uv_hrtime() + TIDAL_REPORT_AFTER;
   }
 }
 
@@ -265,21 +269,99 @@ static int task_main_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
   (void)k;
   if (status == LUA_OK || status == LUA_YIELD)
-    store_results(L, t, 3, lua_gettop(L) - 2);
+    store_results(L, t, 4, lua_gettop(L) - 3);
   else
-    store_failure(L, t, 3);
-  lua_settop(L, 0);
+    store_failure(L, t, 4);
+  lua_settop(L, 0); /* (closes the closer: the task ends) */
   return 0;
 }
 
 /* stack: handle, function, arguments... */
 static int task_main(lua_State *L) {
   tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->ctx->msgh_ref);
+  tidal_ctx *ctx = t->w->ctx;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->closer_ref);
   lua_insert(L, 2);
+  lua_toclose(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->msgh_ref);
+  lua_insert(L, 3);
   int status =
-      lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 2, 0, task_main_k);
+      lua_pcallk(L, lua_gettop(L) - 4, LUA_MULTRET, 3, 0, task_main_k);
   return task_main_k(L, status, 0);
+}
+
+/* Closes t's coroutine for the scheduler (the closer then stays quiet). */
+static void reset_co(tidal_worker *w, tidal_task *t) {
+  tidal_ctx *ctx = w->ctx;
+  tidal_task *prev = ctx->cur;
+  ctx->cur = t;
+  lua_resetthread(t->co);
+  ctx->cur = prev;
+}
+
+/* Finds the live task of w whose coroutine is co, or NULL. */
+static tidal_task *task_of(lua_State *L, tidal_worker *w, lua_State *co) {
+  tidal_task *found = NULL;
+  if (w == NULL || !lua_checkstack(L, 4)) return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (t != NULL && t->co == co && t->state != TS_DONE) {
+      found = t;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
+/*
+** __close of the value every task body keeps at its base (the closer). It
+** runs when the task ends, and when Lua code closes the task's coroutine
+** (coroutine.close on a captured coroutine.running(), which Lua allows on
+** any suspended coroutine) or runs it to its end (coroutine.resume on a
+** task that did a plain coroutine.yield). Then the task's frames are gone:
+** its wait is withdrawn at once (so nothing is handed to it any more), and
+** the scheduler finishes it as cancelled when it next comes to it; the
+** code that did it gets an error.
+*/
+static int l_task_closed(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  lua_Debug ar;
+  if (t != NULL && t->co == L) return 0; /* the task ends */
+  if ((t = task_of(L, ctx->w, L)) == NULL || t->cancel == CK_CLOSED)
+    return 0;
+  t->cancel = CK_CLOSED;
+  int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */
+  const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
+  if (t->state == TS_PARKED) {
+    const tidal_waitop *op = t->op;
+    void *obj = t->wobj;
+    int withdrawn = op->cancel == NULL || op->cancel(t);
+    if (tidal__group_abandon(t, op, obj) || withdrawn)
+      tidal__wake(t, 0); /* the scheduler finishes it */
+  }
+  tidal__push_label(L, t, 0);
+  if (!closing) /* still inside task_main: raise here, out of the resume */
+    return luaL_error(L,
+                      "coroutine.resume: ran the coroutine of %s outside "
+                      "tidal's scheduler to its end: the task is cancelled "
+                      "(only the scheduler may resume a task)",
+                      lua_tostring(L, -1));
+  /* An error raised here would go through the message handler of a call
+  ** that lua_closethread has already discarded: raised in the closer. */
+  lua_pushfstring(L,
+                  "coroutine.close: closed the coroutine of %s%s%s: the task "
+                  "is cancelled (to cancel a task, use its JoinHandle's "
+                  "abort())",
+                  lua_tostring(L, -1), where ? " while it waited in " : "",
+                  where ? where : "");
+  tidal__refuse(L);
+  return 0;
 }
 
 /* ------------------------------------------------------------- scheduler */
@@ -318,6 +400,11 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
 static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
                     tidal_task *t, int recycle) {
   lua_rawgeti(L, anchors, t->slot); /* the handle */
+  if (w->ctx->rf_thread != NULL) { /* it resumed a task and ended at once? */
+    lua_getiuservalue(L, -1, UV_FN);
+    if (lua_tothread(L, -1) == w->ctx->rf_thread) tidal__unhook(L, w->ctx);
+    lua_pop(L, 1);
+  }
   if (t->ext != NULL && t->ext->record != NULL) /* copy the outcome out */
     tidal__record_publish(L, t, lua_gettop(L));
   if (recycle && w->npool < TIDAL_POOL_MAX) {
@@ -385,9 +472,30 @@ static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   lua_setiuservalue(L, -2, UV_OUT);
   lua_pop(L, 1);
   t->nres = 0;
-  t->flags = (uint8_t)((t->flags & ~TF_PACKED) | TF_FAILED);
-  lua_resetthread(t->co);
-  (void)w;
+  t->flags = (uint16_t)((t->flags & ~TF_PACKED) | TF_FAILED);
+  reset_co(w, t);
+}
+
+/* t's coroutine was closed (or run to its end) by Lua code, not by the
+** scheduler: it ends as cancelled, with an error that says so. */
+static void finish_closed(tidal_worker *w, lua_State *L, int anchors,
+                          tidal_task *t) {
+  lua_rawgeti(L, anchors, t->slot);
+  lua_createtable(L, 1, 0);
+  tidal__error_push(L, "cancelled",
+                    "task %I was cancelled: Lua code closed its coroutine "
+                    "or resumed it outside the scheduler",
+                    (lua_Integer)t->id);
+  lua_rawseti(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_OUT);
+  lua_pop(L, 1);
+  t->nres = 0;
+  t->flags = (t->flags & ~(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
+  t->cancel = CK_CLOSED;
+  tidal__scopes_drop(w, t); /* their continuations will never run */
+  tidal__irq_quiesce(w);    /* its coroutine is dropped below */
+  done(w, t);
+  release(w, L, anchors, 0, t, 0);
 }
 
 /* t ran for dt ns in one go: other tasks, timers and I/O waited that long.
@@ -426,7 +534,12 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
     release(w, L, anchors, pool, t, 0);
     return 1;
   }
-  if (t->state == TS_NEW) start(w, L, anchors, pool, t);
+  if (t->state == TS_NEW) {
+    start(w, L, anchors, pool, t);
+  } else if (t->cancel == CK_CLOSED || lua_status(t->co) != LUA_YIELD) {
+    finish_closed(w, L, anchors, t); /* Lua code closed its coroutine */
+    return 1;
+  }
   t->state = TS_RUNNING;
   t->budget = TIDAL_BUDGET;
   t->flags &= ~TF_HANDOFF;
@@ -543,8 +656,13 @@ void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
   if (t->state == TS_PARKED) {
     if (t->op && t->op->cancel) t->op->cancel(t);
     w->st.parked--;
+    if (t->op) tidal__group_abandon(t, t->op, t->wobj);
   }
-  if (t->co) lua_resetthread(t->co);
+  if (t->flags & TF_XWAIT) {
+    t->flags &= ~TF_XWAIT;
+    tidal__external(w, -1);
+  }
+  if (t->co) reset_co(w, t);
   tidal__scopes_drop(w, t); /* their continuations will never run */
   t->flags |= TF_CANCELLED;
   done(w, t);
@@ -603,6 +721,27 @@ static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
 
 static int unobserved(const tidal_task *t) {
   return (t->flags & (TF_FAILED | TF_OBSERVED | TF_REPORTED)) == TF_FAILED;
+}
+
+/* A full collection finalizes the report objects of the failed tasks whose
+** handles were dropped: they say the error (l_report_gc). */
+int tidal__report_dropped(lua_State *L, tidal_worker *w) {
+  int left = 0;
+  lua_gc(L, LUA_GCCOLLECT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->aux_ref);
+  lua_rawgeti(L, -1, AUX_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (unobserved(t)) {
+      left = 1;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  lua_pop(L, 2);
+  return left;
 }
 
 /* At runtime close: report failed tasks whose error nobody observed. */
@@ -748,6 +887,9 @@ static const luaL_Reg handle_meta[] = {
 
 static const luaL_Reg report_meta[] = {{"__gc", l_report_gc}, {NULL, NULL}};
 
+static const luaL_Reg closer_meta[] = {{"__close", l_task_closed},
+                                       {NULL, NULL}};
+
 /* tidal.spawn([opts,] fn, ...) */
 static int l_spawn(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
@@ -761,11 +903,46 @@ static int l_spawn(lua_State *L) {
 
 static const luaL_Reg funcs[] = {{"spawn", l_spawn}, {NULL, NULL}};
 
+/* Remembers lcorolib's resume, close and wrap functions (sched.c knows
+** them on the stack of a thread that resumes or closes a task's coroutine).
+*/
+static void find_corolib(lua_State *L, tidal_ctx *ctx) {
+  int top = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "resume") == LUA_TFUNCTION)
+      ctx->co_resume = lua_tocfunction(L, -1);
+    if (lua_getfield(L, -2, "close") == LUA_TFUNCTION)
+      ctx->co_close = lua_tocfunction(L, -1);
+    lua_pop(L, 2);
+    if (lua_getfield(L, -1, "wrap") == LUA_TFUNCTION &&
+        lua_tocfunction(L, -1) != NULL) {
+      lua_pushcfunction(L, l_id); /* any function will do */
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+        ctx->co_wrap = lua_tocfunction(L, -1);
+    }
+  }
+  lua_settop(L, top);
+}
+
 /* stack: module, ctx */
 void tidal__task_open(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
   tidal__register(L, funcs);
   if (ctx->msgh_ref != LUA_NOREF) return; /* loaded before */
+  ctx->co_resume = ctx->co_close = ctx->co_wrap = NULL;
+  ctx->rf_thread = NULL;
+  ctx->rf_hook = NULL;
+  ctx->rf_mask = ctx->rf_count = 0;
+  find_corolib(L, ctx);
+  lua_newuserdatauv(L, 0, 0); /* the closer */
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, closer_meta, 1);
+  lua_pushliteral(L, "tidal.TaskCloser");
+  lua_setfield(L, -2, "__name");
+  lua_setmetatable(L, -2);
+  ctx->closer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   tidal__newtype(L, TT_HANDLE, TIDAL_HANDLE_MT, handle_meta, handle_methods);
   tidal__newtype(L, TT_REPORT, "tidal.FailureReport", report_meta, NULL);
   lua_pushvalue(L, -1);

@@ -40,6 +40,12 @@
 #define TIDAL_BUDGET 128
 /* Resumes between two non-blocking polls of the loop (timers, I/O). */
 #define TIDAL_POLL_EVERY 61
+/* A failed task's error that nobody observed is reported when its handle
+** is collected: the scheduler collects this long (ns) after such a
+** failure, then again at doubling intervals up to the maximum while one
+** is still held. */
+#define TIDAL_REPORT_AFTER 500000000u
+#define TIDAL_REPORT_MAX 60000000000u
 /* Idle coroutines kept for reuse by each worker. */
 #define TIDAL_POOL_MAX 1024
 /* Most arguments a task can be spawned with: they are kept in its handle's
@@ -103,6 +109,8 @@ void tidal__wq_push(tidal_wq *q, tidal_task *t);
 void tidal__wq_push_front(tidal_wq *q, tidal_task *t);
 void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
+/* Its object becomes shared: its waiters may be woken from other threads. */
+void tidal__wq_shared(tidal_wq *q);
 
 /* An intrusive unordered list through the same links (head only). */
 void tidal__list_push(tidal_task **head, tidal_task *t);
@@ -151,6 +159,14 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** stack of the task that is handing off (w->handing); none does today, every
 ** wake is tidal__wake(t, 0).
 **
+** Lua code may resume a task's coroutine itself (coroutine.resume on a
+** captured coroutine.running()): op_k never sees that. Every yield of a
+** task goes through sched.c, which runs op_k only when the scheduler
+** resumes the task, and refuses any other resume (the task stays as it
+** was). Lua code may also close the coroutine (coroutine.close): then op_k
+** never runs; the task is cancelled, op->cancel withdrawing its wait
+** (task.c).
+**
 ** Cancellation (abort, timeout, shutdown, deadlock) of a parked task calls
 ** op->cancel(t). It must undo the registration and return 1; or return 0
 ** when the operation has already completed and a (remote) wake is on its
@@ -171,9 +187,11 @@ typedef struct tidal_restart {
 
 enum { TS_NEW, TS_RUNNABLE, TS_RUNNING, TS_PARKED, TS_DONE };
 
-/* Cancellation kinds, in increasing precedence. */
+/* Cancellation kinds, in increasing precedence. CK_CLOSED: Lua code closed
+** the task's coroutine (task.c); it can never run again. */
 enum {
-  CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_INTERRUPT, CK_DEADLOCK
+  CK_NONE, CK_TIMEOUT, CK_ABORT, CK_SHUTDOWN, CK_INTERRUPT, CK_DEADLOCK,
+  CK_CLOSED
 };
 
 /* task flags */
@@ -193,7 +211,7 @@ enum {
 #define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 #define TF_XWAIT 0x4000     /* parked on something another thread may wake */
-#define TF_CSEEN 0x8000     /* its cancellation was raised in it (interrupt.c) */
+#define TF_CSEEN 0x8000     /* its cancellation was raised in it (sched.c) */
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
@@ -223,6 +241,7 @@ struct tidal_task {
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
                    resume; done: results */
+  lua_KFunction k; /* what goes on when the scheduler resumes it (sched.c) */
   uint16_t nuv; /* uservalues of the handle */
   uint16_t flags;
   uint8_t state, cancel, budget;
@@ -286,6 +305,9 @@ struct tidal_worker {
   size_t nremote, remote_cap;
   atomic_int remote_pending;
   uint64_t armed;      /* deadline the uv timer is armed for, 0 if not */
+  int polling;         /* inside uv_run (tidal__poll) */
+  uint64_t report_at;  /* look for dropped failed tasks then (0: no need) */
+  uint64_t report_every; /* and then again this much later */
   tidal_heap timers;
   tidal_task *rq_head, *rq_tail; /* run queue (intrusive, see sched.c) */
   uint32_t rq_len;
@@ -358,6 +380,12 @@ struct tidal_ctx {
   ** A type using it clears its entry in __gc, before the memory can be
   ** reused, and never caches an object that was already finalized. */
   void *hot[TT_N][4];
+  /* Lua code resuming or closing a task's coroutine (sched.c, task.c) */
+  lua_CFunction co_resume, co_close, co_wrap; /* lcorolib's, at load */
+  lua_State *rf_thread;             /* thread with refuse's hook, or NULL */
+  lua_Hook rf_hook;                 /* its own hook, put back after */
+  int rf_mask, rf_count;
+  int closer_ref; /* to-be-closed value at the base of every task */
 };
 
 #define TIDAL_HOT(ctx, tt, p) ((ctx)->hot[tt][((uintptr_t)(p) >> 4) & 3])
@@ -460,6 +488,9 @@ void tidal__resumed(lua_State *L, tidal_task *t);
 int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r);
+int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k);
+void tidal__unhook(lua_State *L, tidal_ctx *ctx);
+void tidal__refuse(lua_State *L); /* message on top */
 void tidal__cancel(tidal_task *t, int kind);
 int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
@@ -496,6 +527,9 @@ void tidal__push_handle(lua_State *L, tidal_task *t); /* alive task */
 /* "task 5 (name)"; handle at idx, or 0 to look it up (alive task) */
 void tidal__push_label(lua_State *L, tidal_task *t, int handle);
 void tidal__report_unobserved(lua_State *L, tidal_worker *w);
+/* Reports the failed tasks whose handles were dropped since; returns
+** whether some failure is still unobserved (its handle is still held). */
+int tidal__report_dropped(lua_State *L, tidal_worker *w);
 const char *tidal__state_name(const tidal_task *t);
 
 /* runtime.c */
@@ -544,6 +578,7 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 void tidal__group_open(lua_State *L);
 void tidal__group_member_done(tidal_group *g, tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
+int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj);
 
 /* family.c: the workers of a runtime */
 struct tidal_family {

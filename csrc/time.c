@@ -33,8 +33,7 @@ static int yield_k(lua_State *L, int status, lua_KContext k) {
 }
 
 static int yield_now(lua_State *L, tidal_task *t) {
-  tidal__requeue(t);
-  return lua_yieldk(L, 0, (lua_KContext)t, yield_k);
+  return tidal__yield(L, t, yield_k);
 }
 
 /* tidal.sleep(seconds): nil or math.huge sleeps until cancelled */

@@ -46,6 +46,8 @@ static void scope_end(tidal_worker *w, lua_State *L, tidal_scope *sc) {
 static void expire(tidal_scope *sc) {
   sc->expired = 1;
   sc->task->tmo++;
+  if (sc->task->cancel == CK_NONE) /* a new cancellation, to be raised */
+    sc->task->flags &= ~TF_CSEEN;
 }
 
 void tidal__scope_fire(tidal_worker *w, tidal_scope *sc) {
