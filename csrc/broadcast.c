@@ -34,7 +34,7 @@ static void wake_all(tidal_wq *q) {
 
 static void bcast_unref(bcast *b) {
   if (--b->refs > 0) return;
-  tidal__wq_orphan(&b->waiters); /* (see tidal_int.h) */
+  tidal__wq_orphan(&b->waiters, NULL); /* (see tidal_int.h) */
   free(b);
 }
 

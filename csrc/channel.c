@@ -70,10 +70,11 @@ typedef struct end {
 
 /* -------------------------------------------------------------- the core */
 
-static void chan_unref(chan *ch) {
+/* cur: the worker running on this thread, or NULL */
+static void chan_unref(chan *ch, tidal_worker *cur) {
   if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
-  tidal__wq_orphan(&ch->recvq); /* (see tidal_int.h) */
-  tidal__wq_orphan(&ch->sendq);
+  tidal__wq_orphan(&ch->recvq, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&ch->sendq, cur);
   if (ch->shared) {
     for (int i = 0; i < ch->n; i++) {
       tidal_buf *b = &ch->ring[(ch->head - 1 + i) % ch->size];
@@ -334,7 +335,7 @@ static int end_gc(lua_State *L, int tt, const char *fname) {
     close_sender(e, ctx->w);
   else
     close_receiver(e, ctx->w, 0);
-  chan_unref(e->ch);
+  chan_unref(e->ch, ctx->w);
   e->ch = NULL;
   return 0;
 }
@@ -916,7 +917,7 @@ static void drop_sender(void *obj) {
   uv_mutex_lock(&ch->mu);
   sender_gone(ch, NULL);
   uv_mutex_unlock(&ch->mu);
-  chan_unref(ch);
+  chan_unref(ch, NULL);
 }
 
 static void drop_receiver(void *obj) {
@@ -924,7 +925,7 @@ static void drop_receiver(void *obj) {
   uv_mutex_lock(&ch->mu);
   receiver_gone(ch, NULL);
   uv_mutex_unlock(&ch->mu);
-  chan_unref(ch);
+  chan_unref(ch, NULL);
 }
 
 const tidal_xtype tidal__sender_xtype = {SENDER_MT, share_sender, push_sender,

@@ -232,11 +232,15 @@ static int orphan_cancel(tidal_task *t) {
 static const tidal_waitop orphan_op = {"(an object that was finalized)",
                                        orphan_cancel};
 
-void tidal__wq_orphan(tidal_wq *q) {
+void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur) {
   tidal_task *t;
   while ((t = tidal__wq_pop(q)) != NULL) {
     t->qprev = NULL;
     t->op = &orphan_op;
     t->wobj = NULL;
+    if ((t->flags & TF_XWAIT) && t->w == cur) { /* no other thread wakes it */
+      t->flags &= ~TF_XWAIT;
+      tidal__external(cur, -1);
+    }
   }
 }

@@ -60,9 +60,10 @@ typedef struct guard {
   uint8_t held;
 } guard;
 
-static void lock_unref(lock *l) {
+/* cur: the worker running on this thread, or NULL */
+static void lock_unref(lock *l, tidal_worker *cur) {
   if (atomic_fetch_sub(&l->refs, 1) != 1) return;
-  tidal__wq_orphan(&l->waiters); /* (see tidal_int.h) */
+  tidal__wq_orphan(&l->waiters, cur); /* (see tidal_int.h) */
   if (l->shared) uv_mutex_destroy(&l->mu);
   free(l);
 }
@@ -151,7 +152,7 @@ static int l_guard_gc(lua_State *L) {
   guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:__gc");
   if (g->l == NULL) return 0;
   guard_release(g, tidal__cur_worker(L));
-  lock_unref(g->l);
+  lock_unref(g->l, tidal__cur_worker(L));
   g->l = NULL;
   return 0;
 }
@@ -213,7 +214,7 @@ static int lock_gc(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__checkud(L, 1, tt, fname);
   if (TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
-  if (u->l != NULL) lock_unref(u->l);
+  if (u->l != NULL) lock_unref(u->l, ctx->w);
   u->l = NULL;
   return 0;
 }
@@ -461,7 +462,7 @@ static void push_copy(lua_State *L, void *obj) {
 }
 
 static void drop(void *obj) {
-  lock_unref((lock *)obj);
+  lock_unref((lock *)obj, NULL);
 }
 
 const tidal_xtype tidal__mutex_xtype = {MUTEX_MT, share, push_copy, drop};

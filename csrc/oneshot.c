@@ -41,9 +41,10 @@ typedef struct end {
     if ((o)->shared) uv_mutex_unlock(&(o)->mu);                                \
   } while (0)
 
-static void unref(oneshot *o) {
+/* cur: the worker running on this thread, or NULL */
+static void unref(oneshot *o, tidal_worker *cur) {
   if (atomic_fetch_sub(&o->refs, 1) != 1) return;
-  tidal__wq_orphan(&o->waiters); /* (see tidal_int.h) */
+  tidal__wq_orphan(&o->waiters, cur); /* (see tidal_int.h) */
   if (o->shared) {
     if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
     tidal__buf_free(&o->val);
@@ -157,7 +158,7 @@ static end *close_end(lua_State *L, int tt, int explicit, const char *fname) {
 static int end_gc(lua_State *L, int tt, const char *fname) {
   end *e = close_end(L, tt, 0, fname);
   if (e != NULL) {
-    unref(e->o);
+    unref(e->o, tidal__cur_worker(L));
     e->o = NULL;
   }
   return 0;
@@ -440,7 +441,7 @@ static void drop_tx(void *obj) {
   uv_mutex_lock(&o->mu);
   tx_gone(o, NULL);
   uv_mutex_unlock(&o->mu);
-  unref(o);
+  unref(o, NULL);
 }
 
 static void drop_rx(void *obj) {
@@ -448,7 +449,7 @@ static void drop_rx(void *obj) {
   uv_mutex_lock(&o->mu);
   rx_gone(o, NULL);
   uv_mutex_unlock(&o->mu);
-  unref(o);
+  unref(o, NULL);
 }
 
 const tidal_xtype tidal__oneshot_tx_xtype = {TX_MT, share_tx, push_tx,

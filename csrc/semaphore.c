@@ -59,9 +59,10 @@ typedef struct permit {
   lua_Integer k;
 } permit;
 
-static void sem_unref(sem *s) {
+/* cur: the worker running on this thread, or NULL */
+static void sem_unref(sem *s, tidal_worker *cur) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
-  tidal__wq_orphan(&s->waiters); /* (see tidal_int.h) */
+  tidal__wq_orphan(&s->waiters, cur); /* (see tidal_int.h) */
   if (s->shared) uv_mutex_destroy(&s->mu);
   free(s);
 }
@@ -316,7 +317,7 @@ static int l_close(lua_State *L) {
 ** checks */
 static int l_sem_gc(lua_State *L) {
   semud *u = (semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:__gc");
-  if (u->s != NULL) sem_unref(u->s);
+  if (u->s != NULL) sem_unref(u->s, tidal__cur_worker(L));
   u->s = NULL;
   return 0;
 }
@@ -359,7 +360,7 @@ static void push_copy(lua_State *L, void *obj) {
 }
 
 static void drop(void *obj) {
-  sem_unref((sem *)obj);
+  sem_unref((sem *)obj, NULL);
 }
 
 const tidal_xtype tidal__semaphore_xtype = {SEM_MT, share, push_copy, drop};
@@ -390,7 +391,7 @@ static int l_permit_gc(lua_State *L) {
   permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:__gc");
   if (p->s == NULL) return 0;
   permit_release(p, tidal__cur_worker(L));
-  sem_unref(p->s);
+  sem_unref(p->s, tidal__cur_worker(L));
   p->s = NULL;
   return 0;
 }

@@ -429,8 +429,9 @@ int tidal__closed_error(lua_State *L, const char *fname, const char *what);
 ** them any more: they stay parked, registered nowhere, and cancelling them
 ** later touches nothing. Happens when finalizers run in creation order at
 ** lua_close (the runtime's own __gc withdraws every wait afterwards) or
-** after a __gc called by hand. */
-void tidal__wq_orphan(tidal_wq *q);
+** after a __gc called by hand. cur: the worker running on this thread, or
+** NULL (its tasks then stop counting as waiting on another thread). */
+void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur);
 /* userdata of type tt at index 1, checked once per object (see ctx->hot):
 ** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
 static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,

@@ -32,7 +32,7 @@ static void wake_all(tidal_wq *q) {
 
 static void watch_unref(watch *w) {
   if (--w->refs > 0) return;
-  tidal__wq_orphan(&w->waiters); /* (see tidal_int.h) */
+  tidal__wq_orphan(&w->waiters, NULL); /* (see tidal_int.h) */
   free(w);
 }
 

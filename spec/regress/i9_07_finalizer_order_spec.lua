@@ -140,6 +140,29 @@ print("done")
     assert.are.equal("done", lines[7], out)
   end)
 
+  it("a task left waiting on a freed shared object is reported, not waited for", function()
+    if not support.can_spawn then return end
+    -- the semaphore was shared with a worker (its waiters count as woken
+    -- from another thread), then freed by hand: its waiter can never be
+    -- woken, and the deadlock report says so instead of a silent hang
+    local out, status = child([[
+local tidal = require("tidal")
+local ok, err = pcall(tidal.run, { workers = 1 }, function()
+  local s = tidal.semaphore(0)
+  tidal.spawn_parallel(function(x) return tostring(x) end, s):await()
+  tidal.sleep(0.2) -- the worker's idle collection drops its copy
+  local h = tidal.spawn(function() return s:acquire() end)
+  tidal.yield()
+  getmetatable(s).__gc(s)
+  return h:await()
+end)
+print(ok, err)
+]])
+    assert.are.equal(0, status, out)
+    assert.matches("deadlock: every task is waiting", out, nil, true)
+    assert.matches("waits in (an object that was finalized)", out, nil, true)
+  end)
+
   it("a runtime finalized after the primitives its parked tasks wait on", function()
     if not support.can_spawn then return end
     -- at lua_close the runtime (created first) is finalized last: its

@@ -85,8 +85,8 @@ describe("issue 9 item 19: closing a semaphore leaves its count alone", function
             return err.kind
           end, s, 1)
         end
-        -- let the worker park them (yields, not a sleep: waits on a timer
-        -- beside remote waiters stall until issue 9 item 9 is merged)
+        -- let the worker park them (busy yields: the worker thread runs
+        -- meanwhile)
         local t0 = tidal.now()
         while tidal.now() - t0 < 0.003 do tidal.yield() end
         if round % 3 > 0 then s:add_permits(round % 3) end

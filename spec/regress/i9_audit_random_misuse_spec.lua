@@ -9,11 +9,8 @@
 local support = require("support")
 
 -- Seeds that also copy objects to spawn_parallel tasks (shared mode, waits
--- woken from another thread). Off until issue 9 item 9 is merged: a timer
--- whose deadline passed before the loop armed it stalls the loop while a
--- task waits on something another thread wakes, and these runs then hang
--- (about one in three).
-local share_seeds = 0
+-- woken from another thread).
+local share_seeds = 4
 
 local program = [==[
 local tidal = require("tidal")
