@@ -12,7 +12,9 @@
 #                    FUZZ_SECONDS (default 60); corpus in build/fuzz
 #
 # Builds install the rock into a project-local tree with luarocks, so what is
-# tested is what `luarocks make` installs.
+# tested is what `luarocks make` installs. The test trees also get
+# tidal.testhooks (csrc/xfer_hooks.c, csrc/xprobe.c), a test-only module the
+# rockspec never builds: tidal.core itself carries no test hooks.
 
 LUA        ?= lua5.4
 LUAROCKS   ?= luarocks --lua-version=5.4
@@ -23,6 +25,11 @@ TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_16_interrupt_busy_spec.lua \
               spec/regress/i9_20_shutdown_races_spec.lua \
               spec/regress/i9_11_shared_waiters_spec.lua \
+              spec/stress_workers_spec.lua spec/regress/i9_01_pool_handles_spec.lua \
+              spec/regress/i9_17_undecodable_message_spec.lua \
+              spec/regress/i9_18_record_ids_spec.lua \
+              spec/regress/i9_26_blocking_abort_spec.lua \
+              spec/regress/i9_audit_xfer_spec.lua \
               spec/regress/i9_19_semaphore_close_spec.lua \
               spec/regress/i9_06_capacity_is_a_limit_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
@@ -40,6 +47,9 @@ lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;
           LUA_CPATH_5_4="$(1)/lib/lua/5.4/?.so;;"
 
 C_SOURCES := $(wildcard csrc/*.c csrc/*.h)
+HOOKS_SRC := csrc/xfer_hooks.c csrc/xprobe.c
+HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
 .PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint clean \
@@ -58,7 +68,7 @@ deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-build: $(TREE)/.built
+build: $(TREE)/.built $(call HOOKS_SO,$(TREE))
 
 $(TREE)/.built: $(C_SOURCES) $(LUA_SOURCES) $(ROCKSPEC)
 	$(LUAROCKS) --tree=$(TREE) make $(ROCKSPEC) CFLAGS="$(DEV_CFLAGS)" >build.log 2>&1 \
@@ -79,12 +89,22 @@ $(TSAN_TREE)/.built: $(C_SOURCES) $(LUA_SOURCES) $(ROCKSPEC)
 	  || { cat build-tsan.log; exit 1; }
 	@touch $@
 
+# tidal.testhooks, built beside tidal.core in a test tree (flags: $(2))
+define hooks_rule
+$(call HOOKS_SO,$(1)): $(HOOKS_SRC) csrc/tidal_int.h csrc/tidal.h $(1)/.built
+	$$(CC) $(DEV_CFLAGS) $(2) -Icsrc $(LUA_CFLAGS) -shared -o $$@ \
+	  $(HOOKS_SRC) -luv -ldl
+endef
+$(eval $(call hooks_rule,$(TREE),))
+$(eval $(call hooks_rule,$(ASAN_TREE),$(ASAN_FLAGS)))
+$(eval $(call hooks_rule,$(TSAN_TREE),-fsanitize=thread))
+
 test: deps build
 	@$(call lua_env,$(TREE)) bash spec/run.sh $(SPEC)
 
 ASAN_RT = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
 
-test-asan: deps $(ASAN_TREE)/.built
+test-asan: deps $(ASAN_TREE)/.built $(call HOOKS_SO,$(ASAN_TREE))
 	@$(call lua_env,$(ASAN_TREE)) LD_PRELOAD="$(ASAN_RT)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -93,7 +113,7 @@ test-asan: deps $(ASAN_TREE)/.built
 
 TSAN_RT = $(shell gcc -print-file-name=libtsan.so)
 
-test-tsan: deps $(TSAN_TREE)/.built
+test-tsan: deps $(TSAN_TREE)/.built $(call HOOKS_SO,$(TSAN_TREE))
 	@$(call lua_env,$(TSAN_TREE)) TIDAL_PRELOAD="$(TSAN_RT)" TIDAL_NO_CHILD=1 \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.1} \
@@ -120,7 +140,8 @@ docs:
 lint:
 	luacheck lua spec examples bench
 
-# The fuzzer links transfer.c (and the probe type its table names) with the
+# The fuzzer links the value layer alone (transfer.c, buf.c: no handle type
+# is known to it until one registers, here the test probe) with the
 # system's static Lua; TIDAL_XFER_FIXED_KEY lets the seeds, written by
 # another process, carry valid MACs. With LUA_SRC=<a Lua 5.4 source tree>
 # it links a Lua built from it with the sanitizers, API checks
@@ -130,7 +151,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRC     := csrc/transfer.c csrc/xprobe.c
+FUZZ_SRC     := csrc/transfer.c csrc/buf.c csrc/xprobe.c
 ifdef LUA_SRC
 FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz-checked
 FUZZ_LUA     := $(FUZZ_DIR)/liblua-checked.a
@@ -157,7 +178,9 @@ fuzz-deps:
 	@missing=""; for p in clang libclang-rt-14-dev; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 

@@ -55,8 +55,6 @@ build = {
         "csrc/transfer.c",
         "csrc/buf.c",
         "csrc/watch.c",
-        "csrc/xfer_hooks.c",
-        "csrc/xprobe.c",
       },
       libraries = { "uv", "curl" },
       incdirs = { "$(LIBUV_INCDIR)", "csrc" },

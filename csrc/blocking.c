@@ -28,6 +28,7 @@ typedef struct tidal_bjob {
   tidal_worker *w; /* queued it; after_work runs on its loop */
   struct tidal_bjob *next, *prev; /* w's unfinished jobs (w's thread) */
   lua_State *L; /* the pool state running it, under f->pool_lock */
+  tidal_worker *inner; /* a runtime running in the job, under pool_lock */
   int stop;     /* cancelled (abort, shutdown): written under f->pool_lock */
   int listed;   /* in w's list */
   tidal_buf out;
@@ -41,6 +42,10 @@ typedef struct bjobs {
 
 /* --------------------------------------------------------- state pool */
 
+/* A pool state: the standard libraries, the host's package paths, and
+** tidal.core with its context, so that the handles a job gets (channel
+** ends, locks, JoinHandles...) have their types and methods there. Jobs
+** run outside any task: waiting methods say how to wait there. */
 static int setup_state(lua_State *L) {
   tidal_family *f = (tidal_family *)lua_touserdata(L, 1);
   luaL_openlibs(L);
@@ -49,6 +54,7 @@ static int setup_state(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, f->cpath);
   lua_setfield(L, -2, "cpath");
+  tidal__ctx_need(L)->pool = 1;
   return 0;
 }
 
@@ -162,19 +168,32 @@ static void work_cb(uv_work_t *req) {
     pool_give(job->f, L);
     return;
   }
+  tidal_ctx *ctx = tidal__ctx(L);
+  ctx->job = job;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, job);
   int st = lua_pcall(L, 1, 0, 0);
+  ctx->job = NULL;
   uv_mutex_lock(&job->f->pool_lock);
   job->L = NULL;
   uv_mutex_unlock(&job->f->pool_lock);
   lua_sethook(L, NULL, 0, 0); /* a hook set too late must not hit a later job */
   if (st != LUA_OK) { /* out of memory: a broken state */
     job->outcome = TIDAL_R_FAILED;
+    if (job->out.data) tidal__xfer_discard(job->out.data, job->out.len);
     tidal__buf_free(&job->out);
     lua_close(L);
     return;
   }
+  /* The job's copies of handles are garbage now: collect them before the
+  ** job is reported done, so that the channel ends and oneshot senders it
+  ** was given are closed by then (a `for v in rx` loop over a channel a
+  ** job fed ends with the job), not whenever this state collects next. */
+  lua_settop(L, 0);
+  if (tidal__xfer_has_handles(tidal__record_input(job->r)->data,
+                              tidal__record_input(job->r)->len) ||
+      tidal__xfer_has_handles(job->out.data, job->out.len))
+    lua_gc(L, LUA_GCCOLLECT);
   pool_give(job->f, L);
 }
 
@@ -190,12 +209,41 @@ static void unlist(tidal_bjob *job) {
   job->next = job->prev = NULL;
 }
 
-/* w's thread: a queued job never runs, a running one is interrupted. */
+/* On the worker of a runtime running inside a job that was stopped: its
+** main task is cancelled (where it waits), and with it the runtime. */
+static void stop_inner(tidal_worker *w, lua_State *L, void *arg) {
+  (void)L;
+  (void)arg;
+  if (w->main != NULL) tidal__cancel(w->main, CK_ABORT);
+}
+
+void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w) {
+  tidal_bjob *job = (tidal_bjob *)ctx->job;
+  if (job == NULL) return;
+  uv_mutex_lock(&job->f->pool_lock);
+  job->inner = w;
+  if (job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
+  uv_mutex_unlock(&job->f->pool_lock);
+}
+
+void tidal__blocking_leave(tidal_ctx *ctx) {
+  tidal_bjob *job = (tidal_bjob *)ctx->job;
+  if (job == NULL) return;
+  uv_mutex_lock(&job->f->pool_lock);
+  job->inner = NULL;
+  uv_mutex_unlock(&job->f->pool_lock);
+}
+
+/* w's thread: a queued job never runs, a running one is interrupted (and a
+** runtime it runs, waiting in tidal.run, cancelled: no Lua code runs there
+** for the hook to stop). */
 static void stop_job(tidal_bjob *job) {
   uv_mutex_lock(&job->f->pool_lock);
   job->stop = 1;
   if (job->L != NULL)
     lua_sethook(job->L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE);
+  if (job->inner != NULL)
+    tidal__wake_remote(job->inner, NULL, stop_inner, NULL);
   uv_mutex_unlock(&job->f->pool_lock);
   uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
 }
@@ -236,7 +284,7 @@ static void after_cb(uv_work_t *req, int status) {
     tidal__record_finish(job->r, job->w, outcome, &job->out);
   }
   atomic_fetch_sub(&job->f->blocking_jobs, 1);
-  tidal__record_set_job(job->r, NULL, job->w, 0);
+  tidal__record_clear_job(job->r);
   tidal__record_unref(job->r);
   free(job);
 }
@@ -302,7 +350,7 @@ static int l_spawn_blocking(lua_State *L) {
   int rc = uv_queue_work(w->loop, &job->req, work_cb, after_cb);
   if (rc) {
     atomic_fetch_sub(&w->family->blocking_jobs, 1);
-    tidal__record_set_job(r, NULL, w, 0);
+    tidal__record_clear_job(r);
     tidal__record_unref(r);
     tidal__record_unref(r);
     free(job);

@@ -47,6 +47,9 @@ typedef struct chan {
   int reserved;  /* bounded: room promised to senders woken for it that have
                     not run yet (n + reserved <= cap), so that a later send
                     cannot take it first */
+  int taking;    /* shared: values out of the ring while a receiver decodes
+                    them; their room is kept, so that one that cannot be
+                    rebuilt goes back (n + reserved + taking <= cap) */
   uint8_t rx_closed;
   uint8_t shared;
   tidal_wq recvq, sendq;
@@ -98,7 +101,7 @@ static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
 
 /* room for a value that was not promised to a woken sender */
 static int has_room(const chan *ch) {
-  return ch->cap == 0 || ch->n + ch->reserved < ch->cap;
+  return ch->cap == 0 || ch->n + ch->reserved + ch->taking < ch->cap;
 }
 
 /* Wake the first waiting sender for the room that just appeared, keeping
@@ -168,7 +171,7 @@ static void buf_take(lua_State *L, chan *ch, int buf) {
 /* Shared ring: encoded values at slots head .. head+n-1 (1-based, like the
 ** Lua ring). Under the lock. Grows when unbounded. */
 static int ring_push(chan *ch, tidal_buf *b) {
-  if (ch->n == ch->size) {
+  if (ch->n + ch->taking >= ch->size) { /* (room for those to come back) */
     int size = next_size(ch);
     if (size < 0) return -1;
     tidal_buf *r = (tidal_buf *)calloc((size_t)size, sizeof *r);
@@ -193,14 +196,49 @@ static tidal_buf ring_take(chan *ch) {
   return b;
 }
 
-/* Decodes one encoded value onto L and frees it; raises if it cannot be
-** rebuilt here (a module missing in this state). */
-static int decode_value(lua_State *L, tidal_buf *b, const char *fname) {
-  int n = tidal__xfer_decode(L, b->data, b->len);
-  tidal__xfer_discard(b->data, b->len);
-  tidal__buf_free(b);
-  if (n != 1) return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
-  return 1;
+/* Puts a taken value back at the head (its room was kept: taking). */
+static void ring_unshift(chan *ch, tidal_buf *b) {
+  ch->head = (ch->head + ch->size - 2) % ch->size + 1;
+  ch->ring[ch->head - 1] = *b;
+  ch->n++;
+}
+
+static int ended(const chan *ch);
+
+/* Takes the value at the head and decodes it onto L (locked on entry;
+** unlocks). Decoding runs outside the lock (it may run Lua code: require,
+** finalizers that use this channel), with the value out of the ring and
+** its room kept. If it cannot be rebuilt here (a module this state lacks,
+** memory), it goes back at the head and recv raises: the message is not
+** lost; it stays for the next try here or for a receiver on another
+** worker. */
+static int shared_take(lua_State *L, chan *ch, tidal_worker *cur,
+                       const char *fname) {
+  tidal_buf b = ring_take(ch);
+  ch->taking++;
+  uv_mutex_unlock(&ch->mu);
+  int n = tidal__xfer_decode(L, b.data, b.len);
+  uv_mutex_lock(&ch->mu);
+  ch->taking--;
+  if (n == 1) {
+    wake_sender(ch, cur);
+    /* receivers that waited for it to come back see the end */
+    if (ch->n == 0 && ch->taking == 0 && ended(ch))
+      wake_all(ch, &ch->recvq, cur);
+    uv_mutex_unlock(&ch->mu);
+    tidal__xfer_discard(b.data, b.len);
+    tidal__buf_free(&b);
+    return 1;
+  }
+  ring_unshift(ch, &b);
+  wake_one(ch, &ch->recvq, cur); /* it is there for others again */
+  uv_mutex_unlock(&ch->mu);
+  if (n > 0) lua_pop(L, n); /* (a buffer of a channel holds one value) */
+  if (n >= 0) lua_pushliteral(L, "not one value");
+  return luaL_error(L,
+                    "%s: cannot rebuild the message in this Lua state: %s "
+                    "(it stays in the channel)",
+                    fname, lua_tostring(L, -1));
 }
 
 /* The end at idx (of the owning state) is being copied: switch to shared
@@ -659,7 +697,7 @@ static int is_closed(lua_State *L, end *e, int sender) {
   if (ch != NULL) {
     LOCK(ch);
     closed = e->closed || ch->rx_closed ||
-             (!sender && ch->nsenders == 0 && ch->n == 0);
+             (!sender && ch->nsenders == 0 && ch->n == 0 && ch->taking == 0);
     UNLOCK(ch);
   }
   lua_pushboolean(L, closed);
@@ -682,12 +720,7 @@ static const tidal_restart recv_again = {l_recv};
 /* Takes a buffered value (top), waking a sender now that there is room.
 ** Local mode, or shared with the lock held (released here). */
 static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
-  if (ch->shared) {
-    tidal_buf b = ring_take(ch);
-    wake_sender(ch, cur);
-    uv_mutex_unlock(&ch->mu);
-    return decode_value(L, &b, fname);
-  }
+  if (ch->shared) return shared_take(L, ch, cur, fname);
   int buf = push_buf(L, 1);
   buf_take(L, ch, buf);
   wake_sender(ch, cur);
@@ -709,7 +742,7 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   lua_settop(L, 1);
   LOCK(ch);
   if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
-  if (ended(ch)) {
+  if (ended(ch) && ch->taking == 0) {
     UNLOCK(ch);
     return 0;
   }
@@ -743,7 +776,7 @@ static int l_recv(lua_State *L) {
   lua_settop(L, 1);
   uv_mutex_lock(&ch->mu);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
-  if (ended(ch)) {
+  if (ended(ch) && ch->taking == 0) { /* (one taken may come back) */
     uv_mutex_unlock(&ch->mu);
     return 0;
   }
@@ -761,13 +794,8 @@ static int try_recv_op(lua_State *L, int base) {
   if (ch == NULL) return 0; /* finalized: closed */
   if (ch->shared) {
     uv_mutex_lock(&ch->mu);
-    if (ch->n > 0) {
-      tidal_buf b = ring_take(ch);
-      wake_sender(ch, cur);
-      uv_mutex_unlock(&ch->mu);
-      return decode_value(L, &b, "Receiver:recv");
-    }
-    int e = ended(ch);
+    if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
+    int e = ended(ch) && ch->taking == 0;
     uv_mutex_unlock(&ch->mu);
     return e ? 0 : -1;
   }
@@ -798,7 +826,7 @@ static int l_try_recv(lua_State *L) {
   if (ch == NULL) return fail(L, "closed", "channel closed");
   LOCK(ch);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:try_recv");
-  int end_ = ended(ch);
+  int end_ = ended(ch) && ch->taking == 0;
   UNLOCK(ch);
   if (end_) return fail(L, "closed", "channel closed");
   return fail(L, "empty", "channel empty");
@@ -893,7 +921,7 @@ static void *share_receiver(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj, int tt) {
   chan *ch = (chan *)obj;
   lua_newtable(L); /* an unused ring holder: the channel is shared */
-  push_end(L, tidal__ctx(L), ch, tt, lua_gettop(L));
+  push_end(L, tidal__ctx_need(L), ch, tt, lua_gettop(L));
   lua_remove(L, -2);
   uv_mutex_lock(&ch->mu);
   if (tt == TT_SENDER)
@@ -928,9 +956,9 @@ static void drop_receiver(void *obj) {
   chan_unref(ch, NULL);
 }
 
-const tidal_xtype tidal__sender_xtype = {SENDER_MT, share_sender, push_sender,
+static const tidal_xtype sender_xtype = {SENDER_MT, share_sender, push_sender,
                                          drop_sender};
-const tidal_xtype tidal__receiver_xtype = {RECEIVER_MT, share_receiver,
+static const tidal_xtype receiver_xtype = {RECEIVER_MT, share_receiver,
                                            push_receiver, drop_receiver};
 
 static const luaL_Reg sender_methods[] = {
@@ -964,5 +992,7 @@ void tidal__channel_open(lua_State *L) {
   tidal__newtype(L, TT_SENDER, SENDER_MT, sender_meta, sender_methods);
   tidal__newtype(L, TT_RECEIVER, RECEIVER_MT, receiver_meta,
                  receiver_methods);
+  tidal__xfer_register(&sender_xtype);
+  tidal__xfer_register(&receiver_xtype);
   tidal__register(L, funcs);
 }

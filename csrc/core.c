@@ -22,6 +22,23 @@ tidal_ctx *tidal__ctx(lua_State *L) {
   return ctx;
 }
 
+tidal_ctx *tidal__ctx_need(lua_State *L) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  if (ctx != NULL) return ctx;
+  /* A handle arrived in a state that never loaded tidal.core (a pool state,
+  ** a state a host made): load it, so the handle has its type and
+  ** methods there. */
+  luaL_requiref(L, "tidal.core", luaopen_tidal_core, 0);
+  lua_pop(L, 1);
+  if ((ctx = tidal__ctx(L)) == NULL) { /* package.loaded had another one */
+    lua_pushcfunction(L, luaopen_tidal_core);
+    lua_call(L, 0, 1);
+    lua_pop(L, 1);
+    ctx = tidal__ctx(L);
+  }
+  return ctx;
+}
+
 /* Pushes the state's context, creating it on first use. */
 static tidal_ctx *push_ctx(lua_State *L) {
   tidal_ctx *ctx;
@@ -34,6 +51,8 @@ static tidal_ctx *push_ctx(lua_State *L) {
   ctx->msgh_ref = ctx->error_mt_ref = LUA_NOREF;
   ctx->tbs_ref = ctx->stbs_ref = ctx->names_ref = LUA_NOREF;
   ctx->nstbs = 0;
+  ctx->pool = 0;
+  ctx->job = NULL;
   for (int i = 0; i < TT_N; i++) {
     ctx->mt[i] = NULL;
     ctx->mt_ref[i] = LUA_NOREF;
@@ -185,11 +204,7 @@ int tidal__closed_error(lua_State *L, const char *fname, const char *what) {
 }
 
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt) {
-  if (ctx == NULL) { /* a handle copied into a state without tidal.core */
-    luaL_requiref(L, "tidal.core", luaopen_tidal_core, 0);
-    lua_pop(L, 1);
-    ctx = tidal__ctx(L);
-  }
+  if (ctx == NULL) ctx = tidal__ctx_need(L); /* (see there) */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[tt]);
   lua_setmetatable(L, -2);
 }
@@ -214,7 +229,6 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__parallel_open(L);
   tidal__blocking_open(L);
   tidal__introspect_open(L);
-  tidal__xfer_hooks_open(L);
   tidal__http_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);

@@ -456,7 +456,7 @@ static void push_copy(lua_State *L, void *obj) {
   lock *l = (lock *)obj;
   lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->l = NULL;
-  tidal__setmt(L, tidal__ctx(L), l->rw ? TT_RWLOCK : TT_MUTEX);
+  tidal__setmt(L, tidal__ctx_need(L), l->rw ? TT_RWLOCK : TT_MUTEX);
   atomic_fetch_add(&l->refs, 1);
   u->l = l;
 }
@@ -465,8 +465,8 @@ static void drop(void *obj) {
   lock_unref((lock *)obj, NULL);
 }
 
-const tidal_xtype tidal__mutex_xtype = {MUTEX_MT, share, push_copy, drop};
-const tidal_xtype tidal__rwlock_xtype = {RWLOCK_MT, share, push_copy, drop};
+static const tidal_xtype mutex_xtype = {MUTEX_MT, share, push_copy, drop};
+static const tidal_xtype rwlock_xtype = {RWLOCK_MT, share, push_copy, drop};
 
 static const luaL_Reg mutex_methods[] = {{"lock", l_lock},
                                          {"try_lock", l_try_lock},
@@ -501,5 +501,7 @@ void tidal__lock_open(lua_State *L) {
   tidal__newtype(L, TT_MUTEX, MUTEX_MT, mutex_meta, mutex_methods);
   tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, rwlock_meta, rwlock_methods);
   tidal__newtype(L, TT_GUARD, GUARD_MT, guard_meta, guard_methods);
+  tidal__xfer_register(&mutex_xtype);
+  tidal__xfer_register(&rwlock_xtype);
   tidal__register(L, funcs);
 }

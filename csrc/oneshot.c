@@ -22,6 +22,7 @@ typedef struct oneshot {
   atomic_int refs;
   int ntx, nrx; /* open ends of each side (in any state, or in flight) */
   uint8_t sent, taken, tx_closed, rx_closed, shared;
+  uint8_t taking; /* shared: a receiver is decoding val (outside the lock) */
   tidal_wq waiters;
   uv_mutex_t mu; /* shared: guards the above and val */
   tidal_buf val; /* shared: the value, encoded */
@@ -119,12 +120,13 @@ static void rx_gone(oneshot *o, tidal_worker *cur) {
   }
 }
 
+/* The oneshot ends when every copy of its sender is closed: a sender
+** copied to another state (a pool job, a worker) may still send after the
+** original is closed or collected. */
 static void close_tx(end *e, tidal_worker *cur) {
   if (e->closed) return;
   e->closed = 1;
   LOCK(e->o);
-  e->o->tx_closed = 1; /* one sender: closing it ends the oneshot */
-  wake_all(e->o, cur);
   tx_gone(e->o, cur);
   UNLOCK(e->o);
 }
@@ -220,8 +222,9 @@ static int l_send(lua_State *L) {
     lua_rawseti(L, -2, 1);
   }
   o->sent = 1;
+  wake_all(o, ctx->w); /* the receiver takes it */
   UNLOCK(o);
-  close_tx(e, ctx->w); /* wakes the receiver */
+  close_tx(e, ctx->w); /* a oneshot's sender is used up */
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -248,20 +251,40 @@ static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel};
 /* Locked; unlocks. Pushes the outcome and returns its count, or -1 (still
 ** locked) when there is nothing yet. */
 static int recv_now(lua_State *L, oneshot *o) {
+  if (o->taking) return -1; /* another receiver is decoding it */
   if (o->sent && !o->taken) {
-    o->taken = 1;
     if (o->shared) {
-      tidal_buf b = o->val;
-      o->val.data = NULL;
-      o->val.len = o->val.cap = 0;
+      /* Decoded outside the lock (it may run Lua code), in place: while
+      ** taking, nobody else touches val. Taken only once it is rebuilt:
+      ** if it cannot be here, it stays for the next try (or another
+      ** worker's receiver). */
+      o->taking = 1;
       uv_mutex_unlock(&o->mu);
-      int n = tidal__xfer_decode(L, b.data, b.len);
-      tidal__xfer_discard(b.data, b.len);
-      tidal__buf_free(&b);
-      if (n != 1)
-        return luaL_error(L, "OneshotReceiver:recv: %s", lua_tostring(L, -1));
-      return 1;
+      int n = tidal__xfer_decode(L, o->val.data, o->val.len);
+      uv_mutex_lock(&o->mu);
+      o->taking = 0;
+      tidal_buf b = {NULL, 0, 0};
+      if (n == 1) {
+        o->taken = 1;
+        b = o->val;
+        o->val.data = NULL;
+        o->val.len = o->val.cap = 0;
+      }
+      wake_all(o, NULL); /* receivers that waited meanwhile look again */
+      uv_mutex_unlock(&o->mu);
+      if (n == 1) {
+        tidal__xfer_discard(b.data, b.len);
+        tidal__buf_free(&b);
+        return 1;
+      }
+      if (n > 0) lua_pop(L, n);
+      if (n >= 0) lua_pushliteral(L, "not one value");
+      return luaL_error(L,
+                        "OneshotReceiver:recv: cannot rebuild the value in "
+                        "this Lua state: %s (it stays in the oneshot)",
+                        lua_tostring(L, -1));
     }
+    o->taken = 1;
     lua_getiuservalue(L, 1, 1);
     lua_rawgeti(L, -1, 1);
     lua_pushnil(L);
@@ -418,7 +441,7 @@ static void *share_rx(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj, int tt) {
   oneshot *o = (oneshot *)obj;
   lua_newtable(L); /* an unused holder: the value is copied */
-  push_end(L, tidal__ctx(L), o, tt, lua_gettop(L));
+  push_end(L, tidal__ctx_need(L), o, tt, lua_gettop(L));
   lua_remove(L, -2);
   uv_mutex_lock(&o->mu);
   if (tt == TT_ONESHOT_TX)
@@ -452,10 +475,8 @@ static void drop_rx(void *obj) {
   unref(o, NULL);
 }
 
-const tidal_xtype tidal__oneshot_tx_xtype = {TX_MT, share_tx, push_tx,
-                                             drop_tx};
-const tidal_xtype tidal__oneshot_rx_xtype = {RX_MT, share_rx, push_rx,
-                                             drop_rx};
+static const tidal_xtype tx_xtype = {TX_MT, share_tx, push_tx, drop_tx};
+static const tidal_xtype rx_xtype = {RX_MT, share_rx, push_rx, drop_rx};
 
 static const luaL_Reg tx_methods[] = {{"send", l_send},
                                       {"close", l_close_tx},
@@ -480,5 +501,7 @@ static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 void tidal__oneshot_open(lua_State *L) {
   tidal__newtype(L, TT_ONESHOT_TX, TX_MT, tx_meta, tx_methods);
   tidal__newtype(L, TT_ONESHOT_RX, RX_MT, rx_meta, rx_methods);
+  tidal__xfer_register(&tx_xtype);
+  tidal__xfer_register(&rx_xtype);
   tidal__register(L, funcs);
 }

@@ -121,7 +121,7 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
       lua_pushfstring(L, "tidal.spawn_parallel: the task's results %s",
                       why ? why : "cannot be copied");
     else
-      luaL_tolstring(L, first, NULL); /* the error, as text */
+      tidal__push_errstring(L, first); /* the error, as text (never raises) */
     lua_rawseti(L, -2, 1);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "ok");
@@ -164,7 +164,9 @@ void tidal__record_publish(lua_State *L, tidal_task *t, int hidx) {
 ** true, ... / false, err. */
 static int push_outcome(lua_State *L, tidal_record *r, int raise) {
   int n;
+  uv_mutex_lock(&r->mu); /* l_rgc of another state reads it */
   r->observed = 1;
+  uv_mutex_unlock(&r->mu);
   if (r->outcome == TIDAL_R_CANCELLED) {
     if (!raise) lua_pushboolean(L, 0);
     tidal__error_push(L, "cancelled", "task %I was cancelled",
@@ -225,7 +227,9 @@ static int start_protected(lua_State *L) {
   tidal_task_ext *e = tidal__task_ext(t);
   if (e == NULL) return luaL_error(L, "not enough memory");
   e->record = r;
+  uv_mutex_lock(&r->mu);
   r->task = t;
+  uv_mutex_unlock(&r->mu);
   return 0;
 }
 
@@ -268,16 +272,22 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   lua_settop(L, top);
 }
 
+/* On the record's target: its job, or its task, are only changed by this
+** thread (the lock is for the readers of other threads). */
 static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
   (void)L;
   (void)w;
-  if (r->job != NULL) {
-    tidal__blocking_cancel(r->job); /* a queued job never runs */
-  } else if (r->task != NULL) {
-    tidal__cancel(r->task, CK_ABORT);
+  uv_mutex_lock(&r->mu);
+  struct tidal_bjob *job = r->job;
+  tidal_task *t = r->task;
+  uv_mutex_unlock(&r->mu);
+  if (job != NULL) {
+    tidal__blocking_cancel(job); /* a queued job never runs */
+  } else if (t != NULL) {
+    tidal__cancel(t, CK_ABORT);
     /* if it runs on without waiting, its Lua code is interrupted */
-    if (r->task->co != NULL) tidal__irq_set(r->task->co);
+    if (t->co != NULL) tidal__irq_set(t->co);
   }
   tidal__record_unref(r);
 }
@@ -475,12 +485,22 @@ static int l_rabort(lua_State *L) {
   return 0;
 }
 
-/* For blocking.c: the job's record, set up before it is queued. */
+/* For blocking.c: the job's record, set up before it is queued (id and
+** target never change after this: other threads read them). */
 void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id) {
+  uv_mutex_lock(&r->mu);
   r->job = job;
   r->target = w;
   r->id = id;
+  uv_mutex_unlock(&r->mu);
+}
+
+/* The job is over: aborting it has nothing left to cancel. */
+void tidal__record_clear_job(tidal_record *r) {
+  uv_mutex_lock(&r->mu);
+  r->job = NULL;
+  uv_mutex_unlock(&r->mu);
 }
 
 int tidal__record_aborted(tidal_record *r) {
@@ -566,7 +586,7 @@ static void *rh_share(lua_State *L, int idx) {
 }
 
 static void rh_push(lua_State *L, void *obj) {
-  tidal_ctx *ctx = tidal__ctx(L);
+  tidal_ctx *ctx = tidal__ctx_need(L);
   tidal__record_ref((tidal_record *)obj);
   tidal__push_rhandle(L, ctx, (tidal_record *)obj);
 }
@@ -575,7 +595,7 @@ static void rh_drop(void *obj) {
   tidal__record_unref((tidal_record *)obj);
 }
 
-const tidal_xtype tidal__rhandle_xtype = {RHANDLE_MT, rh_share, rh_push,
+static const tidal_xtype rhandle_xtype = {RHANDLE_MT, rh_share, rh_push,
                                           rh_drop};
 
 /* A plain JoinHandle copied to another state: a record on demand, which
@@ -622,7 +642,7 @@ static void *h_share(lua_State *L, int idx) {
   return r;
 }
 
-const tidal_xtype tidal__handle_xtype = {TIDAL_HANDLE_MT, h_share, rh_push,
+static const tidal_xtype handle_xtype = {TIDAL_HANDLE_MT, h_share, rh_push,
                                          rh_drop};
 
 static const luaL_Reg methods[] = {{"await", l_rawait},
@@ -642,5 +662,7 @@ static const luaL_Reg funcs[] = {{"spawn_parallel", l_spawn_parallel},
 /* stack: module, ctx */
 void tidal__parallel_open(lua_State *L) {
   tidal__newtype(L, TT_RHANDLE, RHANDLE_MT, meta, methods);
+  tidal__xfer_register(&rhandle_xtype);
+  tidal__xfer_register(&handle_xtype);
   tidal__register(L, funcs);
 }

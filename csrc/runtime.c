@@ -268,10 +268,12 @@ static void enter(lua_State *L, tidal_worker *w, lua_CFunction loop,
   int st;
   ctx->w = w;
   w->running = 1;
+  tidal__blocking_enter(ctx, w); /* (in a spawn_blocking job) */
   lua_pushcfunction(L, loop);
   lua_pushlightuserdata(L, w);
   lua_pushnumber(L, extra);
   st = lua_pcall(L, 2, 0, 0);
+  tidal__blocking_leave(ctx);
   ctx->w = NULL;
   ctx->cur = NULL;
   w->running = 0;

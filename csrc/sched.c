@@ -164,6 +164,13 @@ tidal_task *tidal__task_check(lua_State *L, const char *fname) {
                  "task itself can wait (run the code in the task, or start "
                  "it with tidal.spawn instead of coroutine.create/wrap)",
                  fname);
+    if (ctx->pool)
+      luaL_error(L,
+                 "%s: cannot wait in a spawn_blocking job, which runs "
+                 "outside any task (use the try_ methods there, or wrap the "
+                 "code that waits in tidal.run: it blocks the pool thread "
+                 "while it waits)",
+                 fname);
     luaL_error(L, "%s: not inside a tidal task (wrap the code in tidal.run)",
                fname);
   }

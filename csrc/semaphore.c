@@ -354,7 +354,7 @@ static void *share(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj) {
   semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->s = NULL;
-  tidal__setmt(L, tidal__ctx(L), TT_SEMAPHORE);
+  tidal__setmt(L, tidal__ctx_need(L), TT_SEMAPHORE);
   atomic_fetch_add(&((sem *)obj)->refs, 1);
   u->s = (sem *)obj;
 }
@@ -363,7 +363,7 @@ static void drop(void *obj) {
   sem_unref((sem *)obj, NULL);
 }
 
-const tidal_xtype tidal__semaphore_xtype = {SEM_MT, share, push_copy, drop};
+static const tidal_xtype sem_xtype = {SEM_MT, share, push_copy, drop};
 
 /* ---------------------------------------------------------------- Permit */
 
@@ -422,5 +422,6 @@ static const luaL_Reg funcs[] = {{"semaphore", l_semaphore}, {NULL, NULL}};
 void tidal__semaphore_open(lua_State *L) {
   tidal__newtype(L, TT_SEMAPHORE, SEM_MT, sem_meta, sem_methods);
   tidal__newtype(L, TT_PERMIT, PERMIT_MT, permit_meta, permit_methods);
+  tidal__xfer_register(&sem_xtype);
   tidal__register(L, funcs);
 }

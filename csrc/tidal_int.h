@@ -14,7 +14,8 @@
 **   introspect.c tasks(), stats()
 **   transfer.c   copying values between Lua states (serialize / rebuild)
 **   xprobe.c     a test-only shareable handle type for transfer.c
-**   xfer_hooks.c tidal.core's underscore test hooks for transfer.c
+**   xfer_hooks.c tidal.testhooks, a test-only module (never installed):
+**                hooks into transfer.c for the specs and the bench
 **   core.c       luaopen_tidal_core and the per-state context
 **   http*.c      tidal.http's C core (see http_int.h)
 */
@@ -374,6 +375,8 @@ struct tidal_ctx {
   int names_ref;    /* weak table: JoinHandle -> task name */
   int stbs_ref;     /* string error -> traceback, bounded */
   int nstbs;
+  uint8_t pool;     /* a state of the blocking pool (outside any task) */
+  void *job;        /* pool state: the job it runs now (blocking.c) */
   const void *mt[TT_N]; /* metatables of the types */
   int mt_ref[TT_N];
   /* Recently verified userdata of each type (direct-mapped by address).
@@ -397,6 +400,9 @@ enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 
 /* core.c */
 tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
+/* The state's context, loading tidal.core into a state that has none (a
+** state that receives a handle). May raise. */
+tidal_ctx *tidal__ctx_need(lua_State *L);
 /* The worker whose scheduler runs in L's state now, or NULL. Only for C
 ** functions of the module and methods of its types: they all carry the
 ** context as upvalue 1 (cheaper than the registry lookup of tidal__ctx,
@@ -416,8 +422,8 @@ void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
 ** "fname: expected a <Type> ..." */
 void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
 /* Sets type tt's metatable on the top value; ctx NULL (a state that never
-** loaded tidal.core, where a handle is being copied) loads tidal.core
-** first, so no method ever runs without its context. */
+** loaded tidal.core) loads it first (tidal__ctx_need), so no method ever
+** runs without its context. */
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt);
 /* Raises "fname: attempt to use a closed <what>", liolib's words for a
 ** file used after close() or collection. Every method of a type checks its
@@ -679,14 +685,20 @@ typedef struct tidal_xtype {
   /* The C object of the userdata at idx with one more reference, or NULL
   ** if it cannot be shared (e.g. closed). Must not raise. */
   void *(*share)(lua_State *L, int idx);
-  /* Pushes a new userdata for obj that takes a reference of its own,
-  ** creating the metatable if the state has none (the receiving state
-  ** may never have loaded tidal.core). May raise a memory error, but only
+  /* Pushes a new userdata for obj that takes a reference of its own. The
+  ** receiving state may never have loaded tidal.core (a pool state, any
+  ** state a host made): push gets the state's context with
+  ** tidal__ctx_need, which loads it. May raise (memory, loading), but only
   ** before it takes the reference. */
   void (*push)(lua_State *L, void *obj);
   /* Releases one reference. Any thread. */
   void (*drop)(void *obj);
 } tidal_xtype;
+
+/* Adds t to the process-wide registry of shareable types (once; again is
+** a no-op). Each type registers itself when tidal.core opens, before any
+** of its values can be encoded. Any thread. 0, or -1 when full. */
+int tidal__xfer_register(const tidal_xtype *t);
 
 /* Appends the n values at stack index first.. to out. Returns 0, or
 ** non-zero with an error message pushed (out->len and every reference are
@@ -704,13 +716,15 @@ int tidal__xfer_decode(lua_State *L, const char *data, size_t len);
 /* Releases the handle references held by an encoded buffer. */
 void tidal__xfer_discard(const char *data, size_t len);
 
-/* xprobe.c: the test-only shareable type "tidal.XProbe" */
+/* Whether an encoded buffer holds handles. */
+int tidal__xfer_has_handles(const char *data, size_t len);
+
+/* Test-only, never in tidal.core: xprobe.c, the shareable type
+** "tidal.XProbe", in the tidal.testhooks module (xfer_hooks.c) and the
+** fuzzer, which register it themselves. */
 extern const tidal_xtype tidal__xprobe_xtype;
 void tidal__xprobe_new(lua_State *L, lua_Integer value); /* pushes a probe */
 long tidal__xprobe_live(void); /* probes alive in the process */
-
-/* xfer_hooks.c */
-void tidal__xfer_hooks_open(lua_State *L);
 
 /* parallel.c, blocking.c */
 typedef struct tidal_record tidal_record;
@@ -724,6 +738,7 @@ void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
 void tidal__record_publish(lua_State *L, tidal_task *t, int hidx);
 void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id);
+void tidal__record_clear_job(tidal_record *r);
 int tidal__record_aborted(tidal_record *r);
 tidal_buf *tidal__record_input(tidal_record *r);
 /* Pushes a remote JoinHandle taking the caller's reference to r; r may be
@@ -735,12 +750,10 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
 void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
-extern const struct tidal_xtype tidal__rhandle_xtype, tidal__handle_xtype;
-extern const struct tidal_xtype tidal__sender_xtype, tidal__receiver_xtype;
-extern const struct tidal_xtype tidal__mutex_xtype, tidal__rwlock_xtype;
-extern const struct tidal_xtype tidal__semaphore_xtype;
-extern const struct tidal_xtype tidal__oneshot_tx_xtype,
-    tidal__oneshot_rx_xtype;
+/* A runtime's loop starts / stops running in ctx's state: inside a job
+** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
+void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);
+void tidal__blocking_leave(tidal_ctx *ctx);
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

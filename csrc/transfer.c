@@ -70,14 +70,46 @@ enum {
 #define X_MAGIC 0xA0
 #define X_HANDLES 0x01 /* in the magic byte: the buffer holds references */
 
-/* The shareable userdata types; a handle record names its type by index.
-** Channels, locks and join handles add their descriptors here. */
-static const tidal_xtype *const xtypes[] = {
-    &tidal__xprobe_xtype, &tidal__rhandle_xtype, &tidal__handle_xtype,
-    &tidal__sender_xtype, &tidal__receiver_xtype, &tidal__mutex_xtype,
-    &tidal__rwlock_xtype, &tidal__semaphore_xtype, &tidal__oneshot_tx_xtype,
-    &tidal__oneshot_rx_xtype, NULL};
-#define NXTYPES (sizeof xtypes / sizeof xtypes[0] - 1)
+/* ------------------------------------------------------ type registry */
+
+/* The shareable userdata types, in the order they registered; a handle
+** record names its type by its index here. The types register themselves
+** (tidal__xfer_register, when tidal.core opens), so this layer knows none
+** of them and links alone (the fuzzer links it with only a test type).
+** Process-wide: a buffer may cross between any two states. Entries are
+** written once, before the count that publishes them. */
+#define MAXXTYPES 32
+static const tidal_xtype *xtypes[MAXXTYPES];
+static atomic_int nxtypes;
+static uv_mutex_t xtypes_mu;
+static uv_once_t xtypes_once = UV_ONCE_INIT;
+
+static void xtypes_init(void) {
+  if (uv_mutex_init(&xtypes_mu)) abort();
+}
+
+int tidal__xfer_register(const tidal_xtype *t) {
+  int i, n;
+  uv_once(&xtypes_once, xtypes_init);
+  uv_mutex_lock(&xtypes_mu);
+  n = atomic_load_explicit(&nxtypes, memory_order_relaxed);
+  for (i = 0; i < n && xtypes[i] != t; i++) {
+  }
+  if (i == n) {
+    if (n == MAXXTYPES) {
+      uv_mutex_unlock(&xtypes_mu);
+      return -1;
+    }
+    xtypes[n] = t;
+    atomic_store_explicit(&nxtypes, n + 1, memory_order_release);
+  }
+  uv_mutex_unlock(&xtypes_mu);
+  return 0;
+}
+
+static int xtypes_count(void) {
+  return atomic_load_explicit(&nxtypes, memory_order_acquire);
+}
 
 /* ------------------------------------------------------------------- MAC */
 
@@ -420,24 +452,30 @@ static lua_Integer enc_seen(xenc *e, int idx) {
 
 /* The map from loaded modules (and the C functions in their fields) to
 ** their names: "mod", or "mod\0field". Built from package.loaded and cached
-** in the registry until the number of loaded modules changes. */
+** in the registry until package.loaded changes: the cache is stamped with
+** a hash of its entries (names and values by identity), so that a module
+** unloaded and another loaded, or one reloaded, are seen. */
 #define MODMAP_KEY "tidal.xfer.modmap"
 
 static void ensure_modmap(xenc *e) {
   lua_State *L = e->L;
-  lua_Integer count = 0;
+  uint64_t stamp = 14695981039346656037u;
   if (e->havemod) return;
   e->havemod = 1;
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
+    lua_pop(L, 1); /* a state without the package library: no modules */
+    lua_newtable(L);
+  }
   int loaded = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, loaded)) {
+    stamp = (stamp ^ (uintptr_t)lua_topointer(L, -2)) * 1099511628211u;
+    stamp = (stamp ^ (uintptr_t)lua_topointer(L, -1)) * 1099511628211u;
     lua_pop(L, 1);
-    count++;
   }
   if (lua_getfield(L, LUA_REGISTRYINDEX, MODMAP_KEY) == LUA_TTABLE) {
-    lua_getfield(L, -1, "\1count");
-    if (lua_tointeger(L, -1) == count) {
+    lua_getfield(L, -1, "\1stamp");
+    if (lua_tointeger(L, -1) == (lua_Integer)stamp) {
       lua_pop(L, 1);
       lua_replace(L, e->modslot);
       lua_pop(L, 1); /* package.loaded */
@@ -472,8 +510,8 @@ static void ensure_modmap(xenc *e) {
     }
     lua_pop(L, 1);
   }
-  lua_pushinteger(L, count);
-  lua_setfield(L, map, "\1count");
+  lua_pushinteger(L, (lua_Integer)stamp);
+  lua_setfield(L, map, "\1stamp");
   lua_pushvalue(L, map);
   lua_setfield(L, LUA_REGISTRYINDEX, MODMAP_KEY);
   lua_replace(L, e->modslot);
@@ -658,7 +696,8 @@ static void enc_userdata(xenc *e, int u, int depth) {
   void *obj;
   uint64_t mac;
   if (lua_getmetatable(L, u)) {
-    for (i = 0; i < NXTYPES && t == NULL; i++) {
+    size_t ntypes = (size_t)xtypes_count();
+    for (i = 0; i < ntypes && t == NULL; i++) {
       luaL_getmetatable(L, xtypes[i]->mt);
       if (lua_rawequal(L, -1, -2)) t = xtypes[ti = i];
       lua_pop(L, 1);
@@ -961,7 +1000,7 @@ static void dec_handle(xdec *d) {
   dec_need(d, 1 + 8 + 8);
   rec = d->p;
   if (!d->handles) dec_fail(d, "unexpected handle");
-  if (*rec >= NXTYPES) dec_fail(d, "bad handle type");
+  if (*rec >= xtypes_count()) dec_fail(d, "bad handle type");
   memcpy(&mac, rec + 9, 8);
   if (xmac(rec, 9) != mac) dec_fail(d, "handle fails its MAC");
   memcpy(&obj, rec + 1, sizeof obj < 8 ? sizeof obj : 8);
@@ -985,7 +1024,10 @@ static void dec_module(xdec *d, int field) {
   dot = field ? (const char *)memchr(name, 0, (size_t)len) : NULL;
   if (field && dot == NULL) dec_fail(d, "bad module field");
   size_t modlen = dot ? (size_t)(dot - name) : (size_t)len;
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
+    lua_pop(L, 1); /* no package library: nothing is loaded */
+    lua_newtable(L);
+  }
   lua_pushlstring(L, name, modlen);
   if (lua_rawget(L, -2) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -1214,7 +1256,7 @@ static int walk_value(xwalk *w, int depth, int upval) {
   case XT_HANDLE: {
     uint64_t m;
     void *obj = NULL;
-    if (w->end - w->p < 17 || *w->p >= NXTYPES) return -1;
+    if (w->end - w->p < 17 || *w->p >= xtypes_count()) return -1;
     memcpy(&m, w->p + 9, 8);
     if (xmac(w->p, 9) != m) return -1;
     memcpy(&obj, w->p + 1, sizeof obj < 8 ? sizeof obj : 8);
@@ -1225,6 +1267,10 @@ static int walk_value(xwalk *w, int depth, int upval) {
   default:
     return -1;
   }
+}
+
+int tidal__xfer_has_handles(const char *data, size_t len) {
+  return len > 0 && (unsigned char)data[0] == (X_MAGIC | X_HANDLES);
 }
 
 void tidal__xfer_discard(const char *data, size_t len) {

@@ -1,26 +1,51 @@
 /*
-** xfer_hooks.c: tidal.core's test hooks for value transfer (transfer.c).
-** Underscore-prefixed, not part of the public API:
+** xfer_hooks.c: tidal.testhooks, a test-only C module over value transfer
+** (transfer.c). The Makefile builds it into the test tree next to
+** tidal.core; the rockspec never builds or installs it, so no user script
+** can reach these hooks (a buffer discarded twice is a use-after-free).
 **
-**   _xcopy(...)       copies the values into a fresh lua_State and back
-**   _xrun(fn, ...)    copies fn and its arguments into a fresh lua_State,
-**                     calls it there and copies the results back (what
-**                     spawn_blocking will do on a pooled state)
-**   _xencode(...)     -> the encoded bytes as a string
-**   _xdecode(s)       -> the values encoded in s
-**   _xdiscard(s)      releases the handle references s holds
-**   _xbench(n, ...)   -> ns per encode+decode+discard of the values, bytes
-**   _xprobe([v])      -> a new "tidal.XProbe" (see xprobe.c)
-**   _xprobe_live()    -> probes alive in the process
+**   copy(...)        copies the values into a fresh lua_State and back
+**   run(fn, ...)     copies fn and its arguments into a fresh lua_State,
+**                    calls it there and copies the results back (what
+**                    spawn_blocking does on a pooled state)
+**   encode(...)      -> the encoded bytes as a string
+**   decode(s)        -> the values encoded in s
+**   discard(s)       releases the handle references s holds
+**   bench(n, ...)    -> ns per encode+decode+discard of the values, bytes
+**   probe([v])       -> a new "tidal.XProbe" (see xprobe.c)
+**   probe_live()     -> probes alive in the process
 **
-** A string from _xencode holds handle references like any buffer: decode it
-** as often as you like, then _xdiscard it exactly once.
+** A string from encode holds handle references like any buffer: decode it
+** as often as you like, then discard it exactly once.
+**
+** The module links none of tidal.core: it finds the transfer functions in
+** the tidal.core already loaded (dladdr of one of its functions, then
+** dlsym), so that there is one registry of handle types and one MAC key,
+** and it registers its probe type there.
 */
+#define _GNU_SOURCE /* dladdr */
 #include "tidal_int.h"
 
+#include <dlfcn.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lualib.h>
+
+/* tidal.core's transfer functions */
+static struct {
+  int (*encode)(lua_State *L, int first, int n, const char *root,
+                tidal_buf *out);
+  int (*decode)(lua_State *L, const char *data, size_t len);
+  void (*discard)(const char *data, size_t len);
+  int (*reg)(const tidal_xtype *t);
+} X;
+
+static void buf_free(tidal_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
 
 #define SCRATCH_MT "tidal.XferScratch"
 
@@ -38,11 +63,11 @@ static void scratch_release(scratch *s) {
     lua_close(s->L2);
     s->L2 = NULL;
   }
-  if (s->own_a) tidal__xfer_discard(s->a.data, s->a.len);
-  if (s->own_b) tidal__xfer_discard(s->b.data, s->b.len);
+  if (s->own_a) X.discard(s->a.data, s->a.len);
+  if (s->own_b) X.discard(s->b.data, s->b.len);
   s->own_a = s->own_b = 0;
-  tidal__buf_free(&s->a);
-  tidal__buf_free(&s->b);
+  buf_free(&s->a);
+  buf_free(&s->b);
 }
 
 static int l_scratch_gc(lua_State *L) {
@@ -99,7 +124,7 @@ static int into_fresh_state(lua_State *L, scratch *s) {
   }
   lua_pushcfunction(s->L2, openlibs);
   if (lua_pcall(s->L2, 0, 0, 0) != LUA_OK ||
-      (m = tidal__xfer_decode(s->L2, s->a.data, s->a.len)) < 0) {
+      (m = X.decode(s->L2, s->a.data, s->a.len)) < 0) {
     move_message(L, s);
     return -1;
   }
@@ -116,19 +141,19 @@ static int into_fresh_state(lua_State *L, scratch *s) {
 static int l_xcopy(lua_State *L) {
   int n = lua_gettop(L), m;
   scratch *s = new_scratch(L);
-  if (tidal__xfer_encode(L, 1, n, "args", &s->a)) return fail(L, s);
+  if (X.encode(L, 1, n, "args", &s->a)) return fail(L, s);
   s->own_a = 1;
   if ((m = into_fresh_state(L, s)) < 0) return fail(L, s);
-  if (tidal__xfer_encode(s->L2, -m, m, "args", &s->b) != 0) {
+  if (X.encode(s->L2, -m, m, "args", &s->b) != 0) {
     move_message(L, s);
     return fail(L, s);
   }
   s->own_b = 1;
   lua_close(s->L2); /* its copies of the handles drop their references */
   s->L2 = NULL;
-  tidal__xfer_discard(s->a.data, s->a.len);
+  X.discard(s->a.data, s->a.len);
   s->own_a = 0;
-  m = tidal__xfer_decode(L, s->b.data, s->b.len);
+  m = X.decode(L, s->b.data, s->b.len);
   if (m < 0) return fail(L, s);
   scratch_release(s);
   return m;
@@ -138,7 +163,7 @@ static int l_xrun(lua_State *L) {
   int n = lua_gettop(L), m;
   scratch *s = new_scratch(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (tidal__xfer_encode(L, 1, n, "args", &s->a)) return fail(L, s);
+  if (X.encode(L, 1, n, "args", &s->a)) return fail(L, s);
   s->own_a = 1;
   if ((m = into_fresh_state(L, s)) < 0) return fail(L, s);
   if (lua_pcall(s->L2, m - 1, LUA_MULTRET, 0) != LUA_OK) {
@@ -149,14 +174,14 @@ static int l_xrun(lua_State *L) {
     lua_pushliteral(L, "not enough memory");
     return fail(L, s);
   }
-  if (tidal__xfer_encode(s->L2, 1, lua_gettop(s->L2), "results", &s->b)) {
+  if (X.encode(s->L2, 1, lua_gettop(s->L2), "results", &s->b)) {
     move_message(L, s);
     return fail(L, s);
   }
   s->own_b = 1;
   lua_close(s->L2);
   s->L2 = NULL;
-  m = tidal__xfer_decode(L, s->b.data, s->b.len);
+  m = X.decode(L, s->b.data, s->b.len);
   if (m < 0) return fail(L, s);
   scratch_release(s);
   return m;
@@ -165,7 +190,7 @@ static int l_xrun(lua_State *L) {
 static int l_xencode(lua_State *L) {
   int n = lua_gettop(L);
   scratch *s = new_scratch(L);
-  if (tidal__xfer_encode(L, 1, n, "args", &s->a)) return fail(L, s);
+  if (X.encode(L, 1, n, "args", &s->a)) return fail(L, s);
   s->own_a = 1;
   lua_pushlstring(L, s->a.data, s->a.len);
   s->own_a = 0; /* the string carries the references now */
@@ -176,7 +201,7 @@ static int l_xencode(lua_State *L) {
 static int l_xdecode(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 1, &len);
-  int n = tidal__xfer_decode(L, data, len);
+  int n = X.decode(L, data, len);
   if (n < 0) return lua_error(L);
   return n;
 }
@@ -184,7 +209,7 @@ static int l_xdecode(lua_State *L) {
 static int l_xdiscard(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 1, &len);
-  tidal__xfer_discard(data, len);
+  X.discard(data, len);
   return 0;
 }
 
@@ -197,11 +222,11 @@ static int l_xbench(lua_State *L) {
   uint64_t t0 = uv_hrtime();
   for (i = 0; i < iters; i++) {
     s->a.len = 0;
-    if (tidal__xfer_encode(L, 2, n, "args", &s->a)) return fail(L, s);
+    if (X.encode(L, 2, n, "args", &s->a)) return fail(L, s);
     s->own_a = 1;
-    if ((m = tidal__xfer_decode(L, s->a.data, s->a.len)) < 0) return fail(L, s);
+    if ((m = X.decode(L, s->a.data, s->a.len)) < 0) return fail(L, s);
     lua_pop(L, m);
-    tidal__xfer_discard(s->a.data, s->a.len);
+    X.discard(s->a.data, s->a.len);
     s->own_a = 0;
   }
   lua_pushnumber(L, iters > 0 ? (double)(uv_hrtime() - t0) / iters : 0);
@@ -220,17 +245,46 @@ static int l_xprobe_live(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"_xcopy", l_xcopy},
-                                 {"_xrun", l_xrun},
-                                 {"_xencode", l_xencode},
-                                 {"_xdecode", l_xdecode},
-                                 {"_xdiscard", l_xdiscard},
-                                 {"_xbench", l_xbench},
-                                 {"_xprobe", l_xprobe},
-                                 {"_xprobe_live", l_xprobe_live},
+static const luaL_Reg funcs[] = {{"copy", l_xcopy},
+                                 {"run", l_xrun},
+                                 {"encode", l_xencode},
+                                 {"decode", l_xdecode},
+                                 {"discard", l_xdiscard},
+                                 {"bench", l_xbench},
+                                 {"probe", l_xprobe},
+                                 {"probe_live", l_xprobe_live},
                                  {NULL, NULL}};
 
-/* stack: module, ctx */
-void tidal__xfer_hooks_open(lua_State *L) {
-  tidal__register(L, funcs);
+/* Finds the transfer functions in the tidal.core loaded in L. */
+static void bind_core(lua_State *L) {
+  lua_CFunction any;
+  Dl_info info;
+  void *core;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "tidal.core");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "channel");
+  any = lua_tocfunction(L, -1);
+  lua_pop(L, 2);
+  if (any == NULL || !dladdr((void *)any, &info) || info.dli_fname == NULL)
+    luaL_error(L, "tidal.testhooks: cannot find tidal.core's library");
+  core = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  if (core == NULL)
+    luaL_error(L, "tidal.testhooks: %s", dlerror());
+  *(void **)&X.encode = dlsym(core, "tidal__xfer_encode");
+  *(void **)&X.decode = dlsym(core, "tidal__xfer_decode");
+  *(void **)&X.discard = dlsym(core, "tidal__xfer_discard");
+  *(void **)&X.reg = dlsym(core, "tidal__xfer_register");
+  if (!X.encode || !X.decode || !X.discard || !X.reg)
+    luaL_error(L, "tidal.testhooks: tidal.core lacks the transfer functions");
+  /* tidal.core's registry will point at the probe type: never unload */
+  if (dladdr((void *)bind_core, &info) && info.dli_fname != NULL)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+  X.reg(&tidal__xprobe_xtype);
+}
+
+int luaopen_tidal_testhooks(lua_State *L) {
+  bind_core(L);
+  luaL_newlib(L, funcs);
+  return 1;
 }

@@ -1,13 +1,16 @@
 /*
-** xprobe.c: "tidal.XProbe", a test-only handle type for transfer.c.
+** xprobe.c: "tidal.XProbe", a test-only handle type for transfer.c, in the
+** tidal.testhooks module and the fuzzer (never in tidal.core).
 **
-** Channels, locks and join handles will be shared between Lua states by
-** reference: a C object with an atomic reference count, held by a userdata
-** in each state (and by every encoded buffer that carries it). Until they
-** exist, the probe is that shape in its simplest form, so the by-reference
-** path of transfer.c and its reference counting can be tested: a probe has
-** an integer value that any copy can read and set, and its count of
-** references. tidal.core exposes it as _xprobe() and _xprobe_live().
+** The simplest shape of a handle shared between Lua states by reference: a
+** C object with an atomic reference count, held by a userdata in each
+** state (and by every encoded buffer that carries it). A probe has an
+** integer value that any copy can read and set, and its count of
+** references, so the by-reference path of transfer.c and its reference
+** counting can be tested in isolation. tidal.testhooks exposes it as
+** probe() and probe_live(). Unlike tidal's own types, it builds its
+** metatable on demand in any state: the real types are tested with the
+** real types.
 */
 #include "tidal_int.h"
 

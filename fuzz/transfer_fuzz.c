@@ -71,6 +71,15 @@ static long once(const char *data, size_t size, long fail_at) {
   return lim.n;
 }
 
+/* The value layer knows no handle type until one registers: the probe
+** does, so handle records reach the MAC check and the type lookup. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  if (tidal__xfer_register(&tidal__xprobe_xtype)) abort();
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   long allocs = once((const char *)data, size, -1);
   uint64_t h = 1469598103934665603u; /* FNV-1a picks the failure point */

@@ -5,8 +5,10 @@
 set -u
 busted_bin=$(command -v busted || echo /usr/bin/busted)
 if [ -n "${TIDAL_VALGRIND:-}" ]; then
-  cmd=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite
-       --show-leak-kinds=definite --error-exitcode=97 lua5.4 "$busted_bin")
+  # --fair-sched: a thread that burns CPU must not starve the others
+  cmd=(valgrind --quiet --fair-sched=yes --leak-check=full
+       --errors-for-leak-kinds=definite --show-leak-kinds=definite
+       --error-exitcode=97 lua5.4 "$busted_bin")
 else
   cmd=(lua5.4 "$busted_bin")
 fi

@@ -1,12 +1,13 @@
--- Values that cross between Lua states (DESIGN.md section 5), through the
--- test hooks of tidal.core: _xcopy (to a fresh lua_State and back), _xrun
--- (call a copied function in a fresh state), _xencode / _xdecode /
--- _xdiscard (the bytes), and the probe handle type (_xprobe).
+-- Values that cross between Lua states (DESIGN.md section 5), through
+-- tidal.testhooks, a test-only module built beside tidal.core in the test
+-- trees (never installed): copy (to a fresh lua_State and back), run (call
+-- a copied function in a fresh state), encode / decode / discard (the
+-- bytes), and the probe handle type (probe).
 local support = require("support")
-local core = require("tidal.core")
+local hooks = require("tidal.testhooks")
 
-local copy, run = core._xcopy, core._xrun
-local encode, decode, discard = core._xencode, core._xdecode, core._xdiscard
+local copy, run = hooks.copy, hooks.run
+local encode, decode, discard = hooks.encode, hooks.decode, hooks.discard
 
 local function full_gc()
   collectgarbage()
@@ -289,7 +290,7 @@ describe("value transfer", function()
   describe("handles", function()
     it("are shared by reference", function()
       support.run(function()
-        local p = core._xprobe(5)
+        local p = hooks.probe(5)
         local q = copy(p)
         assert.are_not.equal(p, q)
         assert.equal(5, q:get())
@@ -305,9 +306,9 @@ describe("value transfer", function()
 
     it("count their references, back to the baseline after collection", function()
       full_gc()
-      local live0 = core._xprobe_live()
+      local live0 = hooks.probe_live()
       support.run(function()
-        local p = core._xprobe()
+        local p = hooks.probe()
         assert.equal(1, p:refs())
         local q = copy(p)
         assert.equal(2, p:refs())
@@ -316,17 +317,17 @@ describe("value transfer", function()
         q, t = nil, nil
         full_gc()
         assert.equal(1, p:refs())
-        assert.equal(live0 + 1, core._xprobe_live())
+        assert.equal(live0 + 1, hooks.probe_live())
       end)
       full_gc()
-      assert.equal(live0, core._xprobe_live())
+      assert.equal(live0, hooks.probe_live())
     end)
 
     it("are released by a discarded buffer, decoded or not", function()
       full_gc()
-      local live0 = core._xprobe_live()
+      local live0 = hooks.probe_live()
       support.run(function()
-        local p = core._xprobe()
+        local p = hooks.probe()
         local s = encode(p, { p })
         assert.equal(2, p:refs()) -- the buffer holds one
         local a = decode(s)
@@ -342,12 +343,12 @@ describe("value transfer", function()
         discard(encode(1, "x")) -- nothing to release: a no-op
       end)
       full_gc()
-      assert.equal(live0, core._xprobe_live())
+      assert.equal(live0, hooks.probe_live())
     end)
 
     it("are released when the copy is refused", function()
       support.run(function()
-        local p = core._xprobe()
+        local p = hooks.probe()
         local msg = refusal(copy, p, { p, string.gmatch("", "") })
         assert.matches("C function at args%[2%]%[2%]", msg)
         assert.equal(1, p:refs())
@@ -491,7 +492,7 @@ describe("value transfer", function()
           assert.matches("fails its MAC", refusal(decode, flip(s, i)))
         end
         assert.matches("wrong upvalue count", refusal(decode, flip(s, 4)))
-        local p = core._xprobe()
+        local p = hooks.probe()
         local h = encode(p)
         for i = 4, #h do -- the type, the pointer, the MAC
           assert.matches("malformed", refusal(decode, flip(h, i)))
