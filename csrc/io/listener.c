@@ -295,7 +295,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_LISTENER, "Listener:__gc");
   io__ud_unhot(L, TT_LISTENER, u);
   if (u->core != NULL)
     listener_close((io_listener *)u->core);
@@ -305,7 +305,7 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_LISTENER, "Listener:__tostring");
   io_listener *l = (io_listener *)u->core;
   struct sockaddr_storage sa;
   socklen_t len = sizeof sa;
@@ -542,7 +542,7 @@ static const luaL_Reg methods[] = {{"accept", l_accept},
                                    {NULL, NULL}};
 
 static const luaL_Reg meta[] = {{"__gc", l_gc},
-                                {"__close", l_gc},
+                                {"__close", l_close},
                                 {"__tostring", l_tostring},
                                 {NULL, NULL}};
 

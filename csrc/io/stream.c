@@ -870,7 +870,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_STREAM, "Stream:__gc");
   io__ud_unhot(L, TT_STREAM, u);
   if (u->core != NULL)
     io__stream_close((io_stream *)u->core);
@@ -999,7 +999,7 @@ static int l_set_linger(lua_State *L) {
 static const char *const kind_names[] = {"?", "tcp", "unix", "pipe"};
 
 static int l_tostring(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_STREAM, "Stream:__tostring");
   io_stream *s = (io_stream *)u->core;
   if (s == NULL) {
     lua_pushstring(L, u->state == IO_UD_CLOSED    ? "tidal.Stream (closed)"
@@ -1138,7 +1138,7 @@ static const luaL_Reg methods[] = {{"read", l_read},
                                    {NULL, NULL}};
 
 static const luaL_Reg meta[] = {{"__gc", l_gc},
-                                {"__close", l_gc},
+                                {"__close", l_close},
                                 {"__tostring", l_tostring},
                                 {NULL, NULL}};
 

@@ -421,7 +421,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *ud = (io_ud *)lua_touserdata(L, 1);
+  io_ud *ud = (io_ud *)tidal__checkud(L, 1, TT_UDP, "UdpSocket:__gc");
   io__ud_unhot(L, TT_UDP, ud);
   if (ud->core != NULL)
     udp_close((io_udp *)ud->core);
@@ -431,7 +431,7 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  io_ud *ud = (io_ud *)lua_touserdata(L, 1);
+  io_ud *ud = (io_ud *)tidal__checkud(L, 1, TT_UDP, "UdpSocket:__tostring");
   io_udp *u = (io_udp *)ud->core;
   struct sockaddr_storage sa;
   if (u == NULL) {
@@ -578,7 +578,7 @@ static const luaL_Reg methods[] = {{"send_to", l_send_to},
                                    {NULL, NULL}};
 
 static const luaL_Reg meta[] = {{"__gc", l_gc},
-                                {"__close", l_gc},
+                                {"__close", l_close},
                                 {"__tostring", l_tostring},
                                 {NULL, NULL}};
 

@@ -178,7 +178,7 @@ void *io__check(lua_State *L, int tt, const char *fname) {
                  "%s: attempt to use a %s that moved to another worker "
                  "(another receiver took it)",
                  fname, what);
-    luaL_error(L, "%s: attempt to use a closed %s", fname, what);
+    tidal__closed_error(L, fname, what);
   }
   if (ctx->w != NULL && ctx->w != o->iw->w)
     luaL_error(L, "%s: this %s belongs to another runtime", fname,
