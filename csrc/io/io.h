@@ -128,9 +128,10 @@ enum {
   IO_UD_OPEN = 0, IO_UD_CLOSED, IO_UD_MOVED, IO_UD_TAKEN, IO_UD_PENDING
 };
 typedef struct io_ud {
-  void *core;         /* starts with an io_obj */
+  void *core;           /* starts with an io_obj */
   struct io_move *move; /* IO_UD_PENDING: what moved here */
-  uint8_t state;      /* IO_UD_*: why core is NULL */
+  const void *tag;      /* its type's metatable (io__self); NULL after __gc */
+  uint8_t state;        /* IO_UD_*: why core is NULL */
 } io_ud;
 
 /* Pushes a new closed userdata of type tt with nuv user values (ctx =
@@ -141,7 +142,7 @@ void io__ud_attach(io_ud *u, io_obj *o);
 /* Unlinks them: the userdata reads as closed (state st), the core
 ** forgets it. Either may be NULL. */
 void io__ud_detach(io_obj *o, int st);
-/* __gc: forget the userdata in the type's check cache (TIDAL_HOT). */
+/* __gc: forget the userdata in the check caches (TIDAL_HOT, its tag). */
 void io__ud_unhot(lua_State *L, int tt, io_ud *u);
 /* The userdata at index 1 of type tt (raises "fname: expected a <Type>
 ** as self ..." otherwise), open (raises "fname: attempt to use a closed
@@ -149,6 +150,19 @@ void io__ud_unhot(lua_State *L, int tt, io_ud *u);
 ** the runtime running now, if one runs (raises "fname: this <what>
 ** belongs to another runtime"). Returns its core. */
 void *io__check(lua_State *L, int tt, const char *fname);
+/* io__check's fast path, for the hot methods (ctx: upvalue 1). A userdata
+** of io_ud's size whose tag is type tt's metatable is one of ours: the tag
+** is set when it is made and cleared by its __gc, before the memory can be
+** reused, so no other userdata carries it (as TIDAL_HOT, without the
+** cache's misses when a worker has many streams). */
+static inline void *io__self(lua_State *L, tidal_ctx *ctx, int tt,
+                             const char *fname) {
+  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  if (u != NULL && lua_rawlen(L, 1) == sizeof *u && u->tag == ctx->mt[tt] &&
+      u->core != NULL && ((io_obj *)u->core)->iw->w == ctx->w)
+    return u->core;
+  return io__check(L, tt, fname);
+}
 /* The userdata at index 1 of type tt, open or not (for close, tostring). */
 io_ud *io__ud(lua_State *L, int tt, const char *fname);
 /* close / __gc of a userdata whose core is NULL: lets go of what moved

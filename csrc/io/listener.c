@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -112,7 +113,11 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   (void)status;
   (void)events;
   if (l->acceptors.head == NULL) {
-    if (l->nwoken == 0) { /* nobody wants it: stop watching (lazily) */
+    /* Nobody waits: stop watching, lazily. Not at the first such
+    ** callback: a busy accept loop is just between two accepts then, and
+    ** each stop and start costs two epoll_ctl. The poll is level-triggered,
+    ** so an idle listener with connections pending is seen at most twice. */
+    if (l->nwoken == 0 && ++l->idle_polls >= 2) {
       uv_poll_stop(p);
       l->polling = 0;
     }
@@ -183,6 +188,7 @@ static int accept_body(lua_State *L, io_listener *l, tidal_task *t,
   int fd, rc;
   if (!front && (l->acceptors.head || l->nwoken || l->backoff))
     return park(L, l, t, 0);
+  l->idle_polls = 0;
   for (;;) {
     socklen_t len = sizeof sa;
     fd = accept4(l->fd, (struct sockaddr *)&sa, &len,
@@ -204,8 +210,10 @@ static int accept_body(lua_State *L, io_listener *l, tidal_task *t,
   rc = io__stream_from_fd(l->obj.iw, l->kind, IO_R | IO_W, fd, l->rbuf, &s);
   if (rc == 0 && l->kind == IO_TCP) {
     memcpy(&s->peer, &sa, sizeof sa);
+#ifndef __linux__ /* Linux: inherited from the listening socket */
     rc = io__stream_tcp_opts(s, l->nodelay, l->keepalive);
     if (rc != 0) io__stream_close(s);
+#endif
   }
   /* more connections may be pending */
   if (l->acceptors.head && l->nwoken == 0 && !l->backoff) wake_head(l);
@@ -248,9 +256,10 @@ static const tidal_restart accept_restart = {accept_again};
 
 /* l:accept() -> stream, peer host, peer port | nil, err */
 static int l_accept(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   io_listener *l =
-      (io_listener *)io__check(L, TT_LISTENER, "Listener:accept");
-  tidal_task *t = tidal__wait_begin(L, "Listener:accept");
+      (io_listener *)io__self(L, ctx, TT_LISTENER, "Listener:accept");
+  tidal_task *t = tidal__wait_ok(L, ctx->cur, "Listener:accept");
   lua_settop(L, 1);
   io__stream_newud(L); /* before anything is acquired */
   TIDAL_SPEND(L, t, &accept_restart);
@@ -354,6 +363,21 @@ static int sys_err(void) {
   return uv_translate_sys_error(errno);
 }
 
+#ifdef __linux__
+static int sock_opts(int fd, int nodelay, int keepalive) {
+  int one = 1;
+  if (nodelay &&
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    return sys_err();
+  if (keepalive > 0 &&
+      (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+       setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepalive,
+                  sizeof keepalive) != 0))
+    return sys_err();
+  return 0;
+}
+#endif
+
 /* core._net_listen(ip, port, backlog, reuseaddr, reuseport, v6only,
 ** nodelay, keepalive, read_buffer [, name]) -> listener | nil, err |
 ** false (ip is not an IP address: resolve it first) */
@@ -404,6 +428,11 @@ static int l_listen(lua_State *L) {
     rc = sys_err();
     goto fail;
   }
+#ifdef __linux__
+  /* accepted sockets inherit TCP_NODELAY and the keepalive settings from
+  ** the listening socket: set them once here, not per connection */
+  if ((rc = sock_opts(l->fd, l->nodelay, l->keepalive)) != 0) goto fail;
+#endif
   if ((rc = finish(L, iw, l, ud)) != 0) goto fail;
   return 1;
 fail:

@@ -161,8 +161,10 @@ static void push(lua_State *L, void *obj) {
   io_ud *u = (io_ud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->core = NULL;
   u->move = NULL;
+  u->tag = NULL;
   u->state = IO_UD_CLOSED;
   tidal__setmt(L, ctx, m->tt);
+  u->tag = ctx->mt[m->tt];
   atomic_fetch_add(&m->refs, 1);
   u->move = m;
   u->state = IO_UD_PENDING;

@@ -30,6 +30,7 @@ struct io_stream {
   } u; /* u.h.data = this */
   uint8_t kind, dirs;
   uint16_t f;
+  int fd;          /* the socket (uv_fileno), for the send fast path */
   int rerr;        /* sticky read error, reported after the buffered bytes */
   int werr;        /* sticky write error */
   int shut_status; /* of the finished shutdown */
@@ -68,6 +69,7 @@ typedef struct io_listener {
   uv_timer_t retry; /* EMFILE backoff */
   int fd, kind;     /* IO_TCP or IO_UNIX */
   uint8_t polling, backoff, closing;
+  uint8_t idle_polls; /* poll callbacks with nobody to wake, in a row */
   int nclose; /* handles whose close callback has not run */
   tidal_wq acceptors;
   int nparked, nwoken;

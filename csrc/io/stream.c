@@ -2,13 +2,13 @@
 ** stream.c: the Stream object over a libuv stream (TCP, unix sockets,
 ** child pipes): one type, one read buffer, FIFO readers and writers.
 **
-** Reading is always on, from the moment the stream exists, into the
-** stream's own buffer, until that holds read_buffer unread bytes (64 KiB
-** by default): then reading pauses, and resumes once a reader took it
-** below half. So a round trip costs no epoll_ctl, and a peer that floods
-** us is bounded. libuv reads into the worker's scratch buffer and read_cb
-** copies what came into the stream's; an idle stream holds only what it
-** received.
+** Reading starts with the first read that waits and then stays on, into
+** the stream's own buffer, until that holds read_buffer unread bytes (64
+** KiB by default): then reading pauses, and resumes once a reader took it
+** below half. So a round trip costs no epoll_ctl, a stream nobody reads
+** costs no epoll registration, and a peer that floods us is bounded.
+** libuv reads into the worker's scratch buffer and read_cb copies what
+** came into the stream's; an idle stream holds only what it received.
 **
 ** Wake, then take: read_cb only appends and wakes the head reader when it
 ** can complete (enough bytes, a line end, EOF, an error); the reader takes
@@ -33,6 +33,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,7 @@ io_stream *io__stream_new(io_worker *iw, int kind, int dirs) {
   s->kind = (uint8_t)kind;
   s->dirs = (uint8_t)dirs;
   s->rmax = IO_READ_MAX;
+  s->fd = -1;
   io__hold(iw);
   return s;
 }
@@ -224,9 +227,10 @@ static int start_reading(io_stream *s) {
 
 int io__stream_start(io_stream *s, size_t read_buffer) {
   int rc = 0;
+  uv_os_fd_t fd;
+  s->fd = uv_fileno(&s->u.h, &fd) == 0 ? fd : -1;
   s->rmax = read_buffer ? read_buffer : IO_READ_MAX;
   uv_unref(&s->u.h);
-  if (s->dirs & IO_R) rc = start_reading(s);
   io__live_add(s->obj.iw, &s->obj);
   s->obj.shutdown = stream_shutdown;
   s->f |= SF_LIVE;
@@ -376,7 +380,9 @@ static int park_reader(lua_State *L, io_stream *s, tidal_task *t, int mode,
   else
     tidal__wq_push(&s->readers, t);
   io__stream_ref(s);
-  if (s->f & SF_PAUSED) start_reading(s); /* it needs more than is here */
+  /* the first wait starts reading (a stream never read costs no epoll
+  ** registration); a paused stream resumes: it needs more than is here */
+  if (!(s->f & (SF_READING | SF_EOF)) && s->rerr == 0) start_reading(s);
   return tidal__park(L, t, &read_ops[mode], s, read_ks[mode]);
 }
 
@@ -482,7 +488,11 @@ static void check_args(lua_State *L, int mode, const char *fname) {
   case RD_SOME:
   case RD_ALL:
   case RD_EXACTLY:
-    if (mode == RD_EXACTLY || !lua_isnoneornil(L, 2)) {
+    if (lua_isinteger(L, 2)) {
+      if (lua_tointeger(L, 2) < 0)
+        luaL_error(L, "%s: the byte count must not be negative, got %I",
+                   fname, lua_tointeger(L, 2));
+    } else if (mode == RD_EXACTLY || !lua_isnoneornil(L, 2)) {
       int isnum;
       lua_Integer n = lua_tointegerx(L, 2, &isnum);
       if (!isnum)
@@ -491,12 +501,10 @@ static void check_args(lua_State *L, int mode, const char *fname) {
       if (n < 0)
         luaL_error(L, "%s: the byte count must not be negative, got %I",
                    fname, n);
-      lua_settop(L, 2);
       lua_pushinteger(L, n);
       lua_replace(L, 2);
     }
-    lua_settop(L, 2);
-    lua_pushnil(L);
+    lua_settop(L, 2); /* (3: none, keep = false) */
     break;
   case RD_LINE:
     line_opts(L, 2, fname);
@@ -513,11 +521,12 @@ static void check_args(lua_State *L, int mode, const char *fname) {
 
 static int do_read(lua_State *L, int mode) {
   const char *fname = rd_names[mode];
-  io_stream *s = (io_stream *)io__check(L, TT_STREAM, fname);
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  io_stream *s = (io_stream *)io__self(L, ctx, TT_STREAM, fname);
   tidal_task *t;
   if (!(s->dirs & IO_R))
     luaL_error(L, "%s: this stream is write-only", fname);
-  t = tidal__wait_begin(L, fname);
+  t = tidal__wait_ok(L, ctx->cur, fname);
   check_args(L, mode, fname);
   TIDAL_SPEND(L, t, read_restarts[mode]);
   return read_body(L, s, t, mode, 0);
@@ -706,6 +715,31 @@ static int gather(lua_State *L, uv_buf_t *bufs, size_t *total) {
 
 static int hwm_k(lua_State *L, int status, lua_KContext k);
 
+/* What the kernel takes of bufs now: bytes, UV_EAGAIN or an error. On a
+** socket it is one send / sendmsg with MSG_NOSIGNAL (cheaper than
+** uv_try_write's write / writev, and no SIGPIPE whatever the process's
+** disposition); a pipe goes through libuv. Only while nothing is queued,
+** as uv_try_write. */
+static int try_send(io_stream *s, const uv_buf_t *bufs, int n) {
+  ssize_t r;
+  if (s->kind == IO_PIPE || s->fd < 0)
+    return uv_try_write(&s->u.s, bufs, (unsigned int)n);
+  do {
+    if (n == 1) {
+      r = send(s->fd, bufs[0].base, bufs[0].len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else {
+      struct msghdr mh;
+      memset(&mh, 0, sizeof mh);
+      mh.msg_iov = (struct iovec *)bufs; /* (uv_buf_t is an iovec on unix) */
+      mh.msg_iovlen = (size_t)n;
+      r = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0) return (int)(r > INT_MAX ? INT_MAX : r);
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return UV_EAGAIN;
+  return uv_translate_sys_error(errno);
+}
+
 /* The write from the top: not started yet. */
 static int write_body(lua_State *L, io_stream *s, tidal_task *t) {
   uv_buf_t bufs[MAX_BUFS];
@@ -725,7 +759,7 @@ static int write_body(lua_State *L, io_stream *s, tidal_task *t) {
     return 1;
   }
   if (s->u.s.write_queue_size == 0) {
-    rc = uv_try_write(&s->u.s, bufs, (unsigned int)n);
+    rc = try_send(s, bufs, n);
     if (rc >= 0) {
       if ((size_t)rc == total) {
         lua_pushboolean(L, 1);
@@ -794,13 +828,14 @@ static const tidal_restart write_restart = {write_again};
 
 /* s:write(data, ...) -> true | nil, err */
 static int l_write(lua_State *L) {
-  io_stream *s = (io_stream *)io__check(L, TT_STREAM, write_name);
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  io_stream *s = (io_stream *)io__self(L, ctx, TT_STREAM, write_name);
   tidal_task *t;
   if (!(s->dirs & IO_W))
     luaL_error(L, "%s: this stream is read-only", write_name);
   if (s->f & SF_WSHUT)
     luaL_error(L, "%s: the stream was shut down for writing", write_name);
-  t = tidal__wait_begin(L, write_name);
+  t = tidal__wait_ok(L, ctx->cur, write_name);
   TIDAL_SPEND(L, t, &write_restart);
   return write_body(L, s, t);
 }
@@ -1111,13 +1146,7 @@ int io__stream_rebuild(io_worker *iw, io_move *m, io_stream **out) {
   s->rerr = m->rerr;
   s->werr = m->werr;
   memcpy(&s->peer, &m->peer, sizeof s->peer);
-  if ((s->f & SF_EOF) || s->rerr) {
-    if (s->f & SF_READING) uv_read_stop(&s->u.s);
-    s->f &= (uint16_t)~(SF_READING | SF_PAUSED);
-  } else if (unread(s) >= s->rmax) {
-    pause_reading(s);
-  }
-  *out = s;
+  *out = s; /* (reading starts with its first wait there) */
   return 0;
 }
 

@@ -127,8 +127,10 @@ io_ud *io__ud_new(lua_State *L, int tt, int nuv) {
   io_ud *u = (io_ud *)lua_newuserdatauv(L, sizeof *u, nuv);
   u->core = NULL;
   u->move = NULL;
+  u->tag = NULL;
   u->state = IO_UD_CLOSED;
   tidal__setmt(L, ctx, tt);
+  u->tag = ctx->mt[tt];
   return u;
 }
 
@@ -147,6 +149,7 @@ void io__ud_detach(io_obj *o, int st) {
 
 void io__ud_unhot(lua_State *L, int tt, io_ud *u) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  u->tag = NULL;
   if (ctx != NULL && TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
 }
 
