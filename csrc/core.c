@@ -91,7 +91,7 @@ static const char *const type_names[TT_N] = {
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
     "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
     "Guard",         "Semaphore",       "Permit",          "Notify",
-    "Op",            "JoinHandle",      "FailureReport"};
+    "Op",            "JoinHandle",      "FailureReport",   "Interval"};
 
 const char *tidal__typename(int tt) {
   return type_names[tt];

@@ -75,7 +75,7 @@ struct tidal_timer {
 };
 
 /* timer kinds */
-enum { TK_SLEEP = 1, TK_SCOPE };
+enum { TK_SLEEP = 1, TK_SCOPE, TK_INTERVAL };
 
 typedef struct tidal_heap {
   tidal_timer **v;
@@ -90,6 +90,9 @@ void tidal__heap_free(tidal_heap *h);
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
 uint64_t tidal__deadline(double seconds);
+/* The same for a point in time on the tidal.now() clock (seconds): the
+** past saturates to now, beyond ~100 years from now to that. Not NaN. */
+uint64_t tidal__deadline_at(double at);
 uint64_t tidal__coarse_ns(void); /* cheap monotonic clock, ms resolution */
 
 /* ------------------------------------------------------- wait queues */
@@ -249,9 +252,10 @@ struct tidal_scope {
   tidal_scope *next, *prev; /* the worker's active scopes, newest first */
   tidal_task *task;
   tidal_timer timer; /* TK_SCOPE */
-  double seconds;
+  double seconds;    /* timeout_at: the deadline (tidal.now() clock) */
   int err_ref;       /* the timeout error once raised (registry), or NOREF */
   uint8_t expired;
+  uint8_t at;        /* opened by timeout_at */
 };
 
 /* Per-task state most tasks never need, taken on first use from the
@@ -356,7 +360,7 @@ enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
   TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_RHANDLE, TT_REPORT, TT_N
+  TT_RHANDLE, TT_REPORT, TT_INTERVAL, TT_N
 };
 
 /* Per Lua state: one for every state that loaded tidal.core. */
@@ -513,6 +517,7 @@ void tidal__runtime_open(lua_State *L);
 
 /* time.c */
 void tidal__time_open(lua_State *L);
+void tidal__interval_fire(tidal_worker *w, tidal_timer *tm); /* TK_INTERVAL */
 
 /* timeout.c */
 void tidal__timeout_open(lua_State *L);
