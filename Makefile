@@ -44,8 +44,8 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev \
 lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;" \
           LUA_CPATH_5_4="$(1)/lib/lua/5.4/?.so;;"
 
-C_SOURCES := $(wildcard csrc/*.c csrc/*.h)
-HOOKS_SRC := csrc/xfer_hooks.c csrc/xprobe.c
+C_SOURCES := $(wildcard csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h)
+HOOKS_SRC := csrc/xfer_hooks.c csrc/xprobe.c csrc/test/procs.c
 HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
@@ -201,4 +201,4 @@ fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 
 clean:
-	rm -rf $(TREE) build csrc/*.o tidal build.log build-asan.log build-tsan.log
+	rm -rf $(TREE) build csrc/*.o csrc/*/*.o tidal build.log build-asan.log build-tsan.log

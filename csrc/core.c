@@ -91,7 +91,9 @@ static const char *const type_names[TT_N] = {
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
     "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
     "Guard",         "Semaphore",       "Permit",          "Notify",
-    "Op",            "JoinHandle",      "FailureReport",   "Interval"};
+    "Op",            "JoinHandle",      "FailureReport",   "Interval",
+    "Stream",        "Listener",        "UdpSocket",       "File",
+    "Child",         "SignalListener"};
 
 const char *tidal__typename(int tt) {
   return type_names[tt];
@@ -166,6 +168,10 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__blocking_open(L);
   tidal__introspect_open(L);
   tidal__http_open(L);
+  tidal__net_open(L);
+  tidal__fs_open(L);
+  tidal__process_open(L);
+  tidal__signal_open(L);
   lua_pop(L, 1);
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");

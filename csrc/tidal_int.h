@@ -276,7 +276,10 @@ tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 ** task has finished and before the loop closes: it must uv_close its
 ** handles (the worker then runs the loop until they are closed) and free
 ** what it owns. It also runs when a runtime is collected without close(). */
-enum { TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_N };
+enum {
+  TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_IO,
+  TIDAL_EXT_N
+};
 
 typedef struct tidal_ext {
   void *data;
@@ -360,7 +363,10 @@ enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
   TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_RHANDLE, TT_REPORT, TT_INTERVAL, TT_N
+  TT_RHANDLE, TT_REPORT, TT_INTERVAL,
+  /* io (csrc/io/io.h): until the layered type ranges land */
+  TT_STREAM, TT_LISTENER, TT_UDP, TT_FILE, TT_CHILD, TT_SIGLISTEN,
+  TT_N
 };
 
 /* Per Lua state: one for every state that loaded tidal.core. */
@@ -614,6 +620,12 @@ int tidal__sigint_take(tidal_worker *w);
 void tidal__sigint_claim(int delta);
 /* http.c */
 void tidal__http_open(lua_State *L);
+
+/* io (csrc/io/): net, fs, process, signal */
+void tidal__net_open(lua_State *L);
+void tidal__fs_open(lua_State *L);
+void tidal__process_open(lua_State *L);
+void tidal__signal_open(lua_State *L);
 
 /* introspect.c */
 void tidal__introspect_open(lua_State *L);

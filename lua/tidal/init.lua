@@ -270,6 +270,22 @@ M.current_id = core.current_id
 -- `post`, `request`, `client`. See the `tidal.http` module.
 M.http = require("tidal.http")
 
+--- I/O
+-- @section io
+
+--- Sockets (`tidal.net`, also `require("tidal.net")`): TCP, Unix-domain
+-- sockets, UDP, DNS. See the `tidal.net` module.
+M.net = require("tidal.net")
+
+--- Files (`tidal.fs`) on libuv's thread pool. See the `tidal.fs` module.
+M.fs = require("tidal.fs")
+
+--- Child processes (`tidal.process`). See the `tidal.process` module.
+M.process = require("tidal.process")
+
+--- Signals (`tidal.signal`). See the `tidal.signal` module.
+M.signal = require("tidal.signal")
+
 -- anything the core offers that is not listed above (never its private
 -- "_" functions)
 for k, v in pairs(core) do

@@ -1,0 +1,6 @@
+--- tidal.fs (placeholder: filled in by issue 11).
+-- @module tidal.fs
+
+local M = {}
+
+return M

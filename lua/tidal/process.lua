@@ -1,0 +1,6 @@
+--- tidal.process (placeholder: filled in by issue 11).
+-- @module tidal.process
+
+local M = {}
+
+return M
