@@ -286,8 +286,7 @@ static int l_tick_op(lua_State *L) {
 static int l_reset(lua_State *L) {
   interval *iv = check_iv(L, "Interval:reset");
   uint64_t next;
-  if (iv->closed)
-    return luaL_error(L, "Interval:reset: attempt to use a closed interval");
+  if (iv->closed) return tidal__closed_error(L, "Interval:reset", "interval");
   if (lua_isnoneornil(L, 2)) {
     next = uv_hrtime() + iv->period;
   } else {
@@ -326,16 +325,20 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
-/* Collected: nobody can be waiting (a ticker's stack holds the interval),
-** so there is no timer to stop. */
+/* Collected, nobody can be waiting: a ticker's stack holds the interval.
+** Otherwise (__gc called by hand, or finalizers in any order at lua_close)
+** the tickers stay parked, registered nowhere (tidal__wq_orphan), and it
+** acts closed: its memory stays valid as long as anything can reach it. */
 static int l_gc(lua_State *L) {
-  interval *iv = (interval *)lua_touserdata(L, 1);
+  interval *iv = check_iv(L, "Interval:__gc");
   iv->closed = 1;
+  if (iv->timer.pos != 0) tidal__timer_stop(iv->w, &iv->timer);
+  tidal__wq_orphan(&iv->tickers, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_tostring(lua_State *L) {
-  interval *iv = (interval *)lua_touserdata(L, 1);
+  interval *iv = check_iv(L, "Interval:__tostring");
   if (iv->closed)
     lua_pushliteral(L, "tidal.Interval (closed)");
   else
