@@ -281,9 +281,12 @@ tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 ** handle, ...), created on first use. close() runs at shutdown after every
 ** task has finished and before the loop closes: it must uv_close its
 ** handles (the worker then runs the loop until they are closed) and free
-** what it owns. It also runs when a runtime is collected without close(). */
+** what it owns. It also runs when a runtime is collected without close().
+** They close in this order: io before the runtime's SIGINT watcher, so
+** that a tidal.signal watcher of SIGINT is gone when the watcher puts the
+** disposition from before back. */
 enum {
-  TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_IO,
+  TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_IO, TIDAL_EXT_SIGINT,
   TIDAL_EXT_N
 };
 

@@ -130,6 +130,12 @@ local types = {
     make = [[local iv = tidal.interval(10); iv:tick()
              keep[#keep + 1] = tidal.spawn(iv.tick, iv); tidal.yield(); return iv]],
     close = "o:close()" },
+  { name = "SignalListener", mt = "tidal.SignalListener",
+    make = "return tidal.signal.listen('usr2')", close = "o:close()" },
+  { name = "SignalListener (a task waits in recv)", mt = "tidal.SignalListener",
+    make = [[local l = tidal.signal.listen('usr2')
+             keep[#keep + 1] = tidal.spawn(l.recv, l); tidal.yield(); return l]],
+    close = "o:close()" },
   { name = "RemoteHandle", mt = "tidal.RemoteHandle", workers = 1,
     make = "return tidal.spawn_parallel(function() return 1 end)" },
   { name = "RemoteHandle (blocking)", mt = "tidal.RemoteHandle",
