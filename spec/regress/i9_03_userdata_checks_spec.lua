@@ -145,6 +145,29 @@ local types = {
              keep[#keep + 1] = h
              return debug.getuservalue(h, 2)[3] ]] },
   { name = "Error", mt = "tidal.Error", make = "return tidal.error('kind', 'message')" },
+  { name = "Stream", mt = "tidal.Stream",
+    make = [[local l = assert(tidal.net.listen("127.0.0.1", 0)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect("127.0.0.1", l:port()))
+             local s = assert(l:accept()); keep[#keep + 1] = s; s:write("abc\n")
+             return c]],
+    close = "o:close()" },
+  { name = "Stream (unix)", mt = "tidal.Stream",
+    make = [[local path = os.tmpname(); os.remove(path)
+             local l = assert(tidal.net.listen_unix(path)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect_unix(path)); keep[#keep + 1] = assert(l:accept())
+             return c]],
+    close = "o:close()" },
+  { name = "Stream (moved here, not used yet)", mt = "tidal.Stream", workers = 1,
+    make = [[local l = assert(tidal.net.listen("127.0.0.1", 0)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect("127.0.0.1", l:port()))
+             keep[#keep + 1] = assert(l:accept())
+             local ok, back = tidal.spawn_parallel(function(s) return s end, c):join()
+             return back]],
+    close = "o:close()" },
+  { name = "Listener", mt = "tidal.Listener",
+    make = "return assert(tidal.net.listen('127.0.0.1', 0))", close = "o:close()" },
+  { name = "UdpSocket", mt = "tidal.UdpSocket",
+    make = "return assert(tidal.net.udp('127.0.0.1', 0))", close = "o:close()" },
   { name = "http Client", mt = "tidal.http.Client",
     make = "return tidal.http.client{}", close = "o:close()" },
   { name = "http Response", mt = "tidal.http.Response", http = true,
