@@ -28,18 +28,11 @@ end
 local function say(...) print(...); io.stdout:flush() end
 ]]
 
--- Runs code in a child lua5.4 (20 s at most); returns its output and exit
--- status (128 + n when a signal n ended it, as sh reports).
+-- Runs code in a child lua5.4 (support.lua, 20 s at most); returns its
+-- output and exit status (128 + n when signal n ended it).
 local function child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(prelude, code)
-  f:close()
-  local p = assert(io.popen("timeout 20 lua5.4 " .. path .. " 2>&1; echo \"STATUS $?\""))
-  local out = p:read("a")
-  p:close()
-  os.remove(path)
-  return out, tonumber(out:match("STATUS (%d+)\n$"))
+  local out, status = support.lua(prelude .. code, 20)
+  return out, status
 end
 
 -- The same through sigint.py (steps: "line:TEXT" or seconds then SIGINT);
