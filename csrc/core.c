@@ -150,9 +150,9 @@ static const char *const type_names[TT_N] = {
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
     "WatchSender",   "WatchReceiver",   "Mutex",           "RwLock",
     "Guard",         "Semaphore",       "Permit",          "Notify",
-    "Op",            "JoinHandle",      "FailureReport",   "Stream",
-    "Listener",      "UdpSocket",       "File",            "Child",
-    "SignalListener"};
+    "Op",            "JoinHandle",      "FailureReport",   "Interval",
+    "Stream",        "Listener",        "UdpSocket",       "File",
+    "Child",         "SignalListener"};
 
 const char *tidal__typename(int tt) {
   return type_names[tt];

@@ -588,6 +588,9 @@ static void expire(tidal_worker *w) {
     case TK_SCOPE:
       tidal__scope_fire(w, tidal__container_of(top, tidal_scope, timer));
       break;
+    case TK_INTERVAL:
+      tidal__interval_fire(w, top);
+      break;
     default:
       break;
     }

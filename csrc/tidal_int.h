@@ -81,7 +81,7 @@ struct tidal_timer {
 };
 
 /* timer kinds */
-enum { TK_SLEEP = 1, TK_SCOPE };
+enum { TK_SLEEP = 1, TK_SCOPE, TK_INTERVAL };
 
 typedef struct tidal_heap {
   tidal_timer **v;
@@ -96,6 +96,9 @@ void tidal__heap_free(tidal_heap *h);
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
 uint64_t tidal__deadline(double seconds);
+/* The same for a point in time on the tidal.now() clock (seconds): the
+** past saturates to now, beyond ~100 years from now to that. Not NaN. */
+uint64_t tidal__deadline_at(double at);
 uint64_t tidal__coarse_ns(void); /* cheap monotonic clock, ms resolution */
 
 /* ------------------------------------------------------- wait queues */
@@ -255,9 +258,10 @@ struct tidal_scope {
   tidal_scope *next, *prev; /* the worker's active scopes, newest first */
   tidal_task *task;
   tidal_timer timer; /* TK_SCOPE */
-  double seconds;
+  double seconds;    /* timeout_at: the deadline (tidal.now() clock) */
   int err_ref;       /* the timeout error once raised (registry), or NOREF */
   uint8_t expired;
+  uint8_t at;        /* opened by timeout_at */
 };
 
 /* Per-task state most tasks never need, taken on first use from the
@@ -277,9 +281,12 @@ tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
 ** handle, ...), created on first use. close() runs at shutdown after every
 ** task has finished and before the loop closes: it must uv_close its
 ** handles (the worker then runs the loop until they are closed) and free
-** what it owns. It also runs when a runtime is collected without close(). */
+** what it owns. It also runs when a runtime is collected without close().
+** They close in this order: io before the runtime's SIGINT watcher, so
+** that a tidal.signal watcher of SIGINT is gone when the watcher puts the
+** disposition from before back. */
 enum {
-  TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_IO,
+  TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_IO, TIDAL_EXT_SIGINT,
   TIDAL_EXT_N
 };
 
@@ -365,7 +372,7 @@ enum {
   TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
   TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
   TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_RHANDLE, TT_REPORT,
+  TT_RHANDLE, TT_REPORT, TT_INTERVAL,
   /* io (csrc/io/io.h): until the layered type ranges land */
   TT_STREAM, TT_LISTENER, TT_UDP, TT_FILE, TT_CHILD, TT_SIGLISTEN,
   TT_N
@@ -550,6 +557,7 @@ void tidal__runtime_open(lua_State *L);
 
 /* time.c */
 void tidal__time_open(lua_State *L);
+void tidal__interval_fire(tidal_worker *w, tidal_timer *tm); /* TK_INTERVAL */
 
 /* timeout.c */
 void tidal__timeout_open(lua_State *L);

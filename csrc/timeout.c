@@ -25,6 +25,7 @@ static tidal_scope *scope_new(tidal_worker *w) {
   sc->timer.pos = 0;
   sc->timer.kind = TK_SCOPE;
   sc->expired = 0;
+  sc->at = 0;
   sc->err_ref = LUA_NOREF;
   return sc;
 }
@@ -65,8 +66,11 @@ int tidal__scope_error(lua_State *L, tidal_task *t) {
     if (sc->task == t && sc->expired) found = sc;
   if (found == NULL) return 0;
   if (found->err_ref == LUA_NOREF) {
-    tidal__error_push(L, "timeout", "tidal.timeout: timed out after %f s",
-                      found->seconds);
+    if (found->at)
+      tidal__error_push(L, "timeout", "tidal.timeout_at: deadline passed");
+    else
+      tidal__error_push(L, "timeout", "tidal.timeout: timed out after %f s",
+                        found->seconds);
     lua_pushvalue(L, -1);
     found->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
@@ -110,6 +114,29 @@ static int timeout_k(lua_State *L, int status, lua_KContext k) {
   return 2;
 }
 
+/* Opens a scope for the rest of the stack (fn at 2, its arguments above)
+** and calls fn in it. due: the deadline (0: no limit; past: expired). */
+static int run_scope(lua_State *L, tidal_task *t, const char *fname,
+                     double seconds, uint8_t at, uint64_t due, int past) {
+  tidal__check_callable(L, 2, fname, "a function to run");
+  tidal_scope *sc = scope_new(t->w);
+  if (sc == NULL) return luaL_error(L, "%s: not enough memory", fname);
+  sc->task = t;
+  sc->seconds = seconds;
+  sc->at = at;
+  if (past) {
+    expire(sc); /* already past: fn's first wait raises */
+  } else if (due != 0) {
+    if (tidal__timer_start(t->w, &sc->timer, due)) {
+      scope_end(t->w, L, sc);
+      return luaL_error(L, "%s: not enough memory", fname);
+    }
+  }
+  int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0,
+                          (lua_KContext)sc, timeout_k);
+  return timeout_k(L, status, (lua_KContext)sc);
+}
+
 /* tidal.timeout(seconds, fn, ...) -> true, ... | false, err */
 static int l_timeout(lua_State *L) {
   tidal_task *t = tidal__task_check(L, "tidal.timeout");
@@ -125,25 +152,35 @@ static int l_timeout(lua_State *L) {
                       "no limit), got %s",
                       luaL_typename(L, 1));
   }
-  tidal__check_callable(L, 2, "tidal.timeout", "a function to run");
-  tidal_scope *sc = scope_new(t->w);
-  if (sc == NULL) return luaL_error(L, "tidal.timeout: not enough memory");
-  sc->task = t;
-  sc->seconds = s > 0 ? s : 0;
-  if (s <= 0) {
-    expire(sc); /* already past: fn's first wait raises */
-  } else if (s != HUGE_VAL) {
-    if (tidal__timer_start(t->w, &sc->timer, tidal__deadline(s))) {
-      scope_end(t->w, L, sc);
-      return luaL_error(L, "tidal.timeout: not enough memory");
-    }
-  }
-  int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0,
-                          (lua_KContext)sc, timeout_k);
-  return timeout_k(L, status, (lua_KContext)sc);
+  return run_scope(L, t, "tidal.timeout", s > 0 ? s : 0, 0,
+                   s > 0 && s != HUGE_VAL ? tidal__deadline(s) : 0, s <= 0);
 }
 
-static const luaL_Reg funcs[] = {{"timeout", l_timeout}, {NULL, NULL}};
+/* tidal.timeout_at(deadline, fn, ...) -> true, ... | false, err: the same
+** with a point in time on the tidal.now() clock */
+static int l_timeout_at(lua_State *L) {
+  tidal_task *t = tidal__task_check(L, "tidal.timeout_at");
+  double at = HUGE_VAL;
+  int ty = lua_type(L, 1);
+  if (ty == LUA_TNUMBER) {
+    at = lua_tonumber(L, 1);
+    if (isnan(at))
+      return luaL_error(L,
+                        "tidal.timeout_at: the deadline must be a number "
+                        "(a tidal.now() value), got nan");
+  } else if (ty != LUA_TNIL) {
+    return luaL_error(L,
+                      "tidal.timeout_at: the deadline must be a number (a "
+                      "tidal.now() value, or nil for no limit), got %s",
+                      luaL_typename(L, 1));
+  }
+  int past = !(at * 1e9 > (double)uv_hrtime());
+  return run_scope(L, t, "tidal.timeout_at", at, 1,
+                   past || at == HUGE_VAL ? 0 : tidal__deadline_at(at), past);
+}
+
+static const luaL_Reg funcs[] = {
+    {"timeout", l_timeout}, {"timeout_at", l_timeout_at}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__timeout_open(lua_State *L) {

@@ -110,3 +110,65 @@ describe("examples", function()
     }, "\n"), out)
   end)
 end)
+
+describe("network examples (a server on 127.0.0.1, port 0, started and stopped)", function()
+  local function run(name)
+    local out, status = run_example(name)
+    assert.are.equal(0, status, out)
+    return out
+  end
+
+  it("echo.lua: three clients at once, each gets its lines back", function()
+    assert.are.equal(table.concat({
+      'alpha: "hello" | "how are you?"',
+      'beta: "ping" | "pong" | ""',
+      "gamma: 50000 bytes",
+      "server stopped",
+      "",
+    }, "\n"), run("echo.lua"))
+  end)
+
+  it("chat.lua: joins, messages and leaves reach the others, not the sender", function()
+    assert.are.equal(table.concat({
+      "alice <- * welcome alice (1 here)",
+      "bob   <- * welcome bob (2 here)",
+      "alice <- * bob joined",
+      "bob   <- alice: hi bob",
+      "carol <- * welcome carol (3 here)",
+      "alice <- * carol joined",
+      "bob   <- * carol joined",
+      "alice <- bob: hello both",
+      "carol <- bob: hello both",
+      "alice <- * carol left",
+      "bob   <- * carol left",
+      "bob   <- alice: bye",
+      "bob   <- * alice left",
+      "server stopped",
+      "",
+    }, "\n"), run("chat.lua"))
+  end)
+
+  it("kv.lua: SET / GET / DEL, binary values, errors, ten clients at once", function()
+    assert.are.equal(table.concat({
+      "SET hello world ->\tOK",
+      "GET hello       ->\tworld",
+      "GET missing     ->\tnil",
+      "a binary value  ->\ttrue",
+      "DEL hello       ->\t1",
+      "DEL hello       ->\t0",
+      "FLY away        ->\tERR unknown command 'FLY away'",
+      "10 clients x 100 keys at once: 1000 keys stored and read back",
+      "server stopped",
+      "",
+    }, "\n"), run("kv.lua"))
+  end)
+
+  it("reuseport.lua: two workers' servers share one port", function()
+    if not support.can_spawn then return pending("needs a child process") end
+    assert.are.equal(table.concat({
+      "40 connections, served by 2 servers on 2 worker threads",
+      "servers stopped",
+      "",
+    }, "\n"), run("reuseport.lua"))
+  end)
+end)

@@ -174,6 +174,15 @@ io_obj *io__adopt(lua_State *L, io_ud *u, int tt, const char *fname);
 /* "stream", "listener", ... for tt */
 const char *io__what(int tt);
 
+/* ------------------------------------------------------------- signal.c */
+
+/* The signal number named at idx: "term", "TERM", "SIGTERM" (any case) or
+** the number itself, for the signals tidal names (hup int quit kill usr1
+** usr2 pipe alrm term chld cont stop tstp winch); -1 otherwise. */
+int io__signum(lua_State *L, int idx);
+/* "term" for SIGTERM, ...; NULL for a signal tidal does not name. */
+const char *io__signame(int signum);
+
 /* ------------------------------------------------------------- stream.c */
 
 enum { IO_TCP = 1, IO_UNIX, IO_PIPE };

@@ -120,6 +120,22 @@ local types = {
   { name = "Op (lock, its mutex finalized)", mt = "tidal.Op",
     make = [[local m = tidal.mutex()
              local op = m:lock_op(); getmetatable(m).__gc(m); return op]] },
+  { name = "Op (tick)", mt = "tidal.Op", make = "return tidal.interval(1):tick_op()" },
+  { name = "Op (tick, its interval finalized)", mt = "tidal.Op",
+    make = [[local iv = tidal.interval(1)
+             local op = iv:tick_op(); getmetatable(iv).__gc(iv); return op]] },
+  { name = "Interval", mt = "tidal.Interval", make = "return tidal.interval(0.001)",
+    close = "o:close()" },
+  { name = "Interval (a task waits in tick)", mt = "tidal.Interval",
+    make = [[local iv = tidal.interval(10); iv:tick()
+             keep[#keep + 1] = tidal.spawn(iv.tick, iv); tidal.yield(); return iv]],
+    close = "o:close()" },
+  { name = "SignalListener", mt = "tidal.SignalListener",
+    make = "return tidal.signal.listen('usr2')", close = "o:close()" },
+  { name = "SignalListener (a task waits in recv)", mt = "tidal.SignalListener",
+    make = [[local l = tidal.signal.listen('usr2')
+             keep[#keep + 1] = tidal.spawn(l.recv, l); tidal.yield(); return l]],
+    close = "o:close()" },
   { name = "RemoteHandle", mt = "tidal.RemoteHandle", workers = 1,
     make = "return tidal.spawn_parallel(function() return 1 end)" },
   { name = "RemoteHandle (blocking)", mt = "tidal.RemoteHandle",
