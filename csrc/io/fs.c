@@ -315,13 +315,14 @@ static int l_lstat(lua_State *L) {
 
 /* ------------------------------------------------------------- mkdir */
 
-/* mkdir one directory that may exist already (as a directory) */
-static int mkdir_exist_ok(const char *path, int mode) {
+/* mkdir one directory that may exist already (as a directory); a parent
+** that exists as something else is ENOTDIR */
+static int mkdir_exist_ok(const char *path, int mode, int parent) {
   struct stat st;
   if (mkdir(path, (mode_t)mode) == 0) return 0;
   if (errno != EEXIST) return ERR;
   if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
-  return UV_EEXIST;
+  return parent ? UV_ENOTDIR : UV_EEXIST;
 }
 
 static void job_mkdir(io_fsreq *r) {
@@ -336,14 +337,14 @@ static void job_mkdir(io_fsreq *r) {
     int rc;
     if (*s != '/' || s[-1] == '/') continue;
     *s = '\0';
-    rc = mkdir_exist_ok(p, 0777);
+    rc = mkdir_exist_ok(p, 0777, 1);
     *s = '/';
     if (rc != 0) {
       r->result = rc;
       return;
     }
   }
-  r->result = mkdir_exist_ok(p, r->mode);
+  r->result = mkdir_exist_ok(p, r->mode, 0);
 }
 
 static const tidal_waitop mkdir_op = {"tidal.fs.mkdir", io__fsreq_cancel};
