@@ -84,7 +84,7 @@ struct io_worker {
   io_obj *live;
   int holds;      /* libuv handles / requests not yet called back */
   uint8_t closed; /* the worker closed: freed once holds reaches 0 */
-  /* free lists: the first word of a free item links the list */
+  /* free lists (stream.c: io__stream_free_lists empties them) */
   struct io_wreq *free_wreq; /* small write requests (stream.c) */
   int nfree_wreq;
   struct io_stream *free_streams; /* cores recycled after close_cb */
@@ -110,6 +110,13 @@ static inline void io__hold(io_worker *iw) {
   iw->holds++;
 }
 void io__release(io_worker *iw);
+
+/* In a continuation: was the task woken by its operation (1), or woken
+** because a cancellation withdrew its wait (0)? A primitive that counts
+** the tasks it woke and that have not run yet decrements only for 1. */
+static inline int io__woken(const tidal_task *t) {
+  return !(t->flags & TF_WAKECANCEL);
+}
 
 /* ----------------------------------------------------- userdata helper */
 
@@ -162,5 +169,7 @@ int io__stream_newud(lua_State *L);
 void io__stream_attach(lua_State *L, int ud, io_stream *s);
 /* Wakes the parked tasks (kind "closed"), then uv_close. */
 void io__stream_close(io_stream *s);
+/* Frees the worker's recycled stream cores and write requests. */
+void io__stream_free_lists(io_worker *iw);
 
 #endif

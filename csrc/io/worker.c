@@ -38,16 +38,7 @@ static void sigpipe_ignore(void) {
 }
 
 static void iw_free(io_worker *iw) {
-  while (iw->free_wreq) {
-    void *p = iw->free_wreq;
-    iw->free_wreq = *(struct io_wreq **)p;
-    free(p);
-  }
-  while (iw->free_streams) {
-    void *p = iw->free_streams;
-    iw->free_streams = *(struct io_stream **)p;
-    free(p);
-  }
+  io__stream_free_lists(iw);
   free(iw->scratch);
   free(iw);
 }

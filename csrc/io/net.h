@@ -1,0 +1,96 @@
+/*
+** net.h: what the files of tidal.net share (stream.c, listener.c,
+** connect.c, addr.c, udp.c, move.c, net.c). Internal to csrc/io/.
+*/
+#ifndef TIDAL_IO_NET_H
+#define TIDAL_IO_NET_H
+
+#include "io.h"
+
+#include <netinet/in.h>
+#include <sys/un.h>
+
+/* stream flags */
+#define SF_READING 0x0001  /* uv_read_start is on */
+#define SF_PAUSED 0x0002   /* reading stopped: the buffer is full */
+#define SF_EOF 0x0004      /* the peer sent EOF */
+#define SF_WSHUT 0x0008    /* shutdown() was called: no more writes */
+#define SF_SHUTDONE 0x0010 /* the shutdown completed (shut_status) */
+#define SF_CLOSING 0x0020  /* uv_close was called */
+#define SF_LIVE 0x0040     /* in the worker's live list */
+
+struct io_stream {
+  io_obj obj; /* first */
+  union {
+    uv_handle_t h;
+    uv_stream_t s;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } u; /* u.h.data = this */
+  uint8_t kind, dirs;
+  uint16_t f;
+  int rerr;        /* sticky read error, reported after the buffered bytes */
+  int werr;        /* sticky write error */
+  int shut_status; /* of the finished shutdown */
+  tidal_buf rb;    /* unread bytes: rb.data[rpos .. rb.len) */
+  size_t rpos;
+  size_t rmax;     /* pause reading at this many unread bytes */
+  size_t want;     /* bytes the head reader needs */
+  size_t scan;     /* unread bytes known to hold no '\n' */
+  uint8_t line;    /* the head reader waits for a line */
+  tidal_wq readers;  /* FIFO; only the head is served */
+  tidal_wq writers;  /* writes not started: the queue is above the HWM */
+  tidal_wq shutters; /* tasks waiting for the shutdown */
+  int nparked;       /* tasks parked on it: the handle is referenced */
+  int nwoken;        /* writers woken from writers, not yet run */
+  int nwreq;         /* write requests in flight, background ones too */
+  uv_shutdown_t sreq;
+  struct sockaddr_storage peer; /* from accept4 / connect; family 0: none */
+  io_stream *next_free;
+};
+
+/* A queued write: the bytes the kernel did not take at once. */
+typedef struct io_wreq {
+  uv_write_t req;
+  io_stream *s;
+  io_worker *iw;
+  tidal_task *task; /* the writer waiting for it; NULL: in the background */
+  int status;
+  size_t len, cap;
+  char *data; /* = inl for small requests */
+  char inl[];
+} io_wreq;
+
+/* stream.c */
+void io__stream_ref(io_stream *s);   /* a task parks on it */
+void io__stream_unref(io_stream *s); /* ... and no longer does */
+void io__stream_open(lua_State *L);  /* registers the Stream type */
+
+/* addr.c */
+/* host (an IP literal, IPv6 bracketed or not) and port into sa: 0, or
+** UV_EINVAL when host is not a literal. */
+int io__addr_parse(const char *host, int port, int family,
+                   struct sockaddr_storage *sa);
+/* Pushes sa's host string and port (2 values); a v4-mapped IPv6 address
+** reads as IPv4. An AF_UNIX address pushes its path ("" if unnamed) and
+** nil. Family 0: nil, nil. */
+void io__addr_push(lua_State *L, const struct sockaddr *sa, socklen_t len);
+/* "host:port" / "[v6]:port" into a Lua string pushed on the stack. */
+void io__addr_push_label(lua_State *L, const char *host, int port);
+void io__addr_open(lua_State *L); /* _net_resolve */
+int io__check_port(lua_State *L, int idx, int zero_ok, const char *fname);
+
+/* listener.c, connect.c, udp.c, move.c */
+void io__listener_open(lua_State *L);
+void io__connect_open(lua_State *L);
+void io__udp_open(lua_State *L);
+void io__move_open(lua_State *L);
+
+/* stream.c: a stream from an fd that accept4 or a move gave us (kind
+** IO_TCP or IO_UNIX); 0, or a UV error (the fd is closed then). */
+int io__stream_from_fd(io_worker *iw, int kind, int fd, size_t rbuf,
+                       io_stream **out);
+/* The options of a new TCP stream; 0 or a UV error. */
+int io__stream_tcp_opts(io_stream *s, int nodelay, int keepalive);
+
+#endif
