@@ -413,12 +413,12 @@ describe("tidal.fs File: what io does not have", function()
       local f = assert(fs.open(path))
       local seen = {}
       local function reader()
-        local n = 0
+        local count = 0
         for line in f:lines() do
           seen[#seen + 1] = line
-          n = n + 1
+          count = count + 1
         end
-        return n
+        return count
       end
       local a = tidal.spawn(reader)
       local b = tidal.spawn(reader)
