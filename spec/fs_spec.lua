@@ -444,6 +444,8 @@ describe("tidal.fs never blocks the loop; cancellation leaks nothing", function(
       local fds0 = 0
       for _ in pairs(hooks.fds()) do fds0 = fds0 + 1 end
       tidal.run({blocking_threads = 2}, function()
+        local file = assert(fs.open(dir .. "/kept", "w"))
+        assert(file:write("data"))
         -- two opens block both pool threads
         local a = tidal.spawn(fs.open, fifo)
         local b = tidal.spawn(fs.open, fifo)
@@ -453,12 +455,18 @@ describe("tidal.fs never blocks the loop; cancellation leaks nothing", function(
         print("write_file", ok, err.kind)
         ok, err = tidal.timeout(0.05, fs.mkdir, dir .. "/never-dir")
         print("mkdir", ok, err.kind)
+        -- a close cancelled before its job started: closed in the background
+        ok, err = tidal.timeout(0.05, file.close, file)
+        print("close", ok, err.kind, tostring(file))
         a:abort(); b:abort()
         local w = assert(io.open(fifo, "w")) -- releases both opens
         w:close()
       end)
       local f = io.open(dir .. "/never")
       print("ran", f ~= nil, io.open(dir .. "/never-dir") ~= nil)
+      f = io.open(dir .. "/kept")
+      print("kept", f:read("a"))
+      f:close()
       local fds1 = 0
       for _ in pairs(hooks.fds()) do fds1 = fds1 + 1 end
       print("fds", fds1 - fds0)
@@ -467,7 +475,9 @@ describe("tidal.fs never blocks the loop; cancellation leaks nothing", function(
     assert.are.equal(table.concat({
       "write_file\tfalse\ttimeout",
       "mkdir\tfalse\ttimeout",
+      "close\tfalse\ttimeout\ttidal.File (closed)",
       "ran\tfalse\tfalse",
+      "kept\tdata",
       "fds\t0",
       "",
     }, "\n"), out)

@@ -61,7 +61,6 @@ typedef struct io_file {
   uint8_t rd, wr, append, seekable, vbuf;
   uint8_t busy;  /* req is in use: running, or not yet taken */
   uint8_t eof;   /* the current read call saw the end of the file */
-  uint8_t close_pending; /* collected while busy: close when idle */
   uint8_t dead;  /* the runtime ended: close synchronously when idle */
   atomic_int abort; /* 1: stop reading (cancel), 2: stop writing (exit) */
   size_t vsize;
@@ -87,18 +86,19 @@ static void file_free(io_file *f) {
 }
 
 /* Waits until fd is ready for events (a pipe, a terminal), or the file is
-** aborted (at least level): 0, UV_ECANCELED or an error. */
+** aborted (at least level) and it is not ready now: 0, UV_ECANCELED or an
+** error. */
 static int wait_ready(io_file *f, short events, int level) {
   struct pollfd p;
   p.fd = f->fd;
   p.events = events;
   for (;;) {
-    int n;
-    if (atomic_load(&f->abort) >= level) return UV_ECANCELED;
+    int aborted = atomic_load(&f->abort) >= level, n;
     p.revents = 0;
-    n = poll(&p, 1, POLL_MS);
+    n = poll(&p, 1, aborted ? 0 : POLL_MS);
     if (n > 0) return 0; /* (an error or hangup: the syscall reports it) */
     if (n < 0 && errno != EINTR) return ERR;
+    if (aborted) return UV_ECANCELED;
   }
 }
 
@@ -237,15 +237,15 @@ static int start_job(io_file *f, int op, tidal_task *t);
 static void job_done(io_file *f) {
   f->busy = 0;
   f->req.task = NULL;
-  atomic_store(&f->abort, 0);
-  if (f->dead) {
+  if (f->dead) { /* (abort stays: a stuck pipe must not hold up the exit) */
     close_now(f);
     return;
   }
-  if (f->close_pending && f->fd >= 0) { /* collected meanwhile */
-    f->close_pending = 0;
-    if (start_job(f, J_FLUSH | J_CLOSE, NULL) == 0) return;
-    close_now(f);
+  atomic_store(&f->abort, 0);
+  if (f->obj.ud == NULL && f->fd >= 0) {
+    /* closed or collected while busy, or its close job was cancelled
+    ** before it started: close it in the background */
+    if (start_job(f, J_FLUSH | J_CLOSE, NULL) != 0) close_now(f);
     return;
   }
   if (f->waiters.head != NULL) wake_head(f);
@@ -1082,10 +1082,7 @@ static int l_close(lua_State *L) {
 ** in the background. */
 static void close_background(io_file *f) {
   detach(f);
-  if (f->busy) {
-    f->close_pending = 1;
-    return;
-  }
+  if (f->busy) return; /* (job_done closes it) */
   if (start_job(f, J_FLUSH | J_CLOSE, NULL) != 0) close_now(f);
 }
 
@@ -1129,11 +1126,9 @@ static void file_shutdown(io_obj *o) {
   while ((t = tidal__wq_pop(&f->waiters)) != NULL) { /* (none by now) */
   }
   f->obj.iw = NULL;
-  if (f->busy) {
-    f->dead = 1; /* the job's end closes it */
-    atomic_store(&f->abort, 2);
-    return;
-  }
+  f->dead = 1;
+  atomic_store(&f->abort, 2); /* a stuck pipe must not hold up the exit */
+  if (f->busy) return;        /* (the job's end closes it) */
   close_now(f);
 }
 
