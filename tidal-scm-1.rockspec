@@ -66,6 +66,8 @@ build = {
         "csrc/io/signal.c",
         "csrc/io/stream.c",
         "csrc/io/listener.c",
+        "csrc/io/move.c",
+        "csrc/io/udp.c",
         "csrc/io/worker.c",
       },
       libraries = { "uv", "curl" },

@@ -312,6 +312,10 @@ static int l_spawn_blocking(lua_State *L) {
       return luaL_error(L, "tidal.spawn_blocking: not enough memory");
     e->close = bjobs_close;
   }
+  /* everything that may raise comes before the record and job exist */
+  int n = lua_gettop(L);
+  luaL_checkstack(L, 4, "tidal.spawn_blocking");
+  tidal_record **slot = tidal__push_rhandle(L, ctx, NULL); /* closed */
   tidal_record *r = tidal__record_new();
   tidal_bjob *job = (tidal_bjob *)calloc(1, sizeof *job);
   if (r == NULL || job == NULL) {
@@ -325,12 +329,10 @@ static int l_spawn_blocking(lua_State *L) {
     tidal__record_set_job(r, NULL, w,
                           atomic_fetch_add(&w->family->next_id, 1));
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
-    tidal__push_rhandle(L, ctx, r);
+    *slot = r; /* the handle (on top) takes the caller's reference */
     return 1;
   }
-  luaL_checkstack(L, 4, "tidal.spawn_blocking");
-  if (tidal__xfer_encode(L, 1, lua_gettop(L), "args",
-                         tidal__record_input(r))) {
+  if (tidal__xfer_encode(L, 1, n, "args", tidal__record_input(r))) {
     lua_pushfstring(L, "tidal.spawn_blocking: %s (copy only plain data, Lua "
                        "functions and tidal handles to the thread pool)",
                     lua_tostring(L, -1));
@@ -359,7 +361,7 @@ static int l_spawn_blocking(lua_State *L) {
   if (js->head) js->head->prev = job;
   js->head = job;
   job->listed = 1;
-  tidal__push_rhandle(L, ctx, r);
+  *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
 }
 

@@ -4,7 +4,9 @@
 ** `capacity` values are kept in a ring; a receiver that falls further
 ** behind gets nil, err (kind "lagged", err.skipped = how many it missed) and
 ** continues with the oldest value still kept. recv gives nil once every
-** sender is closed and the receiver has seen everything.
+** sender is closed and the receiver has seen everything. The ring is a Lua
+** table that grows as values are sent, up to the capacity (a limit, not an
+** allocation).
 */
 #include "tidal_int.h"
 
@@ -30,13 +32,22 @@ static void wake_all(tidal_wq *q) {
   while ((t = tidal__wq_pop(q)) != NULL) tidal__wake(t, 0);
 }
 
+static void bcast_unref(bcast *b) {
+  if (--b->refs > 0) return;
+  tidal__wq_orphan(&b->waiters, NULL); /* (see tidal_int.h) */
+  free(b);
+}
+
 static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
                      int ring) {
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->b = NULL;
+  e->closed = 1;
+  e->next = 0;
   tidal__setmt(L, ctx, tt);
   lua_pushvalue(L, ring);
   lua_setiuservalue(L, -2, 1);
+  if (b == NULL) return e; /* closed until the caller completes it */
   e->b = b;
   e->closed = 0;
   e->next = b->tail;
@@ -48,19 +59,23 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
 static int l_broadcast(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
-      lua_tointeger(L, 1) > (1 << 24))
-    return luaL_error(L, "tidal.broadcast: capacity must be an integer >= 1,"
-                         " got %s",
-                      luaL_typename(L, 1));
+      lua_tointeger(L, 1) > TIDAL_CHANNEL_MAX)
+    return luaL_error(L, "tidal.broadcast: capacity must be an integer >= 1 "
+                         "and <= %d, got %s",
+                      TIDAL_CHANNEL_MAX, tidal__describe(L, 1));
+  int cap = (int)lua_tointeger(L, 1);
+  lua_settop(L, 0);
+  lua_createtable(L, cap < 16 ? cap : 16, 0); /* the ring; grows */
+  /* the ends first, so that nothing raises once the core is allocated */
+  end *tx = push_end(L, ctx, NULL, TT_BCAST_TX, 1);
+  end *rx = push_end(L, ctx, NULL, TT_BCAST_RX, 1);
   bcast *b = (bcast *)calloc(1, sizeof *b);
   if (b == NULL) return luaL_error(L, "tidal.broadcast: not enough memory");
-  b->cap = (int)lua_tointeger(L, 1);
-  b->refs = 1;
-  lua_createtable(L, b->cap, 0);
-  int ring = lua_gettop(L);
-  push_end(L, ctx, b, TT_BCAST_TX, ring);
-  push_end(L, ctx, b, TT_BCAST_RX, ring);
-  b->refs--;
+  b->cap = cap;
+  b->refs = 2;
+  b->nsenders = 1;
+  tx->b = rx->b = b;
+  tx->closed = rx->closed = 0;
   return 2;
 }
 
@@ -70,29 +85,41 @@ static void close_tx(end *e) {
   if (--e->b->nsenders == 0) wake_all(&e->b->waiters);
 }
 
-static int l_end_gc(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
+/* __gc: a finalized end is a closed one without its core (e->b == NULL):
+** every method checks. */
+static int end_gc(lua_State *L, int tt, const char *fname) {
+  end *e = (end *)tidal__checkud(L, 1, tt, fname);
   if (e->b == NULL) return 0;
-  if (tidal__toud(L, ctx, 1, TT_BCAST_TX)) close_tx(e);
+  if (tt == TT_BCAST_TX) close_tx(e);
   e->closed = 1;
-  if (--e->b->refs == 0) free(e->b);
+  bcast_unref(e->b);
   e->b = NULL;
   return 0;
 }
 
+static int l_tx_gc(lua_State *L) {
+  return end_gc(L, TT_BCAST_TX, "BroadcastSender:__gc");
+}
+
+static int l_rx_gc(lua_State *L) {
+  return end_gc(L, TT_BCAST_RX, "BroadcastReceiver:__gc");
+}
+
 /* __close: closes a sender but keeps the core until the end is collected */
-static int l_end_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
-  if (e->b == NULL) return 0;
-  if (tidal__toud(L, ctx, 1, TT_BCAST_TX)) close_tx(e);
+static int l_tx_close(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:__close");
+  if (e->b != NULL) close_tx(e);
+  return 0;
+}
+
+static int l_rx_close(lua_State *L) {
+  tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:__close");
   return 0;
 }
 
 static end *check_tx(lua_State *L, const char *fname) {
   end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, fname);
-  if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
+  if (e->closed) tidal__closed_error(L, fname, "sender");
   return e;
 }
 
@@ -130,13 +157,15 @@ static int l_clone(lua_State *L) {
 }
 
 static int l_close_tx(lua_State *L) {
-  close_tx((end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:close"));
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:close");
+  if (e->b != NULL) close_tx(e);
   return 0;
 }
 
 /* Tries to read: pushes the results and returns their count, or -1. */
 static int recv_now(lua_State *L, end *e) {
   bcast *b = e->b;
+  if (b == NULL) return 0; /* finalized: closed */
   if (e->next < b->head) {
     lua_Integer skipped = b->head - e->next;
     e->next = b->head;
@@ -170,7 +199,7 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   int n;
   (void)status;
   tidal__resumed(L, t); /* every receiver was woken: nothing to pass on */
-  if ((n = recv_now(L, e)) >= 0) return n;
+  if ((n = recv_now(L, e)) >= 0) return n; /* (0 if finalized meanwhile) */
   tidal__wq_push(&e->b->waiters, t);
   return tidal__park(L, t, &recv_op, e->b, recv_k);
 }
@@ -182,6 +211,7 @@ static const tidal_restart recv_again = {l_recv};
 static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:recv");
   int n;
+  if (e->b == NULL) return 0; /* finalized: closed */
   tidal_task *t = tidal__wait_begin(L, "BroadcastReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
@@ -206,8 +236,13 @@ static int l_try_recv(lua_State *L) {
   return 2;
 }
 
+/* #rx: values it has not read yet (0 once finalized) */
 static int l_len(lua_State *L) {
-  end *e = (end *)lua_touserdata(L, 1);
+  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:__len");
+  if (e->b == NULL) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
   lua_Integer from = e->next > e->b->head ? e->next : e->b->head;
   lua_pushinteger(L, e->b->tail - from);
   return 1;
@@ -223,10 +258,10 @@ static const luaL_Reg rx_methods[] = {
     {"recv", l_recv}, {"try_recv", l_try_recv}, {NULL, NULL}};
 
 static const luaL_Reg tx_meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
+    {"__gc", l_tx_gc}, {"__close", l_tx_close}, {NULL, NULL}};
 
 static const luaL_Reg rx_meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_close}, {"__len", l_len}, {NULL, NULL}};
+    {"__gc", l_rx_gc}, {"__close", l_rx_close}, {"__len", l_len}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"broadcast", l_broadcast}, {NULL, NULL}};
 

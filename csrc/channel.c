@@ -3,8 +3,11 @@
 ** single-consumer (any task may hold the receiver), bounded or unbounded.
 **
 ** The channel is a C core shared by its ends (Sender and Receiver userdata,
-** reference-counted). Buffered values live in a Lua table ring (the ends'
-** uservalue), so within one Lua state a value is passed by reference. Waits
+** reference-counted). Buffered values live in a Lua table ring (in a holder
+** table that is the ends' uservalue), so within one Lua state a value is
+** passed by reference. A capacity is a limit, not an allocation: the ring
+** starts small and doubles as values arrive, up to the capacity (it does
+** not shrink: it keeps the size of the largest backlog). Waits
 ** follow wake-then-take (tidal_int.h): a sender puts the value in the buffer
 ** and wakes a waiting receiver, which takes it when it runs; a bounded
 ** channel wakes a waiting sender when room appears. A task cancelled between
@@ -27,6 +30,7 @@
 */
 #include "tidal_int.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +42,7 @@ typedef struct chan {
   int nsenders;    /* open Sender ends */
   int nreceivers;  /* open Receiver ends */
   int cap;       /* bounded capacity, 0: unbounded */
-  int size;      /* slots in the buffer table (grows when unbounded) */
+  int size;      /* slots in the ring (grows as needed, up to cap) */
   int head, n;   /* ring: values at slots head .. head+n-1 (mod size), 1-based */
   int reserved;  /* bounded: room promised to senders woken for it that have
                     not run yet (n + reserved <= cap), so that a later send
@@ -69,8 +73,11 @@ typedef struct end {
 
 /* -------------------------------------------------------------- the core */
 
-static void chan_unref(chan *ch) {
+/* cur: the worker running on this thread, or NULL */
+static void chan_unref(chan *ch, tidal_worker *cur) {
   if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
+  tidal__wq_orphan(&ch->recvq, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&ch->sendq, cur);
   if (ch->shared) {
     for (int i = 0; i < ch->n; i++) {
       tidal_buf *b = &ch->ring[(ch->head - 1 + i) % ch->size];
@@ -121,12 +128,20 @@ static int queued(tidal_wq *q, tidal_task *t) {
   return q->head == t || t->qprev != NULL;
 }
 
+/* The ring's next size when it is full: double, up to the capacity. */
+static int next_size(const chan *ch) {
+  if (ch->size > INT_MAX / 2) return -1;
+  int size = ch->size * 2;
+  return ch->cap && size > ch->cap ? ch->cap : size;
+}
+
 /* Ring table at index buf (in its holder at buf - 1); value on top
-** (popped). An unbounded ring that is full doubles into a new table, which
-** the holder (shared by every end) then points at. */
+** (popped). A full ring doubles into a new table, which the holder (shared
+** by every end) then points at. */
 static void buf_push(lua_State *L, chan *ch, int buf) {
   if (ch->n == ch->size) {
-    int size = ch->size * 2;
+    int size = next_size(ch);
+    if (size < 0) luaL_error(L, "Sender:send: too many values buffered");
     lua_createtable(L, size, 0);
     for (int i = 0; i < ch->n; i++) {
       lua_rawgeti(L, buf, (ch->head - 1 + i) % ch->size + 1);
@@ -157,7 +172,8 @@ static void buf_take(lua_State *L, chan *ch, int buf) {
 ** Lua ring). Under the lock. Grows when unbounded. */
 static int ring_push(chan *ch, tidal_buf *b) {
   if (ch->n + ch->taking >= ch->size) { /* (room for those to come back) */
-    int size = ch->size * 2;
+    int size = next_size(ch);
+    if (size < 0) return -1;
     tidal_buf *r = (tidal_buf *)calloc((size_t)size, sizeof *r);
     if (r == NULL) return -1;
     for (int i = 0; i < ch->n; i++)
@@ -237,9 +253,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     free(r);
     return 0;
   }
-  buf = lua_gettop(L) + 1;
   lua_getiuservalue(L, idx, 1);
-  if (ch->cap == 0) lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -1, 1);
   buf = lua_gettop(L);
   for (i = 0; i < ch->n; i++) {
     int slot = (ch->head - 1 + i) % ch->size;
@@ -255,14 +270,14 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
       tidal__buf_free(&r[slot]);
     }
     free(r);
-    lua_settop(L, buf - 1 - (ch->cap == 0));
+    lua_settop(L, buf - 2);
     return 0;
   }
   for (i = 1; i <= ch->size; i++) { /* the Lua ring is not used any more */
     lua_pushnil(L);
     lua_rawseti(L, buf, i);
   }
-  lua_settop(L, buf - 1 - (ch->cap == 0));
+  lua_settop(L, buf - 2);
   ch->ring = r;
   ch->shared = 1;
   tidal__wq_shared(&ch->recvq);
@@ -281,31 +296,34 @@ static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
   return e;
 }
 
-static int is_sender(lua_State *L, int idx) {
-  return tidal__toud(L, tidal__ctx(L), idx, TT_SENDER) != NULL;
+/* Pushes a new end, closed (harmless until it gets its channel); buf:
+** its ring holder. */
+static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
+  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
+  e->ch = NULL;
+  e->closed = 1;
+  tidal__setmt(L, ctx, tt);
+  lua_pushvalue(L, buf);
+  lua_setiuservalue(L, -2, 1);
+  return e;
 }
 
 /* Pushes a new end over ch (taking a reference); buf: its ring holder. */
 static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
                      int buf) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->ch = NULL;
-  e->closed = 1; /* harmless until complete */
-  tidal__setmt(L, ctx, tt);
-  lua_pushvalue(L, buf);
-  lua_setiuservalue(L, -2, 1);
+  end *e = new_end(L, ctx, tt, buf);
   e->ch = ch;
   e->closed = 0;
   atomic_fetch_add(&ch->refs, 1);
 }
 
-/* Pushes the ring of the end at idx and returns its index. A bounded
-** channel's ends hold the ring itself; an unbounded one's hold a holder
-** table whose [1] is the ring, so that growing it is seen by every end
-** (the holder is then just below the ring). Not used once shared. */
-static int push_buf(lua_State *L, chan *ch, int idx) {
+/* Pushes the ring of the end at idx and returns its index. The ends hold
+** a holder table whose [1] is the ring, so that growing it is seen by
+** every end (the holder is then just below the ring). Not used once
+** shared. */
+static int push_buf(lua_State *L, int idx) {
   lua_getiuservalue(L, idx, 1);
-  if (ch->cap == 0) lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -1, 1);
   return lua_gettop(L);
 }
 
@@ -344,32 +362,43 @@ static void close_receiver(end *e, tidal_worker *cur, int explicit) {
   UNLOCK(ch);
 }
 
-static int l_end_gc(lua_State *L) {
+/* __gc: closes the end's side and drops the channel. A finalized end is
+** a closed one with no channel (e->ch == NULL): every method checks. */
+static int end_gc(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
-  if (TIDAL_HOT(ctx, TT_SENDER, e) == e) TIDAL_HOT(ctx, TT_SENDER, e) = NULL;
-  if (TIDAL_HOT(ctx, TT_RECEIVER, e) == e)
-    TIDAL_HOT(ctx, TT_RECEIVER, e) = NULL;
+  end *e = check_end(L, 1, tt, fname);
+  if (TIDAL_HOT(ctx, tt, e) == e) TIDAL_HOT(ctx, tt, e) = NULL;
   if (e->ch == NULL) return 0;
-  if (is_sender(L, 1))
+  if (tt == TT_SENDER)
     close_sender(e, ctx->w);
   else
     close_receiver(e, ctx->w, 0);
-  chan_unref(e->ch);
+  chan_unref(e->ch, ctx->w);
   e->ch = NULL;
   return 0;
 }
 
+static int l_sender_gc(lua_State *L) {
+  return end_gc(L, TT_SENDER, "Sender:__gc");
+}
+
+static int l_receiver_gc(lua_State *L) {
+  return end_gc(L, TT_RECEIVER, "Receiver:__gc");
+}
+
 /* __close: closes the end's side but keeps the channel, so the end stays
 ** usable (as a closed end) through other references until it is collected */
-static int l_end_close(lua_State *L) {
+static int l_sender_close(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
-  if (e->ch == NULL) return 0;
-  if (is_sender(L, 1))
-    close_sender(e, ctx->w);
-  else
-    close_receiver(e, ctx->w, 1);
+  end *e = check_end(L, 1, TT_SENDER, "Sender:__close");
+  if (e->ch != NULL) close_sender(e, ctx->w);
+  return 0;
+}
+
+static int l_receiver_close(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  end *e = check_end(L, 1, TT_RECEIVER, "Receiver:__close");
+  if (e->ch != NULL) close_receiver(e, ctx->w, 1);
   return 0;
 }
 
@@ -379,31 +408,32 @@ static int l_channel(lua_State *L) {
   int cap = 0;
   if (!lua_isnoneornil(L, 1)) {
     if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 ||
-        lua_tointeger(L, 1) > (1 << 28))
+        lua_tointeger(L, 1) > TIDAL_CHANNEL_MAX)
       return luaL_error(L,
                         "tidal.channel: capacity must be an integer >= 1 "
-                        "(or nil for an unbounded channel), got %s",
-                        luaL_tolstring(L, 1, NULL));
+                        "and <= %d (or nil for an unbounded channel), got %s",
+                        TIDAL_CHANNEL_MAX, tidal__describe(L, 1));
     cap = (int)lua_tointeger(L, 1);
   }
+  lua_settop(L, 0);
+  int size = cap && cap < 16 ? cap : 16;
+  lua_createtable(L, 1, 0); /* the ring's holder */
+  lua_createtable(L, size, 0); /* the ring */
+  lua_rawseti(L, 1, 1);
+  /* both ends first, closed and harmless, so that nothing can raise once
+  ** the core is allocated */
+  end *tx = new_end(L, ctx, TT_SENDER, 1);
+  end *rx = new_end(L, ctx, TT_RECEIVER, 1);
   chan *ch = (chan *)calloc(1, sizeof *ch);
   if (ch == NULL) return luaL_error(L, "tidal.channel: not enough memory");
   ch->cap = cap;
-  ch->size = cap ? cap : 16;
+  ch->size = size;
   ch->head = 1;
   ch->nsenders = 1;
   ch->nreceivers = 1;
-  atomic_init(&ch->refs, 1); /* held by this call until both ends own it */
-  lua_createtable(L, ch->size, 0); /* the ring */
-  if (cap == 0) {
-    lua_createtable(L, 1, 0); /* its holder */
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, 1);
-  }
-  int holder = lua_gettop(L);
-  push_end(L, ctx, ch, TT_SENDER, holder);
-  push_end(L, ctx, ch, TT_RECEIVER, holder);
-  chan_unref(ch);
+  atomic_init(&ch->refs, 2);
+  tx->ch = rx->ch = ch;
+  tx->closed = rx->closed = 0;
   return 2;
 }
 
@@ -456,10 +486,11 @@ static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
 
 static int l_send(lua_State *L);
 static const tidal_restart send_again = {l_send};
+static int closed_sender(lua_State *L, const char *fname);
 
 /* value at 2; local mode */
 static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
-  int buf = push_buf(L, ch, 1);
+  int buf = push_buf(L, 1);
   lua_pushvalue(L, 2);
   buf_push(L, ch, buf);
   if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
@@ -509,6 +540,10 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   tidal_worker *cur = t->w;
   (void)status;
+  if (ch == NULL) { /* its __gc was called while it waited */
+    tidal__resumed(L, t);
+    return closed_sender(L, "Sender:send");
+  }
   LOCK(ch);
   /* woken for room (not by its cancellation, nor by the receiver closing):
   ** the room kept for it is its own now */
@@ -531,6 +566,11 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   return park_on(L, t, ch, &ch->sendq, 1, &send_op, send_k);
 }
 
+static int closed_sender(lua_State *L, const char *fname) {
+  return luaL_error(L, "%s: attempt to use a closed sender (use an open "
+                       "clone)", fname);
+}
+
 static void check_value(lua_State *L, const char *fname) {
   if (lua_isnoneornil(L, 2))
     luaL_error(L,
@@ -546,9 +586,7 @@ static int l_send(lua_State *L) {
   tidal_task *t = ctx->cur;
   chan *ch = e->ch;
   if (lua_type(L, 2) <= LUA_TNIL) check_value(L, "Sender:send");
-  if (e->closed)
-    return luaL_error(L, "Sender:send: this sender was closed (use an open "
-                         "clone)");
+  if (e->closed) return closed_sender(L, "Sender:send");
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
@@ -592,10 +630,10 @@ static int try_send_op(lua_State *L, int base) {
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
   if (!has_room(ch) || ch->sendq.head != NULL) return -1;
-  int buf = push_buf(L, ch, base);
+  int buf = push_buf(L, base);
   lua_pushvalue(L, base + 1);
   buf_push(L, ch, buf);
-  lua_settop(L, buf - (ch->cap == 0) - 1);
+  lua_settop(L, buf - 2);
   if (ch->recvq.head) wake_one(ch, &ch->recvq, tidal__cur_worker(L));
   lua_pushboolean(L, 1);
   return 1;
@@ -616,8 +654,7 @@ static int l_try_send(lua_State *L) {
   chan *ch = e->ch;
   check_value(L, "Sender:try_send");
   lua_settop(L, 2);
-  if (e->closed)
-    return luaL_error(L, "Sender:try_send: this sender was closed");
+  if (e->closed) return closed_sender(L, "Sender:try_send");
   if (ch->shared) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:try_send");
@@ -635,9 +672,7 @@ static int l_try_send(lua_State *L) {
 static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_SENDER, "Sender:clone");
-  if (e->closed)
-    return luaL_error(L, "Sender:clone: this sender was closed (clone an "
-                         "open one)");
+  if (e->closed) return closed_sender(L, "Sender:clone");
   lua_getiuservalue(L, 1, 1);
   push_end(L, ctx, e->ch, TT_SENDER, lua_gettop(L));
   LOCK(e->ch);
@@ -656,18 +691,25 @@ static int ended(const chan *ch) {
   return ch->nsenders == 0 || ch->rx_closed;
 }
 
-static int l_is_closed(lua_State *L) {
-  int sender = is_sender(L, 1);
-  end *e = sender ? (end *)lua_touserdata(L, 1)
-                  : check_end(L, 1, TT_RECEIVER, "Receiver:is_closed");
+static int is_closed(lua_State *L, end *e, int sender) {
   chan *ch = e->ch;
-  LOCK(ch);
-  int closed = e->closed || ch->rx_closed ||
-               (!sender && ch->nsenders == 0 && ch->n == 0 &&
-                ch->taking == 0);
-  UNLOCK(ch);
+  int closed = 1;
+  if (ch != NULL) {
+    LOCK(ch);
+    closed = e->closed || ch->rx_closed ||
+             (!sender && ch->nsenders == 0 && ch->n == 0 && ch->taking == 0);
+    UNLOCK(ch);
+  }
   lua_pushboolean(L, closed);
   return 1;
+}
+
+static int l_sender_is_closed(lua_State *L) {
+  return is_closed(L, check_end(L, 1, TT_SENDER, "Sender:is_closed"), 1);
+}
+
+static int l_receiver_is_closed(lua_State *L) {
+  return is_closed(L, check_end(L, 1, TT_RECEIVER, "Receiver:is_closed"), 0);
 }
 
 /* -------------------------------------------------------------- Receiver */
@@ -679,7 +721,7 @@ static const tidal_restart recv_again = {l_recv};
 ** Local mode, or shared with the lock held (released here). */
 static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
   if (ch->shared) return shared_take(L, ch, cur, fname);
-  int buf = push_buf(L, ch, 1);
+  int buf = push_buf(L, 1);
   buf_take(L, ch, buf);
   wake_sender(ch, cur);
   return 1;
@@ -689,6 +731,10 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   chan *ch = ((end *)lua_touserdata(L, 1))->ch;
   (void)status;
+  if (ch == NULL) { /* its __gc was called while it waited: closed */
+    tidal__resumed(L, t);
+    return 0;
+  }
   LOCK(ch);
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
   UNLOCK(ch);
@@ -710,6 +756,7 @@ static int l_recv(lua_State *L) {
   end *e = self_end(L, ctx, TT_RECEIVER, "Receiver:recv");
   tidal_task *t = ctx->cur;
   chan *ch = e->ch;
+  if (ch == NULL) return 0; /* finalized: closed */
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) {
@@ -744,6 +791,7 @@ static int l_recv(lua_State *L) {
 static int try_recv_op(lua_State *L, int base) {
   chan *ch = ((end *)lua_touserdata(L, base))->ch;
   tidal_worker *cur = tidal__cur_worker(L);
+  if (ch == NULL) return 0; /* finalized: closed */
   if (ch->shared) {
     uv_mutex_lock(&ch->mu);
     if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
@@ -752,10 +800,10 @@ static int try_recv_op(lua_State *L, int base) {
     return e ? 0 : -1;
   }
   if (ch->n > 0) {
-    int buf = push_buf(L, ch, base);
+    int buf = push_buf(L, base);
     buf_take(L, ch, buf);
-    lua_replace(L, buf - (ch->cap == 0)); /* the value, in the ring's slot */
-    lua_settop(L, buf - (ch->cap == 0));
+    lua_replace(L, buf - 1); /* the value, in the holder's slot */
+    lua_settop(L, buf - 1);
     wake_sender(ch, cur);
     return 1;
   }
@@ -775,6 +823,7 @@ static int l_try_recv(lua_State *L) {
   end *e = check_end(L, 1, TT_RECEIVER, "Receiver:try_recv");
   chan *ch = e->ch;
   lua_settop(L, 1);
+  if (ch == NULL) return fail(L, "closed", "channel closed");
   LOCK(ch);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:try_recv");
   int end_ = ended(ch) && ch->taking == 0;
@@ -789,12 +838,24 @@ static int l_close_receiver(lua_State *L) {
   return 0;
 }
 
-static int l_len(lua_State *L) {
-  end *e = (end *)lua_touserdata(L, 1);
-  LOCK(e->ch);
-  lua_pushinteger(L, e->ch->n);
-  UNLOCK(e->ch);
+/* #tx, #rx: values buffered (0 once finalized) */
+static int len(lua_State *L, end *e) {
+  int n = 0;
+  if (e->ch != NULL) {
+    LOCK(e->ch);
+    n = e->ch->n;
+    UNLOCK(e->ch);
+  }
+  lua_pushinteger(L, n);
   return 1;
+}
+
+static int l_sender_len(lua_State *L) {
+  return len(L, check_end(L, 1, TT_SENDER, "Sender:__len"));
+}
+
+static int l_receiver_len(lua_State *L) {
+  return len(L, check_end(L, 1, TT_RECEIVER, "Receiver:__len"));
 }
 
 /* for v in rx do ... end: rx is called as the iterator */
@@ -802,11 +863,10 @@ static int l_call(lua_State *L) {
   return l_recv(L);
 }
 
-static int l_tostring(lua_State *L) {
-  end *e = (end *)lua_touserdata(L, 1);
-  int sender = is_sender(L, 1);
+static int tostring(lua_State *L, end *e, int sender) {
   if (e->ch == NULL) {
-    lua_pushstring(L, sender ? "tidal.Sender (freed)" : "tidal.Receiver");
+    lua_pushstring(L, sender ? "tidal.Sender (closed)"
+                             : "tidal.Receiver (closed)");
   } else {
     LOCK(e->ch);
     int n = e->ch->n;
@@ -823,6 +883,14 @@ static int l_tostring(lua_State *L) {
                       e->closed ? ", closed" : "");
   }
   return 1;
+}
+
+static int l_sender_tostring(lua_State *L) {
+  return tostring(L, check_end(L, 1, TT_SENDER, "Sender:__tostring"), 1);
+}
+
+static int l_receiver_tostring(lua_State *L) {
+  return tostring(L, check_end(L, 1, TT_RECEIVER, "Receiver:__tostring"), 0);
 }
 
 /* --------------------------------------------------- copying the ends */
@@ -877,7 +945,7 @@ static void drop_sender(void *obj) {
   uv_mutex_lock(&ch->mu);
   sender_gone(ch, NULL);
   uv_mutex_unlock(&ch->mu);
-  chan_unref(ch);
+  chan_unref(ch, NULL);
 }
 
 static void drop_receiver(void *obj) {
@@ -885,7 +953,7 @@ static void drop_receiver(void *obj) {
   uv_mutex_lock(&ch->mu);
   receiver_gone(ch, NULL);
   uv_mutex_unlock(&ch->mu);
-  chan_unref(ch);
+  chan_unref(ch, NULL);
 }
 
 static const tidal_xtype sender_xtype = {SENDER_MT, share_sender, push_sender,
@@ -896,23 +964,24 @@ static const tidal_xtype receiver_xtype = {RECEIVER_MT, share_receiver,
 static const luaL_Reg sender_methods[] = {
     {"send", l_send},   {"try_send", l_try_send},   {"clone", l_clone},
     {"send_op", l_send_op},
-    {"close", l_close_sender}, {"is_closed", l_is_closed}, {NULL, NULL}};
+    {"close", l_close_sender}, {"is_closed", l_sender_is_closed},
+    {NULL, NULL}};
 
 static const luaL_Reg receiver_methods[] = {
     {"recv", l_recv},   {"try_recv", l_try_recv}, {"close", l_close_receiver},
     {"recv_op", l_recv_op},
-    {"is_closed", l_is_closed}, {NULL, NULL}};
+    {"is_closed", l_receiver_is_closed}, {NULL, NULL}};
 
-static const luaL_Reg sender_meta[] = {{"__gc", l_end_gc},
-                                       {"__close", l_end_close},
-                                       {"__tostring", l_tostring},
-                                       {"__len", l_len},
+static const luaL_Reg sender_meta[] = {{"__gc", l_sender_gc},
+                                       {"__close", l_sender_close},
+                                       {"__tostring", l_sender_tostring},
+                                       {"__len", l_sender_len},
                                        {NULL, NULL}};
 
-static const luaL_Reg receiver_meta[] = {{"__gc", l_end_gc},
-                                         {"__close", l_end_close},
-                                         {"__tostring", l_tostring},
-                                         {"__len", l_len},
+static const luaL_Reg receiver_meta[] = {{"__gc", l_receiver_gc},
+                                         {"__close", l_receiver_close},
+                                         {"__tostring", l_receiver_tostring},
+                                         {"__len", l_receiver_len},
                                          {"__call", l_call},
                                          {NULL, NULL}};
 

@@ -9,6 +9,9 @@
 */
 #include "tidal_int.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #define CTX_KEY "tidal.ctx"
 
 tidal_ctx *tidal__ctx(lua_State *L) {
@@ -86,6 +89,62 @@ void tidal__check_callable(lua_State *L, int idx, const char *fname,
                                              : luaL_typename(L, idx));
 }
 
+const char *tidal__describe(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNONE:
+    return lua_pushliteral(L, "no value");
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      return lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+    return lua_pushfstring(L, "%f", (LUAI_UACNUMBER)lua_tonumber(L, idx));
+  case LUA_TBOOLEAN:
+    return lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
+  case LUA_TSTRING: {
+    size_t n;
+    const char *str = lua_tolstring(L, idx, &n);
+    char buf[64];
+    if (n > 40)
+      snprintf(buf, sizeof buf, "string '%.37s...'", str);
+    else
+      snprintf(buf, sizeof buf, "string '%s'", str);
+    return lua_pushstring(L, buf);
+  }
+  default:
+    return lua_pushstring(L, luaL_typename(L, idx));
+  }
+}
+
+void tidal__check_option_names(lua_State *L, int idx, const char *fname,
+                               const char *const known[]) {
+  idx = lua_absindex(L, idx);
+  luaL_checkstack(L, 4, fname);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int i = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      while (known[i] != NULL && strcmp(known[i], k) != 0) i++;
+    } else {
+      while (known[i] != NULL) i++;
+    }
+    if (known[i] == NULL) {
+      luaL_Buffer b;
+      const char *k = lua_type(L, -1) == LUA_TSTRING
+                          ? lua_pushfstring(L, "'%s'", lua_tostring(L, -1))
+                          : tidal__describe(L, -1);
+      luaL_buffinit(L, &b);
+      for (i = 0; known[i] != NULL; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, known[i]);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "%s: unknown option %s (known: %s)", fname, k,
+                 lua_tostring(L, -1));
+    }
+  }
+}
+
 static const char *const type_names[TT_N] = {
     "JoinHandle", "Runtime",  "Group",          "Sender",        "Receiver",
     "OneshotSender", "OneshotReceiver", "BroadcastSender", "BroadcastReceiver",
@@ -142,7 +201,12 @@ void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname) {
   return p;
 }
 
+int tidal__closed_error(lua_State *L, const char *fname, const char *what) {
+  return luaL_error(L, "%s: attempt to use a closed %s", fname, what);
+}
+
 void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt) {
+  if (ctx == NULL) ctx = tidal__ctx_need(L); /* (see there) */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[tt]);
   lua_setmetatable(L, -2);
 }
@@ -176,4 +240,27 @@ int luaopen_tidal_core(lua_State *L) {
   lua_pushliteral(L, TIDAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;
+}
+
+/* ------------------------------------------------------ orphaned waits */
+
+static int orphan_cancel(tidal_task *t) {
+  (void)t;
+  return 1; /* registered nowhere any more */
+}
+
+static const tidal_waitop orphan_op = {"(an object that was finalized)",
+                                       orphan_cancel};
+
+void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) {
+    t->qprev = NULL;
+    t->op = &orphan_op;
+    t->wobj = NULL;
+    if ((t->flags & TF_XWAIT) && t->w == cur) { /* no other thread wakes it */
+      t->flags &= ~TF_XWAIT;
+      tidal__external(cur, -1);
+    }
+  }
 }

@@ -785,8 +785,15 @@ static int l_glen(lua_State *L) {
   return 1;
 }
 
+/* __gc: forgets the members; a finalized group is a closed one with none
+** (a finalizer may still reach it) */
 static int l_group_gc(lua_State *L) {
-  group_release((tidal_group *)lua_touserdata(L, 1));
+  tidal_group *g = (tidal_group *)tidal__checkud(L, 1, TT_GROUP, "Group:__gc");
+  tidal_task *j;
+  group_release(g);
+  g->closed = 1;
+  /* (__gc called by hand) a task waiting on it finds no member left */
+  while ((j = tidal__wq_pop(&g->waiters)) != NULL) tidal__wake(j, 0);
   return 0;
 }
 

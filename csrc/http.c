@@ -61,6 +61,27 @@ static int herr(lua_State *L, const char *fmt, ...) {
   return lua_error(L);
 }
 
+static int wait_probe(lua_State *L) {
+  tidal__wait_begin(L, lua_tostring(L, 1)); /* raises */
+  return 0;
+}
+
+/* tidal__wait_begin, whose misuse errors ("not inside a tidal task", ...)
+** point at the user's code as herr's do, not at tidal/http.lua. */
+static tidal_task *wait_begin(lua_State *L, const char *fname) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  if (t != NULL && t->co == L && lua_isyieldable(L)) return t;
+  /* the message, raised from here: the call below cannot yield either */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, wait_probe, 1);
+  lua_pushstring(L, fname);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) /* (cannot happen) */
+    return tidal__wait_begin(L, fname);
+  herr(L, "%s", lua_tostring(L, -1));
+  return NULL;
+}
+
 /* ------------------------------------------------------------- options */
 
 static long seconds_to_ms(lua_State *L, int idx, const char *fname,
@@ -610,7 +631,7 @@ static const tidal_restart send_again = {l_send};
 static int l_send(lua_State *L) {
   const char *fname = luaL_optstring(L, S_FNAME, "tidal.http.request");
   http_client *c = check_client(L, 1, fname);
-  tidal_task *t = tidal__wait_begin(L, fname);
+  tidal_task *t = wait_begin(L, fname);
   http_req r;
   http_xfer *x;
   int mode;
@@ -882,7 +903,7 @@ static int l_body_read(lua_State *L) {
     lua_settop(L, 1);
     lua_pushliteral(L, "body:read");
   }
-  tidal_task *t = tidal__wait_begin(L, lua_tostring(L, 2));
+  tidal_task *t = wait_begin(L, lua_tostring(L, 2));
   TIDAL_SPEND(L, t, &read_again);
   lua_settop(L, 2);
   return read_now(L, b, t);

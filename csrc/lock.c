@@ -60,8 +60,10 @@ typedef struct guard {
   uint8_t held;
 } guard;
 
-static void lock_unref(lock *l) {
+/* cur: the worker running on this thread, or NULL */
+static void lock_unref(lock *l, tidal_worker *cur) {
   if (atomic_fetch_sub(&l->refs, 1) != 1) return;
+  tidal__wq_orphan(&l->waiters, cur); /* (see tidal_int.h) */
   if (l->shared) uv_mutex_destroy(&l->mu);
   free(l);
 }
@@ -102,14 +104,26 @@ static void release(lock *l, int kind, tidal_worker *cur) {
 
 /* ----------------------------------------------------------------- guards */
 
+/* Pushes a guard for lock l, which the caller has just taken. Cannot
+** raise: the lock is never left taken without a guard. */
 static int push_guard(lua_State *L, tidal_ctx *ctx, lock *l, int kind) {
-  guard *g = (guard *)lua_newuserdatauv(L, sizeof *g, 0);
+  guard *g = (guard *)lua_touserdata(L, -1);
   g->l = l;
   g->kind = (uint8_t)kind;
   g->held = 1;
   atomic_fetch_add(&l->refs, 1);
-  tidal__setmt(L, ctx, TT_GUARD);
+  (void)ctx;
   return 1;
+}
+
+/* Pushes a guard that holds nothing yet, before the lock is taken: creating
+** it may raise (out of memory), taking the lock may not (STYLE.md). */
+static void new_guard(lua_State *L, tidal_ctx *ctx) {
+  guard *g = (guard *)lua_newuserdatauv(L, sizeof *g, 0);
+  g->l = NULL;
+  g->kind = G_MUTEX;
+  g->held = 0;
+  tidal__setmt(L, ctx, TT_GUARD);
 }
 
 static int guard_release(guard *g, tidal_worker *cur) {
@@ -129,16 +143,16 @@ static int l_release(lua_State *L) {
 }
 
 static int l_guard_close(lua_State *L) {
-  guard *g = (guard *)lua_touserdata(L, 1);
+  guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:__close");
   if (g->l != NULL) guard_release(g, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_guard_gc(lua_State *L) {
-  guard *g = (guard *)lua_touserdata(L, 1);
+  guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:__gc");
   if (g->l == NULL) return 0;
   guard_release(g, tidal__cur_worker(L));
-  lock_unref(g->l);
+  lock_unref(g->l, tidal__cur_worker(L));
   g->l = NULL;
   return 0;
 }
@@ -150,7 +164,7 @@ static int l_held(lua_State *L) {
 }
 
 static int l_guard_tostring(lua_State *L) {
-  guard *g = (guard *)lua_touserdata(L, 1);
+  guard *g = (guard *)tidal__checkud(L, 1, TT_GUARD, "Guard:__tostring");
   static const char *const kinds[] = {"mutex", "read", "write"};
   lua_pushfstring(L, "tidal.Guard (%s, %s)", kinds[g->kind],
                   g->held ? "held" : "released");
@@ -159,35 +173,58 @@ static int l_guard_tostring(lua_State *L) {
 
 /* ------------------------------------------------------------------ locks */
 
-static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw) {
+static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw,
+                      const char *fname) {
   lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->l = NULL;
   tidal__setmt(L, ctx, rw ? TT_RWLOCK : TT_MUTEX);
   u->l = (lock *)calloc(1, sizeof *u->l);
-  if (u->l == NULL) luaL_error(L, "tidal: not enough memory");
+  if (u->l == NULL) luaL_error(L, "%s: not enough memory", fname);
   atomic_init(&u->l->refs, 1);
   u->l->rw = (uint8_t)rw;
   return u->l;
 }
 
 static int l_mutex(lua_State *L) {
-  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 0);
+  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 0,
+           "tidal.mutex");
   return 1;
 }
 
 static int l_rwlock(lua_State *L) {
-  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 1);
+  new_lock(L, (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)), 1,
+           "tidal.rwlock");
   return 1;
 }
 
-static int l_lock_gc(lua_State *L) {
+static const char *lock_noun(int tt) {
+  return tt == TT_MUTEX ? "mutex" : "rwlock";
+}
+
+/* The lock of the Mutex or RwLock at 1, which must be of type tt; raises
+** once it was finalized. */
+static lock *check_lock(lua_State *L, int tt, const char *fname) {
+  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  if (l == NULL) tidal__closed_error(L, fname, lock_noun(tt));
+  return l;
+}
+
+/* __gc: a finalized lock has no core (u->l == NULL): every method checks */
+static int lock_gc(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lockud *u = (lockud *)lua_touserdata(L, 1);
-  for (int tt = TT_MUTEX; tt <= TT_RWLOCK; tt++)
-    if (TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
-  if (u->l != NULL) lock_unref(u->l);
+  lockud *u = (lockud *)tidal__checkud(L, 1, tt, fname);
+  if (TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
+  if (u->l != NULL) lock_unref(u->l, ctx->w);
   u->l = NULL;
   return 0;
+}
+
+static int l_mutex_gc(lua_State *L) {
+  return lock_gc(L, TT_MUTEX, "Mutex:__gc");
+}
+
+static int l_rwlock_gc(lua_State *L) {
+  return lock_gc(L, TT_RWLOCK, "RwLock:__gc");
 }
 
 static int lock_cancel(tidal_task *t) {
@@ -211,12 +248,20 @@ static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
+  if (l == NULL) { /* its __gc was called while it waited */
+    tidal__resumed(L, t);
+    return tidal__closed_error(L, kind == G_MUTEX ? "Mutex:lock"
+                                  : kind == G_READ ? "RwLock:read"
+                                                   : "RwLock:write",
+                               kind == G_MUTEX ? "mutex" : "rwlock");
+  }
   if (tidal__wake_lost(t)) { /* granted, never observed: pass it on */
     LOCK(l);
     release(l, kind, t->w);
     UNLOCK(l);
   }
   tidal__resumed(L, t);
+  lua_settop(L, 2); /* the guard made before parking */
   return push_guard(L, ctx, l, kind);
 }
 
@@ -253,10 +298,12 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__self(L, ctx, tt, fname);
   lock *l = u->l;
-  if (l != NULL) TIDAL_HOT(ctx, tt, u) = u; /* cleared by its __gc */
+  if (l == NULL) return tidal__closed_error(L, fname, lock_noun(tt));
+  TIDAL_HOT(ctx, tt, u) = u; /* cleared by its __gc */
   tidal_task *t = tidal__wait_ok(L, ctx->cur, fname);
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
+  new_guard(L, ctx); /* at 2: the lock is never taken without one */
   LOCK(l);
   if (free_for(l, kind)) {
     take(l, kind);
@@ -296,7 +343,16 @@ static int l_write(lua_State *L) {
 /* Non-waiting attempts: work anywhere, even outside a task. */
 static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  lock *l = check_lock(L, tt, fname);
+  LOCK(l);
+  int avail = free_for(l, kind);
+  UNLOCK(l);
+  if (!avail) { /* (a loop of failing attempts makes no garbage) */
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_settop(L, 1);
+  new_guard(L, ctx); /* (may run finalizers: check again below) */
   LOCK(l);
   if (free_for(l, kind)) {
     take(l, kind);
@@ -312,9 +368,12 @@ static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
 static int try_lock_op(lua_State *L, int base) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = ((lockud *)lua_touserdata(L, base))->l;
+  if (l == NULL) return -1; /* finalized: run() raises */
+  new_guard(L, ctx);
   LOCK(l);
   if (!free_for(l, G_MUTEX)) {
     UNLOCK(l);
+    lua_pop(L, 1);
     return -1;
   }
   take(l, G_MUTEX);
@@ -324,7 +383,7 @@ static int try_lock_op(lua_State *L, int base) {
 
 static int l_lock_op(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  tidal__checkud(L, 1, TT_MUTEX, "Mutex:lock_op");
+  check_lock(L, TT_MUTEX, "Mutex:lock_op");
   tidal__op_new(L, ctx, "Mutex:lock", l_lock, try_lock_op, 1, 1);
   return 1;
 }
@@ -341,25 +400,41 @@ static int l_try_write(lua_State *L) {
   return try_acquire(L, TT_RWLOCK, G_WRITE, "RwLock:try_write");
 }
 
-static int l_is_locked(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lockud *u = (lockud *)tidal__toud(L, ctx, 1, TT_MUTEX);
-  if (u == NULL) u = (lockud *)tidal__checkud(L, 1, TT_RWLOCK, "is_locked");
-  LOCK(u->l);
-  lua_pushboolean(L, u->l->held || u->l->readers > 0);
-  UNLOCK(u->l);
+static int is_locked(lua_State *L, lock *l) {
+  LOCK(l);
+  lua_pushboolean(L, l->held || l->readers > 0);
+  UNLOCK(l);
   return 1;
 }
 
-static int l_lock_tostring(lua_State *L) {
-  lock *l = ((lockud *)lua_touserdata(L, 1))->l;
-  if (!l->rw)
+static int l_mutex_is_locked(lua_State *L) {
+  return is_locked(L, check_lock(L, TT_MUTEX, "Mutex:is_locked"));
+}
+
+static int l_rwlock_is_locked(lua_State *L) {
+  return is_locked(L, check_lock(L, TT_RWLOCK, "RwLock:is_locked"));
+}
+
+static int lock_tostring(lua_State *L, int tt, const char *fname) {
+  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  if (l == NULL)
+    lua_pushfstring(L, "tidal.%s (closed)",
+                    tt == TT_MUTEX ? "Mutex" : "RwLock");
+  else if (!l->rw)
     lua_pushfstring(L, "tidal.Mutex (%s)", l->held ? "locked" : "unlocked");
   else if (l->held)
     lua_pushliteral(L, "tidal.RwLock (write-locked)");
   else
     lua_pushfstring(L, "tidal.RwLock (%d readers)", l->readers);
   return 1;
+}
+
+static int l_mutex_tostring(lua_State *L) {
+  return lock_tostring(L, TT_MUTEX, "Mutex:__tostring");
+}
+
+static int l_rwlock_tostring(lua_State *L) {
+  return lock_tostring(L, TT_RWLOCK, "RwLock:__tostring");
 }
 
 /* ------------------------------------------------- copying the locks */
@@ -387,7 +462,7 @@ static void push_copy(lua_State *L, void *obj) {
 }
 
 static void drop(void *obj) {
-  lock_unref((lock *)obj);
+  lock_unref((lock *)obj, NULL);
 }
 
 static const tidal_xtype mutex_xtype = {MUTEX_MT, share, push_copy, drop};
@@ -396,16 +471,19 @@ static const tidal_xtype rwlock_xtype = {RWLOCK_MT, share, push_copy, drop};
 static const luaL_Reg mutex_methods[] = {{"lock", l_lock},
                                          {"try_lock", l_try_lock},
                                          {"lock_op", l_lock_op},
-                                         {"is_locked", l_is_locked},
+                                         {"is_locked", l_mutex_is_locked},
                                          {NULL, NULL}};
 
 static const luaL_Reg rwlock_methods[] = {
     {"read", l_read},         {"write", l_write},
     {"try_read", l_try_read}, {"try_write", l_try_write},
-    {"is_locked", l_is_locked}, {NULL, NULL}};
+    {"is_locked", l_rwlock_is_locked}, {NULL, NULL}};
 
-static const luaL_Reg lock_meta[] = {
-    {"__gc", l_lock_gc}, {"__tostring", l_lock_tostring}, {NULL, NULL}};
+static const luaL_Reg mutex_meta[] = {
+    {"__gc", l_mutex_gc}, {"__tostring", l_mutex_tostring}, {NULL, NULL}};
+
+static const luaL_Reg rwlock_meta[] = {
+    {"__gc", l_rwlock_gc}, {"__tostring", l_rwlock_tostring}, {NULL, NULL}};
 
 static const luaL_Reg guard_methods[] = {
     {"release", l_release}, {"is_held", l_held}, {NULL, NULL}};
@@ -420,8 +498,8 @@ static const luaL_Reg funcs[] = {
 
 /* stack: module, ctx */
 void tidal__lock_open(lua_State *L) {
-  tidal__newtype(L, TT_MUTEX, MUTEX_MT, lock_meta, mutex_methods);
-  tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, lock_meta, rwlock_methods);
+  tidal__newtype(L, TT_MUTEX, MUTEX_MT, mutex_meta, mutex_methods);
+  tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, rwlock_meta, rwlock_methods);
   tidal__newtype(L, TT_GUARD, GUARD_MT, guard_meta, guard_methods);
   tidal__xfer_register(&mutex_xtype);
   tidal__xfer_register(&rwlock_xtype);

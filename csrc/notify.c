@@ -94,7 +94,7 @@ static int l_notify_waiters(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  notify *n = (notify *)lua_touserdata(L, 1);
+  notify *n = self(L, "Notify:__tostring");
   lua_pushfstring(L, "tidal.Notify (%s)",
                   n->permit ? "notified" : "not notified");
   return 1;

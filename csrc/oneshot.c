@@ -42,8 +42,10 @@ typedef struct end {
     if ((o)->shared) uv_mutex_unlock(&(o)->mu);                                \
   } while (0)
 
-static void unref(oneshot *o) {
+/* cur: the worker running on this thread, or NULL */
+static void unref(oneshot *o, tidal_worker *cur) {
   if (atomic_fetch_sub(&o->refs, 1) != 1) return;
+  tidal__wq_orphan(&o->waiters, cur); /* (see tidal_int.h) */
   if (o->shared) {
     if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
     tidal__buf_free(&o->val);
@@ -69,13 +71,20 @@ static int fail(lua_State *L, const char *kind, const char *msg) {
   return 2;
 }
 
-static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
-                     int holder) {
+/* Pushes a new end, closed (harmless until it gets its oneshot). */
+static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->o = NULL;
+  e->closed = 1;
   tidal__setmt(L, ctx, tt);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
+  return e;
+}
+
+static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
+                     int holder) {
+  end *e = new_end(L, ctx, tt, holder);
   e->o = o;
   e->closed = 0;
   atomic_fetch_add(&o->refs, 1);
@@ -83,15 +92,16 @@ static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
 
 static int l_oneshot(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 0);
+  lua_createtable(L, 1, 0);
+  end *tx = new_end(L, ctx, TT_ONESHOT_TX, 1);
+  end *rx = new_end(L, ctx, TT_ONESHOT_RX, 1);
   oneshot *o = (oneshot *)calloc(1, sizeof *o);
   if (o == NULL) return luaL_error(L, "tidal.oneshot: not enough memory");
-  atomic_init(&o->refs, 1);
+  atomic_init(&o->refs, 2); /* the ends hold it */
   o->ntx = o->nrx = 1;
-  lua_createtable(L, 1, 0);
-  int holder = lua_gettop(L);
-  push_end(L, ctx, o, TT_ONESHOT_TX, holder);
-  push_end(L, ctx, o, TT_ONESHOT_RX, holder);
-  unref(o); /* the ends hold it */
+  tx->o = rx->o = o;
+  tx->closed = rx->closed = 0;
   return 2;
 }
 
@@ -134,30 +144,44 @@ static void close_rx(end *e, tidal_worker *cur, int explicit) {
   UNLOCK(o);
 }
 
-/* The end at 1 (either kind), from __gc or __close; NULL once collected. */
-static end *close_end(lua_State *L, int explicit) {
+/* The end at 1 of type tt, from __gc or __close; NULL once finalized (a
+** finalized end is a closed one without its core: every method checks). */
+static end *close_end(lua_State *L, int tt, int explicit, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
+  end *e = (end *)tidal__checkud(L, 1, tt, fname);
   if (e->o == NULL) return NULL;
-  if (tidal__toud(L, ctx, 1, TT_ONESHOT_TX))
+  if (tt == TT_ONESHOT_TX)
     close_tx(e, ctx->w);
   else
     close_rx(e, ctx->w, explicit);
   return e;
 }
 
-static int l_end_gc(lua_State *L) {
-  end *e = close_end(L, 0);
+static int end_gc(lua_State *L, int tt, const char *fname) {
+  end *e = close_end(L, tt, 0, fname);
   if (e != NULL) {
-    unref(e->o);
+    unref(e->o, tidal__cur_worker(L));
     e->o = NULL;
   }
   return 0;
 }
 
+static int l_tx_gc(lua_State *L) {
+  return end_gc(L, TT_ONESHOT_TX, "OneshotSender:__gc");
+}
+
+static int l_rx_gc(lua_State *L) {
+  return end_gc(L, TT_ONESHOT_RX, "OneshotReceiver:__gc");
+}
+
 /* __close: closes the end but keeps the core until the end is collected */
-static int l_end_close(lua_State *L) {
-  close_end(L, 1);
+static int l_tx_close(lua_State *L) {
+  close_end(L, TT_ONESHOT_TX, 1, "OneshotSender:__close");
+  return 0;
+}
+
+static int l_rx_close(lua_State *L) {
+  close_end(L, TT_ONESHOT_RX, 1, "OneshotReceiver:__close");
   return 0;
 }
 
@@ -170,6 +194,8 @@ static int l_send(lua_State *L) {
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "OneshotSender:send: cannot send nil (a receiver "
                          "reads nil as closed); send false or a table");
+  if (o == NULL)
+    return tidal__closed_error(L, "OneshotSender:send", "sender");
   lua_settop(L, 2);
   if (o->shared && tidal__xfer_encode(L, 2, 1, "message", &b))
     return luaL_error(L,
@@ -179,7 +205,7 @@ static int l_send(lua_State *L) {
   LOCK(o);
   const char *misuse = o->sent    ? "a value was sent already (a oneshot "
                                     "carries one value)"
-                       : e->closed ? "this sender was closed"
+                       : e->closed ? "attempt to use a closed sender"
                                    : NULL;
   if (misuse != NULL || o->rx_closed) {
     UNLOCK(o);
@@ -205,8 +231,8 @@ static int l_send(lua_State *L) {
 
 static int l_close_tx(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_tx((end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close"),
-           ctx->w);
+  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close");
+  if (e->o != NULL) close_tx(e, ctx->w);
   return 0;
 }
 
@@ -286,11 +312,19 @@ static int park(lua_State *L, tidal_task *t, oneshot *o, int front,
   return tidal__park(L, t, &recv_op, o, k);
 }
 
+static int finalized(lua_State *L) {
+  return fail(L, "closed", "receiver closed");
+}
+
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
   oneshot *o = ((end *)lua_touserdata(L, 1))->o;
   int n;
   (void)status;
+  if (o == NULL) { /* its __gc was called while it waited */
+    tidal__resumed(L, t);
+    return finalized(L);
+  }
   LOCK(o);
   if (tidal__wake_lost(t)) wake_all(o, t->w); /* another may take it */
   UNLOCK(o);
@@ -308,6 +342,7 @@ static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:recv");
   oneshot *o = e->o;
   int n;
+  if (o == NULL) return finalized(L);
   tidal_task *t = tidal__wait_begin(L, "OneshotReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
@@ -322,6 +357,7 @@ static int l_try_recv(lua_State *L) {
                                   "OneshotReceiver:try_recv");
   int n;
   lua_settop(L, 1);
+  if (e->o == NULL) return finalized(L);
   LOCK(e->o);
   if ((n = recv_now(L, e->o)) >= 0) return n;
   UNLOCK(e->o);
@@ -330,24 +366,33 @@ static int l_try_recv(lua_State *L) {
 
 static int l_close_rx(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_rx((end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close"),
-           ctx->w, 1);
+  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close");
+  if (e->o != NULL) close_rx(e, ctx->w, 1);
   return 0;
 }
 
-static int l_is_closed(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__toud(L, ctx, 1, TT_ONESHOT_TX);
-  int closed;
-  if (e != NULL) {
+static int l_tx_is_closed(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX,
+                                  "OneshotSender:is_closed");
+  int closed = 1;
+  if (e->o != NULL) {
     LOCK(e->o);
     closed = e->closed || e->o->rx_closed;
-  } else {
-    e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "is_closed");
+    UNLOCK(e->o);
+  }
+  lua_pushboolean(L, closed);
+  return 1;
+}
+
+static int l_rx_is_closed(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX,
+                                  "OneshotReceiver:is_closed");
+  int closed = 1;
+  if (e->o != NULL) {
     LOCK(e->o);
     closed = e->closed || e->o->taken || (e->o->tx_closed && !e->o->sent);
+    UNLOCK(e->o);
   }
-  UNLOCK(e->o);
   lua_pushboolean(L, closed);
   return 1;
 }
@@ -419,7 +464,7 @@ static void drop_tx(void *obj) {
   uv_mutex_lock(&o->mu);
   tx_gone(o, NULL);
   uv_mutex_unlock(&o->mu);
-  unref(o);
+  unref(o, NULL);
 }
 
 static void drop_rx(void *obj) {
@@ -427,7 +472,7 @@ static void drop_rx(void *obj) {
   uv_mutex_lock(&o->mu);
   rx_gone(o, NULL);
   uv_mutex_unlock(&o->mu);
-  unref(o);
+  unref(o, NULL);
 }
 
 static const tidal_xtype tx_xtype = {TX_MT, share_tx, push_tx, drop_tx};
@@ -435,24 +480,27 @@ static const tidal_xtype rx_xtype = {RX_MT, share_rx, push_rx, drop_rx};
 
 static const luaL_Reg tx_methods[] = {{"send", l_send},
                                       {"close", l_close_tx},
-                                      {"is_closed", l_is_closed},
+                                      {"is_closed", l_tx_is_closed},
                                       {NULL, NULL}};
 
 static const luaL_Reg rx_methods[] = {{"recv", l_recv},
                                       {"try_recv", l_try_recv},
                                       {"close", l_close_rx},
-                                      {"is_closed", l_is_closed},
+                                      {"is_closed", l_rx_is_closed},
                                       {NULL, NULL}};
 
-static const luaL_Reg meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
+static const luaL_Reg tx_meta[] = {
+    {"__gc", l_tx_gc}, {"__close", l_tx_close}, {NULL, NULL}};
+
+static const luaL_Reg rx_meta[] = {
+    {"__gc", l_rx_gc}, {"__close", l_rx_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__oneshot_open(lua_State *L) {
-  tidal__newtype(L, TT_ONESHOT_TX, TX_MT, meta, tx_methods);
-  tidal__newtype(L, TT_ONESHOT_RX, RX_MT, meta, rx_methods);
+  tidal__newtype(L, TT_ONESHOT_TX, TX_MT, tx_meta, tx_methods);
+  tidal__newtype(L, TT_ONESHOT_RX, RX_MT, rx_meta, rx_methods);
   tidal__xfer_register(&tx_xtype);
   tidal__xfer_register(&rx_xtype);
   tidal__register(L, funcs);

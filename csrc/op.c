@@ -58,7 +58,7 @@ int tidal__op_try(lua_State *L, const void *o, int base) {
 /* op(): perform the wait, as the method would (the stack becomes the
 ** method's: target, arguments) */
 static int l_call(lua_State *L) {
-  op *o = (op *)lua_touserdata(L, 1);
+  op *o = (op *)tidal__checkud(L, 1, TT_OP, "Op:__call");
   lua_settop(L, 1);
   for (int i = 1; i <= o->nargs; i++) lua_getiuservalue(L, 1, i);
   lua_remove(L, 1);
@@ -66,7 +66,7 @@ static int l_call(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  op *o = (op *)lua_touserdata(L, 1);
+  op *o = (op *)tidal__checkud(L, 1, TT_OP, "Op:__tostring");
   lua_pushfstring(L, "tidal.Op (%s)", o->name);
   return 1;
 }

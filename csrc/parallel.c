@@ -268,9 +268,8 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
       tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     }
     tidal__record_unref(r);
-  }
+  } /* else the task holds the target's reference until it publishes */
   lua_settop(L, top);
-  /* else the task holds the target's reference until it publishes */
 }
 
 /* On the record's target: its job, or its task, are only changed by this
@@ -295,14 +294,20 @@ static void abort_msg(tidal_worker *w, lua_State *L, void *arg) {
 
 /* ------------------------------------------------------------- handles */
 
-void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r) {
+tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
+                                   tidal_record *r) {
   rhandle *h = (rhandle *)lua_newuserdatauv(L, sizeof *h, 0);
-  h->r = r; /* takes the caller's reference */
+  h->r = NULL;
   tidal__setmt(L, ctx, TT_RHANDLE);
+  h->r = r; /* takes the caller's reference */
+  return &h->r;
 }
 
+/* The record of the remote handle at 1; raises once it was finalized. */
 static tidal_record *check_rh(lua_State *L, const char *fname) {
-  return ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE, fname))->r;
+  tidal_record *r = ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE, fname))->r;
+  if (r == NULL) tidal__closed_error(L, fname, "JoinHandle");
+  return r;
 }
 
 /* tidal.spawn_parallel([opts,] fn, ...) */
@@ -320,13 +325,30 @@ static int l_spawn_parallel(lua_State *L) {
                       "on a worker, got %s",
                       lua_type(L, fn) == LUA_TNONE ? "no value"
                                                    : luaL_typename(L, fn));
+  /* everything that may raise comes before the record is allocated */
+  char name[sizeof ((tidal_record *)0)->name] = "";
+  if (fn == 2) {
+    static const char *const known[] = {"name", NULL};
+    tidal__check_option_names(L, 1, "tidal.spawn_parallel", known);
+    int ty = lua_getfield(L, 1, "name");
+    if (ty == LUA_TSTRING)
+      snprintf(name, sizeof name, "%s", lua_tostring(L, -1));
+    else if (ty != LUA_TNIL)
+      return luaL_error(L, "tidal.spawn_parallel: option 'name' must be a "
+                           "string, got %s", luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
+  int n = lua_gettop(L) - fn + 1;
+  if (n - 1 > TIDAL_MAX_ARGS)
+    return luaL_error(L, "tidal.spawn_parallel: too many arguments (%d; at "
+                         "most %d: pass a table instead)", n - 1,
+                      TIDAL_MAX_ARGS);
+  luaL_checkstack(L, 4, "tidal.spawn_parallel");
+  tidal_record **slot = tidal__push_rhandle(L, ctx, NULL); /* closed */
   tidal_record *r = tidal__record_new();
   if (r == NULL) return luaL_error(L, "tidal.spawn_parallel: not enough memory");
-  if (fn == 2 && lua_getfield(L, 1, "name") == LUA_TSTRING)
-    snprintf(r->name, sizeof r->name, "%s", lua_tostring(L, -1));
-  if (fn == 2) lua_pop(L, 1);
-  luaL_checkstack(L, 4, "tidal.spawn_parallel");
-  if (tidal__xfer_encode(L, fn, lua_gettop(L) - fn + 1, "args", &r->in)) {
+  memcpy(r->name, name, sizeof name);
+  if (tidal__xfer_encode(L, fn, n, "args", &r->in)) {
     lua_pushfstring(L, "tidal.spawn_parallel: %s (copy only plain data, Lua "
                        "functions and tidal handles to another worker)",
                     lua_tostring(L, -1));
@@ -350,7 +372,7 @@ static int l_spawn_parallel(lua_State *L) {
     drop_input(r);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
   }
-  tidal__push_rhandle(L, ctx, r);
+  *slot = r; /* the handle (on top) takes the caller's reference */
   return 1;
 }
 
@@ -383,7 +405,11 @@ static int rwait_k(lua_State *L, lua_KContext k, int raise) {
   tidal_task *t = (tidal_task *)k;
   tidal__resumed(L, t);
   lua_settop(L, 1);
-  return push_outcome(L, ((rhandle *)lua_touserdata(L, 1))->r, raise);
+  tidal_record *r = ((rhandle *)lua_touserdata(L, 1))->r;
+  if (r == NULL) /* its __gc was called while it waited */
+    return tidal__closed_error(L, raise ? "JoinHandle:await"
+                                        : "JoinHandle:join", "JoinHandle");
+  return push_outcome(L, r, raise);
 }
 
 static int rawait_k(lua_State *L, int status, lua_KContext k) {
@@ -509,7 +535,12 @@ static int l_rname(lua_State *L) {
 }
 
 static int l_rtostring(lua_State *L) {
-  tidal_record *r = ((rhandle *)lua_touserdata(L, 1))->r;
+  tidal_record *r = ((rhandle *)tidal__checkud(L, 1, TT_RHANDLE,
+                                              "JoinHandle:__tostring"))->r;
+  if (r == NULL) {
+    lua_pushliteral(L, "tidal.JoinHandle: parallel task (finalized)");
+    return 1;
+  }
   uv_mutex_lock(&r->mu);
   int done = r->done, outcome = r->outcome;
   uv_mutex_unlock(&r->mu);
@@ -524,7 +555,7 @@ static int l_rtostring(lua_State *L) {
 }
 
 static int l_rgc(lua_State *L) {
-  rhandle *h = (rhandle *)lua_touserdata(L, 1);
+  rhandle *h = (rhandle *)tidal__checkud(L, 1, TT_RHANDLE, "JoinHandle:__gc");
   if (h->r == NULL) return 0;
   tidal_record *r = h->r;
   h->r = NULL;

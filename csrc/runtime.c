@@ -95,8 +95,11 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
   if (opts) {
     int ty = lua_getfield(L, opts, "slow_task");
     if (ty == LUA_TNUMBER) {
-      double s = lua_tonumber(L, -1);
-      rt->w.slow_ns = s > 0 ? (uint64_t)(s * 1e9) : 0;
+      double ns = lua_tonumber(L, -1) * 1e9;
+      /* 0 is off; math.huge (or ~584 years, past uint64_t) never fires */
+      rt->w.slow_ns = !(ns > 0) || ns >= 1.8e19 ? 0
+                      : ns < 1                  ? 1
+                                                : (uint64_t)ns;
     } else if (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
       rt->w.slow_ns = 0; /* false: off; true: the default */
     }
@@ -488,9 +491,12 @@ static int l_rt_tostring(lua_State *L) {
 ** (a finalizer must not resume coroutines). Tasks are dropped as they are;
 ** call rt:close() to cancel them properly. */
 static int l_rt_gc(lua_State *L) {
-  tidal_runtime *rt = (tidal_runtime *)lua_touserdata(L, 1);
+  tidal_runtime *rt = check_rt(L, "Runtime:__gc");
   tidal_worker *w = &rt->w;
   if (rt->closed) return 0;
+  if (w->running) /* (called by hand: the collector cannot reach it now) */
+    return luaL_error(L, "Runtime:__gc: cannot close a runtime from inside "
+                         "it");
   rt->closed = 1;
   /* Withdraw the waits first, while every task is intact: a parked task is
   ** registered in the wait queue of its primitive, which may outlive this
@@ -586,9 +592,18 @@ tidal_runtime *tidal_runtime_new(lua_State *L, uv_loop_t *loop) {
 static int host_step(lua_State *L) {
   tidal_runtime *rt = (tidal_runtime *)lua_touserdata(L, 1);
   tidal_ctx *ctx = tidal__ctx(L);
+  double timeout = lua_tonumber(L, 2);
+  if (rt == NULL) luaL_error(L, "tidal_runtime_step: no runtime (NULL)");
   if (rt->closed) luaL_error(L, "tidal_runtime_step: the runtime is closed");
+  if (ctx == NULL)
+    luaL_error(L, "tidal_runtime_step: tidal.core is not loaded in this "
+                  "Lua state");
   check_idle(L, ctx, "tidal_runtime_step");
-  enter(L, &rt->w, step_loop, lua_tonumber(L, 2));
+  if (isnan(timeout))
+    luaL_error(L, "tidal_runtime_step: timeout must be a number of seconds, "
+                  "got nan");
+  if (timeout > 3600.0 * 24 * 365) timeout = 3600.0 * 24 * 365; /* (a year) */
+  enter(L, &rt->w, step_loop, timeout); /* (negative: do not wait) */
   return 0;
 }
 

@@ -6,7 +6,12 @@
 ** served in order: a large request at the head is not overtaken by smaller
 ** ones behind it. Permits are handed to the head waiter directly; a waiter
 ** cancelled before it runs gives them back, which serves the next. close()
-** makes pending and later acquires return nil, err (kind "closed").
+** makes pending and later acquires return nil, err (kind "closed"); as in
+** Tokio it leaves the count alone (permits given back later still count,
+** and available() says so), and a waiter already granted its permits
+** keeps them. A semaphore holds at most TIDAL_SEM_MAX permits in all
+** (available or out): a larger count is an argument error, never an
+** overflow.
 **
 ** Shared mode (copied to another state): operations take the semaphore's
 ** mutex; waiters on other workers are woken through their remote queues.
@@ -18,9 +23,18 @@
 #define SEM_MT "tidal.Semaphore"
 #define PERMIT_MT "tidal.Permit"
 
+/* Most permits a semaphore can hold (Tokio's MAX_PERMITS is usize::MAX
+** >> 3); a single acquire asks for at most INT32_MAX. */
+#define TIDAL_SEM_MAX (LUA_MAXINTEGER >> 3)
+
+/* A waiter was woken with its permits (not by close): the task flag that
+** notify.c uses for notify_one, set on the task's own thread. */
+#define TF_GRANTED TF_NOTIFIED
+
 typedef struct sem {
   atomic_int refs;   /* the semaphore's userdata (any state), live permits */
   lua_Integer avail; /* permits available */
+  lua_Integer total; /* permits it holds: available, out or granted */
   uint8_t closed, shared;
   tidal_wq waiters; /* each wants t->nres permits */
   uv_mutex_t mu;    /* shared: guards the above */
@@ -45,22 +59,43 @@ typedef struct permit {
   lua_Integer k;
 } permit;
 
-static void sem_unref(sem *s) {
+/* cur: the worker running on this thread, or NULL */
+static void sem_unref(sem *s, tidal_worker *cur) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+  tidal__wq_orphan(&s->waiters, cur); /* (see tidal_int.h) */
   if (s->shared) uv_mutex_destroy(&s->mu);
   free(s);
+}
+
+/* Posted to the worker of a waiter granted its permits from another
+** thread: a task's flags are only touched on its own thread. */
+static void granted_msg(tidal_worker *w, lua_State *L, void *arg) {
+  tidal_task *t = (tidal_task *)arg;
+  (void)w;
+  (void)L;
+  if (t->state != TS_PARKED) return;
+  t->flags |= TF_GRANTED;
+  tidal__wake(t, 0);
 }
 
 /* Serve waiters from the head while enough permits are available. Locked. */
 static void serve(sem *s, tidal_worker *cur) {
   tidal_task *t;
   while ((t = s->waiters.head) != NULL && (s->closed || t->nres <= s->avail)) {
-    if (!s->closed) s->avail -= t->nres;
+    lua_Integer k = t->nres; /* (read before the wake: it resets nres) */
     tidal__wq_pop(&s->waiters);
-    if (s->shared)
-      tidal__wake_any(cur, t);
-    else
+    if (s->closed) { /* woken without permits: it sees "closed" */
+      if (s->shared)
+        tidal__wake_any(cur, t);
+      else
+        tidal__wake(t, 0);
+    } else if (!s->shared || t->w == cur) {
+      s->avail -= k;
+      t->flags |= TF_GRANTED;
       tidal__wake(t, 0);
+    } else if (tidal__wake_remote(t->w, NULL, granted_msg, t) == 0) {
+      s->avail -= k;
+    } /* (else its worker is gone: the permits stay available) */
   }
 }
 
@@ -71,21 +106,34 @@ static void give_back(sem *s, lua_Integer k, tidal_worker *cur) {
   UNLOCK(s);
 }
 
-static int push_permit(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
+/* Pushes a Permit that holds nothing yet: made before permits are taken,
+** so that a memory error cannot lose them (STYLE.md). */
+static void new_permit(lua_State *L, tidal_ctx *ctx) {
   permit *p = (permit *)lua_newuserdatauv(L, sizeof *p, 0);
+  p->s = NULL;
+  p->k = 0;
+  tidal__setmt(L, ctx, TT_PERMIT);
+}
+
+/* The Permit on top (from new_permit) gets k permits of s. */
+static int push_permit(lua_State *L, sem *s, lua_Integer k) {
+  permit *p = (permit *)lua_touserdata(L, -1);
   p->s = s;
   p->k = k;
   atomic_fetch_add(&s->refs, 1);
-  tidal__setmt(L, ctx, TT_PERMIT);
   return 1;
 }
 
-static lua_Integer check_k(lua_State *L, const char *fname) {
+/* The count at index 2: 1 when absent, else an integer from 1 to max. */
+static lua_Integer check_k(lua_State *L, const char *fname, lua_Integer max) {
   lua_Integer k = 1;
   if (!lua_isnoneornil(L, 2)) {
-    if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1)
-      luaL_error(L, "%s: the number of permits must be an integer >= 1",
-                 fname);
+    if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1 ||
+        lua_tointeger(L, 2) > max)
+      luaL_error(L,
+                 "%s: the number of permits must be an integer >= 1 and "
+                 "<= %I, got %s",
+                 fname, (LUAI_UACINT)max, tidal__describe(L, 2));
     k = lua_tointeger(L, 2);
   }
   return k;
@@ -97,9 +145,10 @@ static int closed(lua_State *L) {
   return 2;
 }
 
-/* Under the lock: takes k permits at once if it can (FIFO: not past
-** waiters) and returns the results, lock released; or -1, lock held. */
-static int try_take(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
+/* Under the lock, with a new Permit on top: takes k permits at once if it
+** can (FIFO: not past waiters) and returns the results, lock released; or
+** -1, lock held. */
+static int try_take(lua_State *L, sem *s, lua_Integer k) {
   if (s->closed) {
     UNLOCK(s);
     return closed(L);
@@ -107,7 +156,7 @@ static int try_take(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
   if (s->waiters.head == NULL && k <= s->avail) {
     s->avail -= k;
     UNLOCK(s);
-    return push_permit(L, ctx, s, k);
+    return push_permit(L, s, k);
   }
   return -1;
 }
@@ -115,11 +164,12 @@ static int try_take(lua_State *L, tidal_ctx *ctx, sem *s, lua_Integer k) {
 /* tidal.semaphore(n) */
 static int l_semaphore(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0)
+  if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0 ||
+      lua_tointeger(L, 1) > TIDAL_SEM_MAX)
     return luaL_error(L,
                       "tidal.semaphore: the number of permits must be an "
-                      "integer >= 0, got %s",
-                      luaL_typename(L, 1));
+                      "integer >= 0 and <= %I, got %s",
+                      (LUAI_UACINT)TIDAL_SEM_MAX, tidal__describe(L, 1));
   lua_Integer n = lua_tointeger(L, 1);
   semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->s = NULL;
@@ -127,8 +177,13 @@ static int l_semaphore(lua_State *L) {
   u->s = (sem *)calloc(1, sizeof *u->s);
   if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
   atomic_init(&u->s->refs, 1);
-  u->s->avail = n;
+  u->s->avail = u->s->total = n;
   return 1;
+}
+
+/* The core of the Semaphore at 1; NULL once finalized. */
+static sem *check_sem(lua_State *L, const char *fname) {
+  return ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname))->s;
 }
 
 static int sem_cancel(tidal_task *t) {
@@ -148,17 +203,20 @@ static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel};
 
 static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   tidal_task *t = (tidal_task *)ctxk;
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   sem *s = ((semud *)lua_touserdata(L, 1))->s;
-  lua_Integer k = check_k(L, "Semaphore:acquire");
+  lua_Integer k = lua_isnoneornil(L, 2) ? 1 : lua_tointeger(L, 2);
   (void)status;
-  LOCK(s);
-  int was_closed = s->closed;
-  UNLOCK(s);
-  if (tidal__wake_lost(t) && !was_closed) give_back(s, k, t->w);
+  if (s == NULL) { /* its __gc was called while it waited */
+    tidal__resumed(L, t);
+    return closed(L);
+  }
+  int granted = (t->flags & TF_GRANTED) != 0; /* (set on this thread) */
+  t->flags &= ~TF_GRANTED;
+  if (granted && tidal__wake_lost(t)) give_back(s, k, t->w);
   tidal__resumed(L, t);
-  if (was_closed) return closed(L);
-  return push_permit(L, ctx, s, k);
+  if (!granted) return closed(L); /* woken by close() */
+  lua_settop(L, 3); /* the Permit made before parking */
+  return push_permit(L, s, k);
 }
 
 static int l_acquire(lua_State *L);
@@ -167,17 +225,18 @@ static const tidal_restart acquire_again = {l_acquire};
 /* s:acquire([k]) -> permit | nil, err (closed) */
 static int l_acquire(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:acquire"))->s;
-  lua_Integer k = check_k(L, "Semaphore:acquire");
+  sem *s = check_sem(L, "Semaphore:acquire");
+  lua_Integer k = check_k(L, "Semaphore:acquire", INT32_MAX);
+  if (s == NULL) return closed(L); /* finalized */
   tidal_task *t = tidal__wait_begin(L, "Semaphore:acquire");
   TIDAL_SPEND(L, t, &acquire_again);
   lua_settop(L, 2);
-  if (k > INT32_MAX)
-    return luaL_error(L, "Semaphore:acquire: too many permits requested");
+  new_permit(L, ctx); /* at 3 */
   LOCK(s);
-  int r = try_take(L, ctx, s, k);
+  int r = try_take(L, s, k);
   if (r >= 0) return r;
   t->nres = (int32_t)k; /* what it waits for, while parked */
+  t->flags &= ~TF_GRANTED;
   tidal__wq_push(&s->waiters, t);
   if (s->shared) {
     uv_mutex_unlock(&s->mu);
@@ -189,38 +248,64 @@ static int l_acquire(lua_State *L) {
 /* s:try_acquire([k]) -> permit | nil, err (no_permits / closed) */
 static int l_try_acquire(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
-                                    "Semaphore:try_acquire"))->s;
-  lua_Integer k = check_k(L, "Semaphore:try_acquire");
+  sem *s = check_sem(L, "Semaphore:try_acquire");
+  lua_Integer k = check_k(L, "Semaphore:try_acquire", INT32_MAX);
+  if (s == NULL) return closed(L); /* finalized */
   LOCK(s);
-  int r = try_take(L, ctx, s, k);
-  if (r >= 0) return r;
+  int avail = s->closed || (s->waiters.head == NULL && k <= s->avail);
   UNLOCK(s);
+  if (avail) { /* (a loop of failing attempts makes no garbage) */
+    lua_settop(L, 2);
+    new_permit(L, ctx); /* (may run finalizers: try_take checks again) */
+    LOCK(s);
+    int r = try_take(L, s, k);
+    if (r >= 0) return r;
+    UNLOCK(s);
+  }
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");
   return 2;
 }
 
+/* s:available(): permits available now (still counted once closed; 0
+** once finalized) */
 static int l_available(lua_State *L) {
-  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
-                                    "Semaphore:available"))->s;
-  LOCK(s);
-  lua_pushinteger(L, s->closed ? 0 : s->avail);
-  UNLOCK(s);
+  sem *s = check_sem(L, "Semaphore:available");
+  lua_Integer n = 0;
+  if (s != NULL) {
+    LOCK(s);
+    n = s->avail;
+    UNLOCK(s);
+  }
+  lua_pushinteger(L, n);
   return 1;
 }
 
 /* s:add_permits(k) */
 static int l_add_permits(lua_State *L) {
-  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE,
-                                    "Semaphore:add_permits"))->s;
-  lua_Integer k = check_k(L, "Semaphore:add_permits");
-  give_back(s, k, tidal__cur_worker(L));
+  sem *s = check_sem(L, "Semaphore:add_permits");
+  lua_Integer k = check_k(L, "Semaphore:add_permits", TIDAL_SEM_MAX);
+  if (s == NULL)
+    return tidal__closed_error(L, "Semaphore:add_permits", "semaphore");
+  LOCK(s);
+  if (k > TIDAL_SEM_MAX - s->total) {
+    lua_Integer total = s->total;
+    UNLOCK(s);
+    return luaL_error(L,
+                      "Semaphore:add_permits: a semaphore holds at most %I "
+                      "permits (it has %I, available or out)",
+                      (LUAI_UACINT)TIDAL_SEM_MAX, (LUAI_UACINT)total);
+  }
+  s->total += k;
+  s->avail += k;
+  serve(s, tidal__cur_worker(L));
+  UNLOCK(s);
   return 0;
 }
 
 static int l_close(lua_State *L) {
-  sem *s = ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:close"))->s;
+  sem *s = check_sem(L, "Semaphore:close");
+  if (s == NULL) return 0;
   LOCK(s);
   s->closed = 1;
   serve(s, tidal__cur_worker(L)); /* everyone waiting gets "closed" */
@@ -228,15 +313,21 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* __gc: a finalized semaphore has no core (u->s == NULL): every method
+** checks */
 static int l_sem_gc(lua_State *L) {
-  semud *u = (semud *)lua_touserdata(L, 1);
-  if (u->s != NULL) sem_unref(u->s);
+  semud *u = (semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:__gc");
+  if (u->s != NULL) sem_unref(u->s, tidal__cur_worker(L));
   u->s = NULL;
   return 0;
 }
 
 static int l_sem_tostring(lua_State *L) {
-  sem *s = ((semud *)lua_touserdata(L, 1))->s;
+  sem *s = check_sem(L, "Semaphore:__tostring");
+  if (s == NULL) {
+    lua_pushliteral(L, "tidal.Semaphore (closed)");
+    return 1;
+  }
   LOCK(s);
   lua_Integer avail = s->avail;
   int c = s->closed;
@@ -269,7 +360,7 @@ static void push_copy(lua_State *L, void *obj) {
 }
 
 static void drop(void *obj) {
-  sem_unref((sem *)obj);
+  sem_unref((sem *)obj, NULL);
 }
 
 static const tidal_xtype sem_xtype = {SEM_MT, share, push_copy, drop};
@@ -277,7 +368,7 @@ static const tidal_xtype sem_xtype = {SEM_MT, share, push_copy, drop};
 /* ---------------------------------------------------------------- Permit */
 
 static int permit_release(permit *p, tidal_worker *cur) {
-  if (p->k == 0) return 0;
+  if (p->k == 0 || p->s == NULL) return 0;
   lua_Integer k = p->k;
   p->k = 0;
   give_back(p->s, k, cur); /* (kept, unused, once closed) */
@@ -291,16 +382,16 @@ static int l_release(lua_State *L) {
 }
 
 static int l_permit_close(lua_State *L) {
-  permit *p = (permit *)lua_touserdata(L, 1);
+  permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:__close");
   if (p->s != NULL) permit_release(p, tidal__cur_worker(L));
   return 0;
 }
 
 static int l_permit_gc(lua_State *L) {
-  permit *p = (permit *)lua_touserdata(L, 1);
+  permit *p = (permit *)tidal__checkud(L, 1, TT_PERMIT, "Permit:__gc");
   if (p->s == NULL) return 0;
   permit_release(p, tidal__cur_worker(L));
-  sem_unref(p->s);
+  sem_unref(p->s, tidal__cur_worker(L));
   p->s = NULL;
   return 0;
 }

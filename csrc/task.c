@@ -90,7 +90,12 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   int nargs = top - fn;
   int nuv = 1 + (nargs > 1 ? nargs : 1);
   int name = 0;
+  if (nargs > TIDAL_MAX_ARGS) /* they live in the handle's uservalues */
+    luaL_error(L, "tidal.spawn: too many arguments (%d; at most %d: pass a "
+                  "table instead)", nargs, TIDAL_MAX_ARGS);
   if (fn > first) {
+    static const char *const known[] = {"name", NULL};
+    tidal__check_option_names(L, first, "tidal.spawn", known);
     int ty = lua_getfield(L, first, "name");
     if (ty == LUA_TSTRING)
       name = 1;
@@ -373,8 +378,9 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
   } else {
     co = lua_newthread(L);
   }
+  if (!lua_checkstack(co, nargs + 3)) /* (nargs is at most TIDAL_MAX_ARGS) */
+    luaL_error(L, "tidal: not enough memory to start a task");
   lua_rawgeti(L, anchors, t->slot); /* L: co, handle */
-  lua_checkstack(co, nargs + 3);
   lua_pushcfunction(co, task_main);
   lua_pushvalue(L, -1);
   lua_xmove(L, co, 1); /* co: task_main, handle */
@@ -601,7 +607,8 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
   tidal_worker *w = t->w;
   tidal_task *u = w->rq_head;
   int top;
-  if (u == w->main || !lua_checkstack(L, 4)) return 0;
+  /* the 2 tables below, and the 6 slots a step uses (as in run_batch) */
+  if (u == w->main || !lua_checkstack(L, 8)) return 0;
   tidal__runq_pop(w);
   w->nested++;
   w->handoffs++;
@@ -861,6 +868,7 @@ static int l_tostring(lua_State *L) {
 
 /* __gc of a failed task's report object: its handle is being collected */
 static int l_report_gc(lua_State *L) {
+  tidal__checkud(L, 1, TT_REPORT, "FailureReport:__gc");
   if (lua_getiuservalue(L, 1, 1) == LUA_TUSERDATA) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
     if (t->state == TS_DONE && unobserved(t))

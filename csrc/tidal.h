@@ -43,7 +43,8 @@ TIDAL_API int luaopen_tidal_core(lua_State *L);
 TIDAL_API tidal_runtime *tidal_runtime_new(lua_State *L, uv_loop_t *loop);
 
 /* Runs ready tasks and polls the loop once, waiting at most timeout seconds
-** for timers or I/O when nothing is ready (0: do not wait). Returns 1 while
+** for timers or I/O when nothing is ready (0 or negative: do not wait; a
+** timeout above a year counts as a year; NaN is misuse). Returns 1 while
 ** tasks remain alive, 0 when none is left, or -1 (error message pushed) on
 ** misuse. Must not be called from inside a task. */
 TIDAL_API int tidal_runtime_step(lua_State *L, tidal_runtime *rt,

@@ -49,6 +49,12 @@
 #define TIDAL_REPORT_MAX 60000000000u
 /* Idle coroutines kept for reuse by each worker. */
 #define TIDAL_POOL_MAX 1024
+/* Most arguments a task can be spawned with: they are kept in its handle's
+** uservalues, of which a userdata has fewer than USHRT_MAX. */
+#define TIDAL_MAX_ARGS 65533
+/* Largest capacity of a channel or broadcast (a limit: the ring grows up
+** to it as values arrive). */
+#define TIDAL_CHANNEL_MAX (1 << 28)
 
 #define TIDAL_ERROR_MT "tidal.Error"
 #define TIDAL_HANDLE_MT "tidal.JoinHandle"
@@ -421,7 +427,23 @@ void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
 /* the userdata at idx if it is of type tt (ctx from upvalue 1), else raises
 ** "fname: expected a <Type> ..." */
 void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
-void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt); /* top value */
+/* Sets type tt's metatable on the top value; ctx NULL (a state that never
+** loaded tidal.core) loads it first (tidal__ctx_need), so no method ever
+** runs without its context. */
+void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt);
+/* Raises "fname: attempt to use a closed <what>", liolib's words for a
+** file used after close() or collection. Every method of a type checks its
+** object this way before touching what its __gc frees: a finalizer may
+** resurrect an object that was finalized earlier (or __gc may be called by
+** hand), and at lua_close finalizers run in any order. */
+int tidal__closed_error(lua_State *L, const char *fname, const char *what);
+/* The object the tasks in q wait on is being freed, so nothing can wake
+** them any more: they stay parked, registered nowhere, and cancelling them
+** later touches nothing. Happens when finalizers run in creation order at
+** lua_close (the runtime's own __gc withdraws every wait afterwards) or
+** after a __gc called by hand. cur: the worker running on this thread, or
+** NULL (its tasks then stop counting as waiting on another thread). */
+void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur);
 /* userdata of type tt at index 1, checked once per object (see ctx->hot):
 ** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
 static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
@@ -431,6 +453,15 @@ static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
   return tidal__checkud(L, 1, tt, fname);
 }
 const char *tidal__typename(int tt);
+/* For messages: the value at idx as "no value", "nil", "-1", "2.5", "true",
+** "string '10'" (quoted, shortened), or its type name. Pushes the text
+** (kept alive there) and returns it; idx must not be a pseudo-index. */
+const char *tidal__describe(lua_State *L, int idx);
+/* Raises "fname: unknown option 'k' (known: a, b)" for a key of the table
+** at idx that is not in known (NULL-terminated). Raw traversal: no
+** metamethod runs. */
+void tidal__check_option_names(lua_State *L, int idx, const char *fname,
+                               const char *const known[]);
 void tidal__check_callable(lua_State *L, int idx, const char *fname,
                            const char *what);
 
@@ -681,6 +712,22 @@ typedef struct tidal_xtype {
 ** of its values can be encoded. Any thread. 0, or -1 when full. */
 int tidal__xfer_register(const tidal_xtype *t);
 
+/* Optional hooks of a type whose values MOVE when shared (io's streams:
+** share detaches the object from its userdata). */
+typedef struct tidal_xhooks {
+  /* share(L, idx) returned NULL: push why ("tidal.Stream that a task
+  ** waits on") and return 1, or push nothing and return 0 (the refusal
+  ** then says "closed <mt>"). Must not raise. */
+  int (*refusal)(lua_State *L, int idx);
+  /* The encode that shared obj failed: called instead of drop, on the
+  ** encoding thread while the encoded values are still on L's stack, so
+  ** the type can give the object back to its userdata. Must not raise. */
+  void (*unshare)(lua_State *L, void *obj);
+} tidal_xhooks;
+
+/* tidal__xfer_register with hooks (h: static storage, or NULL). */
+int tidal__xfer_register_hooks(const tidal_xtype *t, const tidal_xhooks *h);
+
 /* Appends the n values at stack index first.. to out. Returns 0, or
 ** non-zero with an error message pushed (out->len and every reference are
 ** as before): "cannot copy userdata at args[2].conn". root names the values
@@ -722,7 +769,11 @@ void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
 void tidal__record_clear_job(tidal_record *r);
 int tidal__record_aborted(tidal_record *r);
 tidal_buf *tidal__record_input(tidal_record *r);
-void tidal__push_rhandle(lua_State *L, tidal_ctx *ctx, tidal_record *r);
+/* Pushes a remote JoinHandle taking the caller's reference to r; r may be
+** NULL (a closed handle), stored later through the returned pointer, so
+** that the handle exists before anything is acquired. */
+tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
+                                   tidal_record *r);
 void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);

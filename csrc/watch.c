@@ -30,13 +30,24 @@ static void wake_all(tidal_wq *q) {
   while ((t = tidal__wq_pop(q)) != NULL) tidal__wake(t, 0);
 }
 
+static void watch_unref(watch *w) {
+  if (--w->refs > 0) return;
+  tidal__wq_orphan(&w->waiters, NULL); /* (see tidal_int.h) */
+  free(w);
+}
+
+/* Pushes an end over w, or a closed one (completed by the caller) when w
+** is NULL. */
 static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
                      int holder) {
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->w = NULL;
+  e->closed = 1;
+  e->seen = 0;
   tidal__setmt(L, ctx, tt);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
+  if (w == NULL) return e;
   e->w = w;
   e->closed = 0;
   e->seen = w->version;
@@ -46,16 +57,18 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
 
 static int l_watch(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  watch *w = (watch *)calloc(1, sizeof *w);
-  if (w == NULL) return luaL_error(L, "tidal.watch: not enough memory");
-  w->refs = 1;
   lua_settop(L, 1);
   lua_createtable(L, 1, 0);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
-  push_end(L, ctx, w, TT_WATCH_TX, 2);
-  push_end(L, ctx, w, TT_WATCH_RX, 2);
-  w->refs--;
+  /* the ends first, so that nothing raises once the core is allocated */
+  end *tx = push_end(L, ctx, NULL, TT_WATCH_TX, 2);
+  end *rx = push_end(L, ctx, NULL, TT_WATCH_RX, 2);
+  watch *w = (watch *)calloc(1, sizeof *w);
+  if (w == NULL) return luaL_error(L, "tidal.watch: not enough memory");
+  w->refs = 2;
+  tx->w = rx->w = w;
+  tx->closed = rx->closed = 0;
   return 2;
 }
 
@@ -66,29 +79,41 @@ static void close_tx(end *e) {
   wake_all(&e->w->waiters);
 }
 
-static int l_end_gc(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
+/* __gc: a finalized end is a closed one without its core (e->w == NULL):
+** every method checks. The value (the uservalue) stays readable. */
+static int end_gc(lua_State *L, int tt, const char *fname) {
+  end *e = (end *)tidal__checkud(L, 1, tt, fname);
   if (e->w == NULL) return 0;
-  if (tidal__toud(L, ctx, 1, TT_WATCH_TX)) close_tx(e);
+  if (tt == TT_WATCH_TX) close_tx(e);
   e->closed = 1;
-  if (--e->w->refs == 0) free(e->w);
+  watch_unref(e->w);
   e->w = NULL;
   return 0;
 }
 
+static int l_tx_gc(lua_State *L) {
+  return end_gc(L, TT_WATCH_TX, "WatchSender:__gc");
+}
+
+static int l_rx_gc(lua_State *L) {
+  return end_gc(L, TT_WATCH_RX, "WatchReceiver:__gc");
+}
+
 /* __close: closes a sender but keeps the core until the end is collected */
-static int l_end_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)lua_touserdata(L, 1);
-  if (e->w == NULL) return 0;
-  if (tidal__toud(L, ctx, 1, TT_WATCH_TX)) close_tx(e);
+static int l_tx_close(lua_State *L) {
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:__close");
+  if (e->w != NULL) close_tx(e);
+  return 0;
+}
+
+static int l_rx_close(lua_State *L) {
+  tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:__close");
   return 0;
 }
 
 static end *check_tx(lua_State *L, const char *fname) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, fname);
-  if (e->closed) luaL_error(L, "%s: this sender was closed", fname);
+  if (e->closed) tidal__closed_error(L, fname, "sender");
   return e;
 }
 
@@ -114,7 +139,8 @@ static int l_subscribe(lua_State *L) {
 }
 
 static int l_close_tx(lua_State *L) {
-  close_tx((end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:close"));
+  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:close");
+  if (e->w != NULL) close_tx(e);
   return 0;
 }
 
@@ -130,6 +156,8 @@ static int l_borrow(lua_State *L) {
 static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:clone");
+  if (e->w == NULL)
+    return tidal__closed_error(L, "WatchReceiver:clone", "receiver");
   lua_getiuservalue(L, 1, 1);
   end *c = push_end(L, ctx, e->w, TT_WATCH_RX, lua_gettop(L));
   c->seen = e->seen;
@@ -137,6 +165,11 @@ static int l_clone(lua_State *L) {
 }
 
 static int changed_now(lua_State *L, end *e) {
+  if (e->w == NULL) { /* finalized: closed */
+    lua_pushnil(L);
+    tidal__error_push(L, "closed", "watch receiver closed");
+    return 2;
+  }
   if (e->seen < e->w->version) {
     e->seen = e->w->version;
     lua_pushboolean(L, 1);
@@ -175,6 +208,7 @@ static const tidal_restart changed_again = {l_changed};
 static int l_changed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:changed");
   int n;
+  if (e->w == NULL) return changed_now(L, e);
   tidal_task *t = tidal__wait_begin(L, "WatchReceiver:changed");
   TIDAL_SPEND(L, t, &changed_again);
   lua_settop(L, 1);
@@ -185,7 +219,7 @@ static int l_changed(lua_State *L) {
 
 static int l_has_changed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:has_changed");
-  lua_pushboolean(L, e->seen < e->w->version);
+  lua_pushboolean(L, e->w != NULL && e->seen < e->w->version);
   return 1;
 }
 
@@ -201,14 +235,17 @@ static const luaL_Reg rx_methods[] = {{"borrow", l_borrow},
                                       {"clone", l_clone},
                                       {NULL, NULL}};
 
-static const luaL_Reg meta[] = {
-    {"__gc", l_end_gc}, {"__close", l_end_close}, {NULL, NULL}};
+static const luaL_Reg tx_meta[] = {
+    {"__gc", l_tx_gc}, {"__close", l_tx_close}, {NULL, NULL}};
+
+static const luaL_Reg rx_meta[] = {
+    {"__gc", l_rx_gc}, {"__close", l_rx_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"watch", l_watch}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__watch_open(lua_State *L) {
-  tidal__newtype(L, TT_WATCH_TX, TX_MT, meta, tx_methods);
-  tidal__newtype(L, TT_WATCH_RX, RX_MT, meta, rx_methods);
+  tidal__newtype(L, TT_WATCH_TX, TX_MT, tx_meta, tx_methods);
+  tidal__newtype(L, TT_WATCH_RX, RX_MT, rx_meta, rx_methods);
   tidal__register(L, funcs);
 }

@@ -121,11 +121,16 @@ static inline int io__woken(const tidal_task *t) {
 /* ----------------------------------------------------- userdata helper */
 
 /* The userdata of every io type: the core (NULL once closed), and why it
-** is NULL. Create it closed (core = NULL) before acquiring anything. */
-enum { IO_UD_OPEN = 0, IO_UD_CLOSED, IO_UD_MOVED, IO_UD_TAKEN };
+** is NULL. Create it closed (core = NULL) before acquiring anything.
+** IO_UD_PENDING: a stream, listener or UDP socket that moved here from
+** another worker (move.c); its core is built from move on first use. */
+enum {
+  IO_UD_OPEN = 0, IO_UD_CLOSED, IO_UD_MOVED, IO_UD_TAKEN, IO_UD_PENDING
+};
 typedef struct io_ud {
-  void *core;    /* starts with an io_obj */
-  uint8_t state; /* IO_UD_*: why core is NULL */
+  void *core;         /* starts with an io_obj */
+  struct io_move *move; /* IO_UD_PENDING: what moved here */
+  uint8_t state;      /* IO_UD_*: why core is NULL */
 } io_ud;
 
 /* Pushes a new closed userdata of type tt with nuv user values (ctx =
@@ -146,6 +151,12 @@ void io__ud_unhot(lua_State *L, int tt, io_ud *u);
 void *io__check(lua_State *L, int tt, const char *fname);
 /* The userdata at index 1 of type tt, open or not (for close, tostring). */
 io_ud *io__ud(lua_State *L, int tt, const char *fname);
+/* close / __gc of a userdata whose core is NULL: lets go of what moved
+** here (move.c); nothing otherwise. */
+void io__ud_forget(io_ud *u);
+/* io__check found u pending: builds its core in the running worker
+** (move.c); raises when that cannot be done. */
+io_obj *io__adopt(lua_State *L, io_ud *u, int tt, const char *fname);
 /* "stream", "listener", ... for tt */
 const char *io__what(int tt);
 

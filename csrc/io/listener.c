@@ -25,6 +25,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,22 +35,6 @@
 #define BACKOFF_FIRST 10
 #define BACKOFF_MAX 1000
 
-typedef struct io_listener {
-  io_obj obj; /* first */
-  uv_poll_t poll;
-  uv_timer_t retry; /* EMFILE backoff */
-  int fd, kind;     /* IO_TCP or IO_UNIX */
-  uint8_t polling, backoff, closing;
-  int nclose; /* handles whose close callback has not run */
-  tidal_wq acceptors;
-  int nparked, nwoken;
-  uint32_t backoff_ms;
-  int nodelay, keepalive;
-  size_t rbuf;
-  char *path; /* unix: the socket file we bound (unlinked at close) */
-  dev_t dev;  /* ... and its identity, so we never unlink another's */
-  ino_t ino;
-} io_listener;
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -216,7 +201,7 @@ static int accept_body(lua_State *L, io_listener *l, tidal_task *t,
     return io__fail(L, rc, "Listener:accept", NULL);
   }
   l->backoff_ms = 0;
-  rc = io__stream_from_fd(l->obj.iw, l->kind, fd, l->rbuf, &s);
+  rc = io__stream_from_fd(l->obj.iw, l->kind, IO_R | IO_W, fd, l->rbuf, &s);
   if (rc == 0 && l->kind == IO_TCP) {
     memcpy(&s->peer, &sa, sizeof sa);
     rc = io__stream_tcp_opts(s, l->nodelay, l->keepalive);
@@ -302,25 +287,32 @@ static int l_local_addr(lua_State *L) {
 
 static int l_close(lua_State *L) {
   io_ud *u = io__ud(L, TT_LISTENER, "Listener:close");
-  if (u->core != NULL) listener_close((io_listener *)u->core);
+  if (u->core != NULL)
+    listener_close((io_listener *)u->core);
+  else
+    io__ud_forget(u);
   return 0;
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_LISTENER, "Listener:__gc");
   io__ud_unhot(L, TT_LISTENER, u);
-  if (u->core != NULL) listener_close((io_listener *)u->core);
+  if (u->core != NULL)
+    listener_close((io_listener *)u->core);
+  else
+    io__ud_forget(u);
   return 0;
 }
 
 static int l_tostring(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_LISTENER, "Listener:__tostring");
   io_listener *l = (io_listener *)u->core;
   struct sockaddr_storage sa;
   socklen_t len = sizeof sa;
   if (l == NULL) {
-    lua_pushstring(L, u->state == IO_UD_CLOSED ? "tidal.Listener (closed)"
-                                               : "tidal.Listener (moved)");
+    lua_pushstring(L, u->state == IO_UD_CLOSED    ? "tidal.Listener (closed)"
+                      : u->state == IO_UD_PENDING ? "tidal.Listener (moved here)"
+                                                  : "tidal.Listener (moved)");
     return 1;
   }
   memset(&sa, 0, sizeof sa);
@@ -337,8 +329,8 @@ static int l_tostring(lua_State *L) {
 
 /* ------------------------------------------------------------- creation */
 
-/* Makes l's handles and links it to the userdata at ud; l->fd listens. */
-static int finish(lua_State *L, io_worker *iw, io_listener *l, int ud) {
+/* Makes l's handles and puts it in the live list; l->fd listens. */
+static int setup(io_worker *iw, io_listener *l) {
   int rc = uv_poll_init_socket(iw->w->loop, &l->poll, l->fd);
   if (rc != 0) return rc;
   uv_timer_init(iw->w->loop, &l->retry);
@@ -348,8 +340,14 @@ static int finish(lua_State *L, io_worker *iw, io_listener *l, int ud) {
   io__hold(iw);
   l->obj.shutdown = listener_shutdown;
   io__live_add(iw, &l->obj);
-  io__ud_attach((io_ud *)lua_touserdata(L, ud), &l->obj);
   return 0;
+}
+
+/* setup, and links l to the userdata at ud. */
+static int finish(lua_State *L, io_worker *iw, io_listener *l, int ud) {
+  int rc = setup(iw, l);
+  if (rc == 0) io__ud_attach((io_ud *)lua_touserdata(L, ud), &l->obj);
+  return rc;
 }
 
 static int sys_err(void) {
@@ -489,6 +487,54 @@ fail:
   return 2;
 }
 
+/* ----------------------------------------------------------------- move */
+
+static int setup(io_worker *iw, io_listener *l);
+
+const char *io__listener_busy(io_listener *l) {
+  if (l->nparked > 0 || l->nwoken > 0 || l->acceptors.head)
+    return "a task waits on";
+  if (l->backoff) return "waits out a descriptor shortage in";
+  return NULL;
+}
+
+int io__listener_detach(io_listener *l, io_move *m) {
+  m->fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 3);
+  if (m->fd < 0) return uv_translate_sys_error(errno);
+  m->kind = l->kind;
+  m->nodelay = l->nodelay;
+  m->keepalive = l->keepalive;
+  m->rmax = l->rbuf;
+  m->path = l->path; /* removing the socket file moves with it */
+  m->dev = l->dev;
+  m->ino = l->ino;
+  l->path = NULL;
+  listener_close(l);
+  return 0;
+}
+
+int io__listener_rebuild(io_worker *iw, io_move *m, io_listener **out) {
+  io_listener *l = (io_listener *)calloc(1, sizeof *l);
+  int rc;
+  if (l == NULL) return UV_ENOMEM;
+  l->fd = m->fd;
+  l->kind = m->kind;
+  l->nodelay = m->nodelay;
+  l->keepalive = m->keepalive;
+  l->rbuf = m->rmax;
+  if ((rc = setup(iw, l)) != 0) {
+    free(l);
+    return rc;
+  }
+  m->fd = -1;
+  l->path = m->path;
+  l->dev = m->dev;
+  l->ino = m->ino;
+  m->path = NULL;
+  *out = l;
+  return 0;
+}
+
 static const luaL_Reg methods[] = {{"accept", l_accept},
                                    {"port", l_port},
                                    {"local_addr", l_local_addr},
@@ -496,7 +542,7 @@ static const luaL_Reg methods[] = {{"accept", l_accept},
                                    {NULL, NULL}};
 
 static const luaL_Reg meta[] = {{"__gc", l_gc},
-                                {"__close", l_gc},
+                                {"__close", l_close},
                                 {"__tostring", l_tostring},
                                 {NULL, NULL}};
 

@@ -11,4 +11,6 @@ void tidal__net_open(lua_State *L) {
   io__listener_open(L);
   io__connect_open(L);
   io__addr_open(L);
+  io__udp_open(L);
+  io__move_open(L);
 }

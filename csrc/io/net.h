@@ -8,6 +8,7 @@
 #include "io.h"
 
 #include <netinet/in.h>
+#include <sys/types.h>
 #include <sys/un.h>
 
 /* stream flags */
@@ -61,6 +62,46 @@ typedef struct io_wreq {
   char inl[];
 } io_wreq;
 
+typedef struct io_listener {
+  io_obj obj; /* first */
+  uv_poll_t poll;
+  uv_timer_t retry; /* EMFILE backoff */
+  int fd, kind;     /* IO_TCP or IO_UNIX */
+  uint8_t polling, backoff, closing;
+  int nclose; /* handles whose close callback has not run */
+  tidal_wq acceptors;
+  int nparked, nwoken;
+  uint32_t backoff_ms;
+  int nodelay, keepalive;
+  size_t rbuf;
+  char *path; /* unix: the socket file we bound (unlinked at close) */
+  dev_t dev;  /* ... and its identity, so we never unlink another's */
+  ino_t ino;
+} io_listener;
+
+/* What moves when a stream, listener or UDP socket is sent to another
+** worker (move.c): a duplicate of its descriptor and its state. The
+** sending buffer holds one reference, a userdata that received it
+** another; whoever drops the last one closes fd if nobody adopted it. */
+typedef struct io_move {
+  atomic_int refs;
+  atomic_int taken; /* a userdata claimed it (the first receiver) */
+  int tt, kind, dirs, fd; /* fd: F_DUPFD_CLOEXEC copy; -1 once adopted */
+  uint16_t f;       /* stream flags that carry over (EOF, shut down) */
+  int rerr, werr;
+  size_t rmax;
+  int nodelay, keepalive;
+  tidal_buf pending; /* a stream's unread bytes */
+  struct sockaddr_storage peer;
+  char *path; /* a unix listener's socket file (removed at close) */
+  dev_t dev;
+  ino_t ino;
+  io_ud *origin; /* the sending userdata, during the encode only */
+} io_move;
+
+io_move *io__move_new(int tt, int kind);
+void io__move_release(io_move *m); /* any thread */
+
 /* stream.c */
 void io__stream_ref(io_stream *s);   /* a task parks on it */
 void io__stream_unref(io_stream *s); /* ... and no longer does */
@@ -87,10 +128,22 @@ void io__udp_open(lua_State *L);
 void io__move_open(lua_State *L);
 
 /* stream.c: a stream from an fd that accept4 or a move gave us (kind
-** IO_TCP or IO_UNIX); 0, or a UV error (the fd is closed then). */
-int io__stream_from_fd(io_worker *iw, int kind, int fd, size_t rbuf,
-                       io_stream **out);
+** IO_TCP, IO_UNIX or IO_PIPE); 0, or a UV error (the fd is closed then). */
+int io__stream_from_fd(io_worker *iw, int kind, int dirs, int fd,
+                       size_t rbuf, io_stream **out);
 /* The options of a new TCP stream; 0 or a UV error. */
 int io__stream_tcp_opts(io_stream *s, int nodelay, int keepalive);
+
+/* Moving (move.c): why s / l cannot move now (NULL: it can); detach it
+** into m (closes it); rebuild one from m in iw (takes m->fd). */
+const char *io__stream_busy(io_stream *s);
+int io__stream_detach(io_stream *s, io_move *m);
+int io__stream_rebuild(io_worker *iw, io_move *m, io_stream **out);
+const char *io__listener_busy(io_listener *l);
+int io__listener_detach(io_listener *l, io_move *m);
+int io__listener_rebuild(io_worker *iw, io_move *m, io_listener **out);
+const char *io__udp_busy(void *core);
+int io__udp_detach(void *core, io_move *m);
+int io__udp_rebuild(io_worker *iw, io_move *m, io_obj **out);
 
 #endif

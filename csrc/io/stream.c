@@ -32,6 +32,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -861,14 +862,20 @@ static int l_shutdown(lua_State *L) {
 
 static int l_close(lua_State *L) {
   io_ud *u = io__ud(L, TT_STREAM, "Stream:close");
-  if (u->core != NULL) io__stream_close((io_stream *)u->core);
+  if (u->core != NULL)
+    io__stream_close((io_stream *)u->core);
+  else
+    io__ud_forget(u);
   return 0;
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_STREAM, "Stream:__gc");
   io__ud_unhot(L, TT_STREAM, u);
-  if (u->core != NULL) io__stream_close((io_stream *)u->core);
+  if (u->core != NULL)
+    io__stream_close((io_stream *)u->core);
+  else
+    io__ud_forget(u);
   return 0;
 }
 
@@ -992,11 +999,12 @@ static int l_set_linger(lua_State *L) {
 static const char *const kind_names[] = {"?", "tcp", "unix", "pipe"};
 
 static int l_tostring(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_STREAM, "Stream:__tostring");
   io_stream *s = (io_stream *)u->core;
   if (s == NULL) {
-    lua_pushstring(L, u->state == IO_UD_CLOSED ? "tidal.Stream (closed)"
-                                               : "tidal.Stream (moved)");
+    lua_pushstring(L, u->state == IO_UD_CLOSED    ? "tidal.Stream (closed)"
+                      : u->state == IO_UD_PENDING ? "tidal.Stream (moved here)"
+                                                  : "tidal.Stream (moved)");
     return 1;
   }
   if (s->peer.ss_family == AF_INET || s->peer.ss_family == AF_INET6) {
@@ -1019,9 +1027,9 @@ void io__stream_attach(lua_State *L, int ud, io_stream *s) {
   io__ud_attach((io_ud *)lua_touserdata(L, ud), &s->obj);
 }
 
-int io__stream_from_fd(io_worker *iw, int kind, int fd, size_t rbuf,
-                       io_stream **out) {
-  io_stream *s = io__stream_new(iw, kind, IO_R | IO_W);
+int io__stream_from_fd(io_worker *iw, int kind, int dirs, int fd,
+                       size_t rbuf, io_stream **out) {
+  io_stream *s = io__stream_new(iw, kind, dirs);
   int rc;
   *out = NULL;
   if (s == NULL) {
@@ -1052,6 +1060,67 @@ int io__stream_from_fd(io_worker *iw, int kind, int fd, size_t rbuf,
   return 0;
 }
 
+/* ----------------------------------------------------------------- move */
+
+const char *io__stream_busy(io_stream *s) {
+  if (s->nparked > 0 || s->nwoken > 0 || s->readers.head ||
+      s->writers.head || s->shutters.head)
+    return "a task waits on";
+  if (s->nwreq > 0 || s->u.s.write_queue_size > 0)
+    return "has writes queued in";
+  if ((s->f & SF_WSHUT) && !(s->f & SF_SHUTDONE))
+    return "is shutting down";
+  return NULL;
+}
+
+int io__stream_detach(io_stream *s, io_move *m) {
+  int fd = sock_fd(s);
+  size_t un = unread(s);
+  if (fd < 0) return UV_EBADF;
+  m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (m->fd < 0) return uv_translate_sys_error(errno);
+  if (s->f & SF_READING) uv_read_stop(&s->u.s);
+  s->f &= (uint16_t)~(SF_READING | SF_PAUSED);
+  m->kind = s->kind;
+  m->dirs = s->dirs;
+  m->f = s->f & (SF_EOF | SF_WSHUT | SF_SHUTDONE);
+  m->rerr = s->rerr;
+  m->werr = s->werr;
+  m->rmax = s->rmax;
+  memcpy(&m->peer, &s->peer, sizeof s->peer);
+  if (un > 0) { /* the unread bytes move with it, not copied */
+    if (s->rpos > 0) memmove(s->rb.data, s->rb.data + s->rpos, un);
+    m->pending = s->rb;
+    m->pending.len = un;
+    memset(&s->rb, 0, sizeof s->rb);
+    s->rpos = 0;
+  }
+  io__stream_close(s);
+  return 0;
+}
+
+int io__stream_rebuild(io_worker *iw, io_move *m, io_stream **out) {
+  io_stream *s;
+  int fd = m->fd, rc;
+  m->fd = -1;
+  rc = io__stream_from_fd(iw, m->kind, m->dirs, fd, m->rmax, &s);
+  if (rc != 0) return rc;
+  s->rb = m->pending;
+  memset(&m->pending, 0, sizeof m->pending);
+  s->f |= m->f;
+  s->rerr = m->rerr;
+  s->werr = m->werr;
+  memcpy(&s->peer, &m->peer, sizeof s->peer);
+  if ((s->f & SF_EOF) || s->rerr) {
+    if (s->f & SF_READING) uv_read_stop(&s->u.s);
+    s->f &= (uint16_t)~(SF_READING | SF_PAUSED);
+  } else if (unread(s) >= s->rmax) {
+    pause_reading(s);
+  }
+  *out = s;
+  return 0;
+}
+
 static const luaL_Reg methods[] = {{"read", l_read},
                                    {"read_exactly", l_read_exactly},
                                    {"read_line", l_read_line},
@@ -1069,7 +1138,7 @@ static const luaL_Reg methods[] = {{"read", l_read},
                                    {NULL, NULL}};
 
 static const luaL_Reg meta[] = {{"__gc", l_gc},
-                                {"__close", l_gc},
+                                {"__close", l_close},
                                 {"__tostring", l_tostring},
                                 {NULL, NULL}};
 

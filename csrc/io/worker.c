@@ -126,6 +126,7 @@ io_ud *io__ud_new(lua_State *L, int tt, int nuv) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   io_ud *u = (io_ud *)lua_newuserdatauv(L, sizeof *u, nuv);
   u->core = NULL;
+  u->move = NULL;
   u->state = IO_UD_CLOSED;
   tidal__setmt(L, ctx, tt);
   return u;
@@ -165,6 +166,8 @@ void *io__check(lua_State *L, int tt, const char *fname) {
     TIDAL_HOT(ctx, tt, u) = u;
   }
   o = (io_obj *)u->core;
+  if (o == NULL && u->state == IO_UD_PENDING)
+    o = io__adopt(L, u, tt, fname);
   if (o == NULL) {
     const char *what = io__what(tt);
     if (u->state == IO_UD_MOVED)
@@ -175,7 +178,7 @@ void *io__check(lua_State *L, int tt, const char *fname) {
                  "%s: attempt to use a %s that moved to another worker "
                  "(another receiver took it)",
                  fname, what);
-    luaL_error(L, "%s: attempt to use a closed %s", fname, what);
+    tidal__closed_error(L, fname, what);
   }
   if (ctx->w != NULL && ctx->w != o->iw->w)
     luaL_error(L, "%s: this %s belongs to another runtime", fname,

@@ -215,9 +215,14 @@ M.is_error = core.is_error
 --- The live tasks of the running runtime, in spawn order: a list of
 -- `{id, name, state, waiting, where, handle}`.
 -- @function tasks
+local function by_id(a, b) return a.id < b.id end
 function M.tasks()
-  local list = core.tasks()
-  table.sort(list, function(a, b) return a.id < b.id end)
+  local ok, list = pcall(core.tasks)
+  if not ok then
+    -- misuse: say it at the caller's line, not at this file's
+    error((tostring(list):gsub("^[^\n]-:%d+: ", "", 1)), 2)
+  end
+  table.sort(list, by_id)
   return list
 end
 

@@ -24,7 +24,7 @@ local M = {}
 
 local c_connect, c_listen = core._net_connect, core._net_listen
 local c_connect_unix, c_listen_unix = core._net_connect_unix, core._net_listen_unix
-local c_resolve = core._net_resolve
+local c_resolve, c_udp = core._net_resolve, core._net_udp
 local timeout, new_error = core.timeout, core.error
 local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local fmt = string.format
@@ -235,6 +235,38 @@ function M.listen_unix(path, opts)
   check_path("tidal.net.listen_unix", path)
   opts = check("tidal.net.listen_unix", opts, listen_unix_opts)
   return c_listen_unix(path, opts.backlog, opts.mode, opts.unlink)
+end
+
+local udp_opts = { reuseaddr = boolean, broadcast = boolean, family = family }
+
+--- A UDP socket, bound to host and port when given (port 0: any free
+-- port), else unbound until its first send.
+-- Methods: `u:send_to(data, ip, port)`, `u:recv_from([max])` → data, ip,
+-- port; `u:connect(ip, port)`, then `u:send(data)`, `u:recv([max])`;
+-- `u:port()`, `u:local_addr()`, `u:close()`.
+-- @tparam[opt] string host an IP address or a name (its first address)
+-- @tparam[opt] integer port 0 to 65535
+-- @tparam[opt] table opts `reuseaddr`, `broadcast`, `family` ("inet" or
+--   "inet6": the family of an unbound socket)
+-- @return a `tidal.UdpSocket`, or nil, err
+function M.udp(host, port, opts)
+  if type(host) == "table" and port == nil and opts == nil then
+    host, opts = nil, host
+  end
+  if host ~= nil then check_host("tidal.net.udp", host) end
+  opts = check("tidal.net.udp", opts, udp_opts)
+  local fam = families[opts.family] or 0
+  if host == nil then
+    return c_udp(nil, 0, fam, opts.reuseaddr, opts.broadcast)
+  end
+  local u, err = c_udp(host, port, fam, opts.reuseaddr, opts.broadcast)
+  if u ~= false then return u, err end
+  local addrs, rerr = c_resolve(host, fam, "tidal.net.udp")
+  if not addrs then
+    rerr.port = port
+    return nil, rerr
+  end
+  return c_udp(addrs[1], port, fam, opts.reuseaddr, opts.broadcast)
 end
 
 local resolve_opts = { family = family }
