@@ -154,6 +154,8 @@ static int fill_rb(io_file *f) {
     size_t unread = f->rb.len - f->rpos, room;
     ssize_t k;
     if (unread >= f->fill_want) return 0;
+    if (atomic_load(&f->abort) >= 1) return UV_ECANCELED; /* (what came
+                                                             stays in rb) */
     room = f->fill_want == SIZE_MAX ? hint : f->fill_want - unread;
     if (room < FILL_CHUNK) room = FILL_CHUNK;
     if (f->rb.cap - f->rb.len < room && tidal__buf_grow(&f->rb, room) != 0)
@@ -1087,7 +1089,7 @@ static void close_background(io_file *f) {
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_FILE, "File:__gc");
   io__ud_unhot(L, TT_FILE, u);
   if (u->core != NULL) close_background((io_file *)u->core);
   return 0;

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BOX_MT "tidal.FsRequest"
+/* the box's metatable: registry[&box_key] (internal, so not by name) */
+static const char box_key = 0;
 
 io_fsreq *io__fsreq_new(io_worker *iw, io_fsreq_fn run) {
   io_fsreq *r = (io_fsreq *)calloc(1, sizeof *r);
@@ -43,17 +44,17 @@ static void release(io_fsreq *r) {
 
 static void unbox(io_fsbox *b) {
   io_fsreq *r = b->r;
-  if (r == NULL) return;
+  if (r == NULL || r->task != NULL) return; /* (in flight: its task's) */
   b->r = NULL;
   r->box = NULL;
-  if (r->task != NULL) /* (cannot happen: its task's stack holds the box) */
-    r->task = NULL;    /* in flight: the callback frees it */
-  else
-    release(r);
+  release(r);
 }
 
 static int box_gc(lua_State *L) {
-  unbox((io_fsbox *)lua_touserdata(L, 1));
+  io_fsbox *b = (io_fsbox *)lua_touserdata(L, 1);
+  if (b == NULL || !lua_getmetatable(L, 1)) return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &box_key);
+  if (lua_rawequal(L, -1, -2)) unbox(b);
   return 0;
 }
 
@@ -70,11 +71,15 @@ io_fsreq *io__fsreq_push(lua_State *L, io_worker *iw, io_fsreq_fn run,
   io_fsbox *b = (io_fsbox *)lua_newuserdatauv(L, sizeof *b, 0);
   io_fsreq *r;
   b->r = NULL;
-  if (luaL_newmetatable(L, BOX_MT)) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &box_key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
     lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushliteral(L, "tidal.FsRequest");
     lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &box_key);
   }
   lua_setmetatable(L, -2);
   if ((r = io__fsreq_new(iw, run)) == NULL) goto nomem;
@@ -143,7 +148,7 @@ io_fsreq *io__fsreq_take(lua_State *L, tidal_task *t) {
   /* withdrawn by io__fsreq_cancel: the request is its callback's */
   if (t->flags & TF_WAKECANCEL) tidal__resumed(L, t);
   r = b->r;
-  r->task = NULL;
+  r->task = NULL; /* (now the box may free it) */
   if (t->cancel | t->tmo) { /* done, but cancelled before we ran */
     if (r->orphan) r->orphan(r);
     unbox(b);

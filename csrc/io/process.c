@@ -292,7 +292,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)lua_touserdata(L, 1);
+  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_CHILD, "Child:__gc");
   io__ud_unhot(L, TT_CHILD, u);
   if (u->core != NULL) unlink_ud((io_child *)u->core); /* runs on */
   return 0;
@@ -317,6 +317,7 @@ static int l_tostring(lua_State *L) {
 /* __index: the methods, then stdin / stdout / stderr (uservalue 1);
 ** upvalue 2: the methods table */
 static int l_index(lua_State *L) {
+  tidal__checkud(L, 1, TT_CHILD, "Child:__index");
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
