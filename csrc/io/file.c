@@ -60,7 +60,9 @@ typedef struct io_file {
   char *path;
   uint8_t rd, wr, append, seekable, vbuf;
   uint8_t busy;  /* req is in use: running, or not yet taken */
-  uint8_t eof;   /* the current read call saw the end of the file */
+  uint8_t eof;   /* the last fill saw the end of the file; the read call
+                    it was for consumes it (as liolib's clearerr, each
+                    call looks again) */
   uint8_t dead;  /* the runtime ended: close synchronously when idle */
   atomic_int abort; /* 1: stop reading (cancel), 2: stop writing (exit) */
   size_t vsize;
@@ -254,8 +256,10 @@ static void job_done(io_file *f) {
   maybe_free(f);
 }
 
-static void job_release(io_fsreq *r) {
-  job_done((io_file *)r->obj);
+static void job_release(io_fsreq *r) { /* (an orphan's: nobody reads) */
+  io_file *f = (io_file *)r->obj;
+  f->eof = 0;
+  job_done(f);
 }
 
 static void open_orphan(io_fsreq *r) {
@@ -311,6 +315,7 @@ static io_file *take_job(lua_State *L, tidal_task *t) {
   if (t->flags & TF_WAKECANCEL) tidal__resumed(L, t); /* an orphan now */
   if (t->cancel | t->tmo) { /* done, but cancelled before we ran */
     if (f->req.orphan) f->req.orphan(&f->req);
+    f->eof = 0; /* (nobody reads for it) */
     job_done(f);
     tidal__resumed(L, t); /* raises */
   }
@@ -618,18 +623,18 @@ static int read_body(lua_State *L, tidal_task *t, io_file *f, int mode) {
   const method *m = mode == RD_LINES ? &m_lines : &m_read;
   int nfmt = lua_gettop(L) - 1, nres = 0, st;
   cursor c;
+  c.eof = f->eof && f->wb.len == 0;
+  f->eof = 0; /* (this call consumes it) */
   if (f->err != 0) return deferred(L, f, m->name);
   if (!f->rd) return fail(L, f, UV_EBADF, m->name);
   c.p = f->rb.data ? f->rb.data + f->rpos : "";
   c.n = f->rb.len - f->rpos;
   c.i = 0;
-  c.eof = f->eof && f->wb.len == 0;
   st = parse(L, &c, 2, nfmt, &nres);
   if (st == P_MORE) {
     int rc;
     f->fill_want = c.want;
     f->fill_line = (uint8_t)c.line;
-    f->eof = 0;
     rc = start_job(f, J_FLUSH | J_FILL, t);
     if (rc != 0) return fail(L, f, rc, m->name);
     return park_job(L, t, f, &m->job, mode == RD_LINES ? lines_k : read_k);
@@ -672,10 +677,9 @@ static const tidal_restart r_read;
 
 static int l_read(lua_State *L) {
   tidal_task *t = tidal__wait_begin(L, m_read.name);
-  io_file *f = tofile(L, m_read.name);
+  tofile(L, m_read.name);
   check_formats(L, 2, lua_gettop(L) - 1, m_read.name);
   TIDAL_SPEND(L, t, &r_read);
-  f->eof = 0; /* as liolib's clearerr: each call tries again */
   return enter(L, &m_read);
 }
 
@@ -717,7 +721,6 @@ static int lines_iter(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(2));
   for (i = 1; i <= n; i++) lua_pushvalue(L, lua_upvalueindex(3 + i));
   TIDAL_SPEND(L, t, &r_lines_iter);
-  ((io_file *)u->core)->eof = 0;
   return enter(L, &m_lines);
 }
 
