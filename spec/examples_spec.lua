@@ -97,6 +97,53 @@ describe("examples", function()
     }, "\n"), out)
   end)
 
+  it("xargs.lua: 8 jobs, 4 at a time, outputs in input order", function()
+    if not support.can_spawn then return pending("needs child processes") end
+    local out, status = run_example("xargs.lua")
+    assert.are.equal(0, status, out)
+    local secs = tonumber(out:match("8 jobs in (%d+%.%d) s"))
+    assert.are.equal(table.concat({
+      "running 8 jobs, 4 at a time",
+      "one", "two", "three", "four", "five", "six", "seven", "eight",
+      "8 jobs in X s (one at a time: 0.8 s), 0 failed",
+      "",
+    }, "\n"), (out:gsub("in %d+%.%d s", "in X s", 1)))
+    assert.is_true(secs >= 0.2 and secs < 0.7, out) -- four at a time, not one
+  end)
+
+  it("xargs.lua with arguments: lines from stdin, exit status 123 on a failure", function()
+    if not support.can_spawn then return pending("needs child processes") end
+    local p = assert(io.popen("printf 'a\\nb c\\n\\nd\\n' | timeout 30 lua5.4 "
+      .. "examples/xargs.lua -P 2 echo item: 2>&1"))
+    local out = p:read("a")
+    local _, _, status = p:close()
+    assert.are.equal(0, status, out)
+    assert.are.equal("item: a\nitem: b c\nitem: d\n", out)
+    p = assert(io.popen("printf '1\\n0\\n' | timeout 30 lua5.4 examples/xargs.lua "
+      .. "sh -c 'echo $0; exit $0' 2>&1"))
+    out = p:read("a")
+    _, _, status = p:close()
+    assert.are.equal(123, status, out)
+    assert.truthy(out:find("xargs: sh 1: exit 1", 1, true), out)
+  end)
+
+  it("copy.lua: 8 MiB in 1 MiB chunks, a progress line, an identical copy", function()
+    local out, status = run_example("copy.lua")
+    assert.are.equal(0, status, out)
+    -- stderr (merged here): the progress line, rewritten with \r
+    local progress = out:match("^(.-)\n")
+    assert.are.equal(8, select(2, progress:gsub("\r", "")), progress)
+    assert.truthy(progress:find("\r 12.5%  1.0 MiB of 8.0 MiB", 1, true), progress)
+    local last = "\r100.0%  8.0 MiB of 8.0 MiB"
+    assert.are.equal(last, progress:sub(-#last), progress)
+    assert.are.equal(table.concat({
+      "copied 8.0 MiB in X s",
+      "sizes 8388608 8388608, identical: true",
+      "left in the directory: copy source",
+      "",
+    }, "\n"), (out:gsub("^.-\n", ""):gsub("in %d+%.%d+ s", "in X s")))
+  end)
+
   it("runtime_config.lua: four workers named my-app-worker", function()
     if not support.can_spawn then return pending("needs a child process") end
     local out, status = run_example("runtime_config.lua")
