@@ -234,6 +234,11 @@ int io__stream_start(io_stream *s, size_t read_buffer) {
   io__live_add(s->obj.iw, &s->obj);
   s->obj.shutdown = stream_shutdown;
   s->f |= SF_LIVE;
+  /* A child's output pipe reads at once (up to read_buffer): a child that
+  ** writes more than the socket holds and exits before anyone reads must
+  ** not block on a full pipe while we wait for it. Sockets start reading
+  ** with their first wait. */
+  if (s->kind == IO_PIPE && (s->dirs & IO_R)) rc = start_reading(s);
   return rc;
 }
 
