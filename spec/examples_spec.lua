@@ -1,6 +1,9 @@
 -- Every program under examples/ runs here and its output is checked.
 local support = require("support")
 
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
+
 local function run_example(name)
   local f = assert(io.open("examples/" .. name))
   local code = f:read("a")

@@ -12,6 +12,9 @@ local tidal = require("tidal")
 local fs = require("tidal.fs")
 local support = require("support")
 
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
+
 -- (no shell: the ThreadSanitizer run cannot start one)
 local function tmpdir()
   local d = os.tmpname()

@@ -5,6 +5,9 @@ local tidal = require("tidal")
 local fs = require("tidal.fs")
 local support = require("support")
 
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
+
 local function sh(cmd)
   assert(os.execute(cmd), cmd)
 end

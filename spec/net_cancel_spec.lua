@@ -4,6 +4,9 @@
 -- in the background; cancelled connects and lookups leak nothing.
 local tidal = require("tidal")
 local support = require("support")
+
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
 local net = tidal.net
 
 local run_io = support.run_io

@@ -2,6 +2,9 @@
 -- the descriptor and the unread bytes go, the old copy refuses to work.
 local tidal = require("tidal")
 local support = require("support")
+
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
 local net = tidal.net
 
 local hooks = require("tidal.testhooks")

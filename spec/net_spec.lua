@@ -2,6 +2,9 @@
 -- checks that no descriptor is left open (support.run_io).
 local tidal = require("tidal")
 local support = require("support")
+
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
 local net = tidal.net
 
 local run_io = support.run_io

@@ -5,6 +5,9 @@ local tidal = require("tidal")
 local process = require("tidal.process")
 local support = require("support")
 
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
+
 if not support.can_spawn then
   describe("tidal.process", function()
     pending("needs child processes")

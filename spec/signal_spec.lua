@@ -7,6 +7,9 @@
 local tidal = require("tidal")
 local support = require("support")
 
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
+
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local sigint_py = here .. "/fixtures/sigint.py"
 

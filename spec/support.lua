@@ -129,15 +129,47 @@ function M.run_io(fn, ...)
   M.warm_io()
   local before = M.fds()
   local r = table.pack(M.run(fn, ...))
-  local diff = M.fd_diff(before, M.fds())
-  if diff then error("descriptors left open: " .. diff, 2) end
-  local kids = M.children()
-  if #kids > 0 then
-    local list = {}
-    for _, c in ipairs(kids) do list[#list + 1] = c.pid .. " " .. tostring(c.state) end
-    error("child processes left: " .. table.concat(list, ", "), 2)
-  end
+  local leaks = M.io_leaks(before)
+  if leaks then error(leaks, 2) end
   return table.unpack(r, 1, r.n)
+end
+
+-- The problems of the process now against a fds() snapshot: descriptors
+-- opened since and children left (running or zombie), or nil.
+function M.io_leaks(before)
+  local diff = M.fd_diff(before, M.fds())
+  local kids = M.children()
+  local list = {}
+  for _, c in ipairs(kids) do list[#list + 1] = c.pid .. " " .. tostring(c.state) end
+  local out = {}
+  if diff then out[#out + 1] = "descriptors left open: " .. diff end
+  if #list > 0 then out[#out + 1] = "child processes left: " .. table.concat(list, ", ") end
+  return #out > 0 and table.concat(out, "; ") or nil
+end
+
+-- For an io spec file, called at its top level: every test of the file
+-- must end holding the descriptors it began with and no child process
+-- (the issue's bar, checked on /proc/self/fd after each test, whatever the
+-- test ran: runtimes, child Lua processes, shells). A test that leaks
+-- fails with the list.
+function M.guard_io()
+  local env, i = nil, 1 -- (busted's names live in the spec file's _ENV)
+  local caller = debug.getinfo(2, "f").func
+  while true do
+    local name, v = debug.getupvalue(caller, i)
+    if name == nil or name == "_ENV" then env = v; break end
+    i = i + 1
+  end
+  assert(env and env.before_each, "support.guard_io: call it at a spec file's top level")
+  local before
+  env.before_each(function()
+    M.warm_io()
+    before = M.fds()
+  end)
+  env.after_each(function()
+    local leaks = M.io_leaks(before)
+    if leaks then error(leaks, 0) end
+  end)
 end
 
 -- Measures elapsed seconds of fn(...).

@@ -1,6 +1,9 @@
 -- tidal.net.udp: datagrams, FIFO receivers, connected sockets, errors.
 local tidal = require("tidal")
 local support = require("support")
+
+-- every test ends with the descriptors it began with, and no child
+support.guard_io()
 local net = tidal.net
 
 local run_io = support.run_io
