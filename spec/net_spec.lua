@@ -402,6 +402,67 @@ describe("tidal.net TCP", function()
   end)
 end)
 
+describe("tidal.net.connect with a name of several addresses", function()
+  -- getaddrinfo preloaded from spec/fixtures/gai_shim.c in a child lua5.4:
+  -- two.tidal-test is 127.0.0.2 then 127.0.0.1, three.tidal-test is
+  -- 127.0.0.2, 127.0.0.3, 127.0.0.1 (nothing listens on .2 and .3)
+  local it_child = support.can_spawn and it or pending
+  it_child("tries every address in order, and the last error says how many", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. " && cc -shared -fPIC -o " .. dir
+      .. "/gai.so spec/fixtures/gai_shim.c -ldl"))
+    local script = dir .. "/t.lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local tidal = require("tidal")
+      local net = tidal.net
+      tidal.run(function()
+        print("resolve " .. table.concat(assert(net.resolve("three.tidal-test")), " "))
+        local l = assert(net.listen("127.0.0.1", 0))
+        local port = l:port()
+        -- the first address refuses, the second is the listener
+        local c = assert(net.connect("two.tidal-test", port))
+        local s, peer = assert(l:accept())
+        c:write("hi")
+        print("two " .. s:read_exactly(2) .. " " .. peer .. " " .. select(1, c:peer()))
+        s:close()
+        c:close()
+        c = assert(net.connect("three.tidal-test", port, { timeout = 5 }))
+        s = assert(l:accept())
+        print("three " .. select(1, c:peer()))
+        s:close()
+        c:close()
+        l:close()
+        -- nothing listens on any: the last error, how many were tried
+        local none, err = net.connect("three.tidal-test", port)
+        print("none " .. tostring(none) .. " " .. err.kind .. " " .. err.host
+          .. " " .. err.port)
+        print(err.message)
+      end)
+    ]])
+    f:close()
+    local p = assert(io.popen("LD_PRELOAD=\"${LD_PRELOAD:+$LD_PRELOAD }" .. dir
+      .. "/gai.so\" timeout 30 lua5.4 " .. script .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    os.execute("rm -rf " .. dir)
+    local want = {
+      "resolve 127.0.0.2 127.0.0.3 127.0.0.1",
+      "two hi 127.0.0.1 127.0.0.1",
+      "three 127.0.0.1",
+      "none nil connection_refused three%.tidal%-test %d+",
+      "tidal%.net%.connect: three%.tidal%-test:%d+: connection refused %(ECONNREFUSED%) %(tried 3 addresses%)",
+    }
+    local i = 0
+    for line in out:gmatch("[^\n]+") do
+      i = i + 1
+      assert.matches("^" .. want[i] .. "$", line, 1, false, out)
+    end
+    assert.equal(#want, i, out)
+  end)
+end)
+
 describe("tidal.net unix sockets", function()
   local dir
   setup(function()
