@@ -7,6 +7,10 @@
 **   children()  -> { {pid = n, state = "S"|"Z"|...}, ... }: the children
 **                  of every thread of this process (/proc/self/task/
 **                  <tid>/children), zombies included
+**   tcp_options(port) -> { nodelay =, keepalive =, keepidle = } of the
+**                  connected TCP socket whose local port is port (nil if
+**                  none): the options the kernel has, to check what
+**                  tidal.net set
 **
 ** Plain C, no libuv: it reads the kernel's view, not tidal's.
 */
@@ -15,9 +19,12 @@
 #endif
 
 #include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -87,9 +94,64 @@ static int l_children(lua_State *L) {
   return 1;
 }
 
+static int port_of(int fd, int peer) {
+  struct sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  int rc = peer ? getpeername(fd, (struct sockaddr *)&sa, &len)
+                : getsockname(fd, (struct sockaddr *)&sa, &len);
+  if (rc != 0) return -1;
+  if (sa.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&sa)->sin_port);
+  if (sa.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+  return -1;
+}
+
+static int l_tcp_options(lua_State *L) {
+  int port = (int)luaL_checkinteger(L, 1);
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int found = -1;
+  if (d == NULL) return luaL_error(L, "tcp_options: cannot open /proc/self/fd");
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    int fd, type = 0;
+    socklen_t len = sizeof type;
+    if (e->d_name[0] == '.') continue;
+    fd = atoi(e->d_name);
+    if (fd == dirfd(d)) continue;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+        type != SOCK_STREAM)
+      continue;
+    if (port_of(fd, 0) == port && port_of(fd, 1) > 0) found = fd;
+  }
+  closedir(d);
+  if (found < 0) return 0;
+  {
+    int v = 0;
+    socklen_t len = sizeof v;
+    lua_createtable(L, 0, 3);
+    if (getsockopt(found, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0) {
+      lua_pushboolean(L, v != 0);
+      lua_setfield(L, -2, "nodelay");
+    }
+    len = sizeof v;
+    if (getsockopt(found, SOL_SOCKET, SO_KEEPALIVE, &v, &len) == 0) {
+      lua_pushboolean(L, v != 0);
+      lua_setfield(L, -2, "keepalive");
+    }
+    len = sizeof v;
+    if (getsockopt(found, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len) == 0) {
+      lua_pushinteger(L, v);
+      lua_setfield(L, -2, "keepidle");
+    }
+  }
+  return 1;
+}
+
 /* Adds the functions to the module table on top. */
 void tidal__procs_hooks(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"fds", l_fds}, {"children", l_children}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"fds", l_fds},
+                                   {"children", l_children},
+                                   {"tcp_options", l_tcp_options},
+                                   {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }
