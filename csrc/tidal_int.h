@@ -738,7 +738,9 @@ int tidal__xfer_register_hooks(const tidal_xtype *t, const tidal_xhooks *h);
 
 /* Appends the n values at stack index first.. to out. Returns 0, or
 ** non-zero with an error message pushed (out->len and every reference are
-** as before): "cannot copy userdata at args[2].conn". root names the values
+** as before, and an empty buffer holds no memory again, so a caller that
+** raises then leaks nothing): "cannot copy userdata at args[2].conn". root
+** names the values
 ** in that path: "root" when n is 1, else "root[i]". Never raises. As with
 ** any push, the caller provides the free stack slot for the message. */
 int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,

@@ -798,7 +798,7 @@ static int enc_protected(lua_State *L) {
 int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
                        tidal_buf *out) {
   size_t base = out->len, header;
-  int i, status;
+  int i, status, fresh = out->data == NULL; /* (freed again on failure) */
   xenc enc, *e;
   first = lua_absindex(L, first);
   if (put_tagvar(out, X_MAGIC, (uint64_t)n)) goto oom;
@@ -830,6 +830,7 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   e->nheld = e->heldcap = 0;
   if (!lua_checkstack(L, n + 4)) { /* the preallocated message: see below */
     out->len = base;
+    if (fresh) tidal__buf_free(out);
     lua_pushliteral(L, "not enough memory");
     return LUA_ERRMEM;
   }
@@ -848,12 +849,14 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
         e->held[j].t->drop(e->held[j].obj);
     }
     out->len = base;
+    if (fresh) tidal__buf_free(out); /* as before: no memory held */
   }
   free(e->held);
   if (e->path != e->path0) free(e->path);
   return status;
 oom: /* Lua keeps this message preallocated: pushing it cannot raise */
   out->len = base;
+  if (fresh) tidal__buf_free(out);
   lua_pushliteral(L, "not enough memory");
   return LUA_ERRMEM;
 }
