@@ -381,6 +381,10 @@ describe("tidal.net TCP", function()
       local l <close> = assert(net.listen("127.0.0.1", 0))
       local c <close> = assert(net.connect("127.0.0.1", l:port()))
       local o = opts_of(c)
+      assert.is_false(o.nodelay) -- set at the first write (only sending needs it)
+      assert.is_false(o.keepalive)
+      assert(c:write("x"))
+      o = opts_of(c)
       assert.is_true(o.nodelay) -- the default
       assert.is_false(o.keepalive)
       local c2 <close> = assert(net.connect("127.0.0.1", l:port(),

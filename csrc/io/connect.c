@@ -144,6 +144,10 @@ static int l_connect(lua_State *L) {
     free(c);
     goto fail;
   }
+  /* reading on from now (libuv allows it on a connecting socket): epoll
+  ** gets the socket once for both directions, instead of once for the
+  ** connect and again (EEXIST, then MOD) for the first read */
+  io__stream_read_now(s);
   c->task = t;
   lua_pushlightuserdata(L, c);
   return tidal__park(L, t, &tcp_op, c, connect_k);

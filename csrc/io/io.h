@@ -197,6 +197,9 @@ uv_stream_t *io__stream_uv(io_stream *s);
 void io__stream_discard(io_stream *s);
 /* After init + open/spawn: reading on (0 or a UV error). */
 int io__stream_start(io_stream *s, size_t read_buffer);
+/* Starts reading now, not at the first read that waits (a connecting TCP
+** stream: epoll then watches it for both directions from the start). */
+int io__stream_read_now(io_stream *s);
 /* Pushes a closed Stream userdata; returns its index. */
 int io__stream_newud(lua_State *L);
 /* Attaches a started stream to the userdata at ud. */

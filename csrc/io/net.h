@@ -19,6 +19,7 @@
 #define SF_SHUTDONE 0x0010 /* the shutdown completed (shut_status) */
 #define SF_CLOSING 0x0020  /* uv_close was called */
 #define SF_LIVE 0x0040     /* in the worker's live list */
+#define SF_NODELAY 0x0080  /* TCP_NODELAY wanted: set at the first write */
 
 struct io_stream {
   io_obj obj; /* first */

@@ -225,6 +225,11 @@ static int start_reading(io_stream *s) {
   return rc;
 }
 
+int io__stream_read_now(io_stream *s) {
+  if (s->f & (SF_READING | SF_EOF)) return 0;
+  return start_reading(s);
+}
+
 int io__stream_start(io_stream *s, size_t read_buffer) {
   int rc = 0;
   uv_os_fd_t fd;
@@ -746,6 +751,8 @@ static int try_send(io_stream *s, const uv_buf_t *bufs, int n) {
 }
 
 /* The write from the top: not started yet. */
+static void nodelay_now(io_stream *s);
+
 static int write_body(lua_State *L, io_stream *s, tidal_task *t) {
   uv_buf_t bufs[MAX_BUFS];
   size_t total, done = 0;
@@ -763,6 +770,7 @@ static int write_body(lua_State *L, io_stream *s, tidal_task *t) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  if (s->f & SF_NODELAY) nodelay_now(s);
   if (s->u.s.write_queue_size == 0) {
     rc = try_send(s, bufs, n);
     if (rc >= 0) {
@@ -989,17 +997,27 @@ static int keepalive_arg(lua_State *L, int idx, const char *fname) {
   return (int)lua_tonumber(L, idx);
 }
 
+/* nodelay: TCP_NODELAY matters only for what we send, so it is set just
+** before the first write (set_nodelay, a move: at once); a stream that
+** never writes costs no system call for it. */
 int io__stream_tcp_opts(io_stream *s, int nodelay, int keepalive) {
   int rc = 0;
-  if (nodelay) rc = uv_tcp_nodelay(&s->u.tcp, 1);
-  if (rc == 0 && keepalive > 0) rc = uv_tcp_keepalive(&s->u.tcp, 1, keepalive);
+  if (nodelay) s->f |= SF_NODELAY;
+  if (keepalive > 0) rc = uv_tcp_keepalive(&s->u.tcp, 1, keepalive);
   return rc;
+}
+
+/* The TCP_NODELAY that io__stream_tcp_opts left for the first write. */
+static void nodelay_now(io_stream *s) {
+  s->f &= (uint16_t)~SF_NODELAY;
+  uv_tcp_nodelay(&s->u.tcp, 1); /* (a failure shows at the write) */
 }
 
 static int l_set_nodelay(lua_State *L) {
   io_stream *s = (io_stream *)io__check(L, TT_STREAM, "Stream:set_nodelay");
   tcp_only(L, s, "Stream:set_nodelay");
   luaL_checktype(L, 2, LUA_TBOOLEAN);
+  s->f &= (uint16_t)~SF_NODELAY;
   return opt_result(L, uv_tcp_nodelay(&s->u.tcp, lua_toboolean(L, 2)),
                     "Stream:set_nodelay");
 }
@@ -1117,6 +1135,7 @@ int io__stream_detach(io_stream *s, io_move *m) {
   int fd = sock_fd(s);
   size_t un = unread(s);
   if (fd < 0) return UV_EBADF;
+  if (s->f & SF_NODELAY) nodelay_now(s); /* (the socket keeps it) */
   m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (m->fd < 0) return uv_translate_sys_error(errno);
   if (s->f & SF_READING) uv_read_stop(&s->u.s);
