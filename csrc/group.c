@@ -82,6 +82,13 @@ static void unlink_member(tidal_group *g, tidal_task *t) {
 
 static void drop_scratch_group(tidal_group *g);
 
+/* Member t's runtime is collected without being closed (runtime.c drops
+** its tasks as they are): t leaves its group, which no longer counts it. */
+void tidal__group_forget(tidal_task *t) {
+  if (t->ext != NULL && t->ext->group != NULL)
+    unlink_member(t->ext->group, t);
+}
+
 /* Cancel the live members (they unwind when they next run). A member that
 ** has not started yet finishes inside tidal__cancel and leaves the live
 ** list (its links are cleared), so the next one is read first. */

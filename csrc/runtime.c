@@ -522,6 +522,7 @@ static int l_rt_gc(lua_State *L) {
     t->co = NULL;
     if (t->ext != NULL) {
       tidal_record *r = t->ext->record;
+      tidal__group_forget(t); /* a group outliving the runtime forgets it */
       if (r != NULL) { /* a copy of its handle elsewhere hears it now */
         tidal_buf none = {NULL, 0, 0};
         tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);

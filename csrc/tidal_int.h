@@ -584,6 +584,7 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 /* group.c */
 void tidal__group_open(lua_State *L);
 void tidal__group_member_done(tidal_group *g, tidal_task *t);
+void tidal__group_forget(tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
 int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj);
 
