@@ -517,9 +517,24 @@ static int l_rt_gc(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    int started = t->co != NULL;
     t->state = TS_DONE;
-    t->flags |= TF_CANCELLED | TF_NOSTART;
+    t->flags |= TF_CANCELLED | (started ? 0 : TF_NOSTART);
     t->co = NULL;
+    if (t->cancel < CK_SHUTDOWN) t->cancel = CK_SHUTDOWN;
+    /* the handle lets go of the coroutine (or function and arguments): a
+    ** handle kept by the program must not keep what the task held (a lock
+    ** guard, a permit, a sender) from being collected and released */
+    for (int i = 1; i <= t->nuv; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, i);
+    }
+    if (started) { /* its outcome, as a task that failed: {err} */
+      lua_createtable(L, 2, 0);
+      tidal__push_cancel_error(L, t);
+      lua_rawseti(L, -2, 1);
+      lua_setiuservalue(L, -2, 2); /* UV_OUT (task.c) */
+    }
     if (t->ext != NULL) {
       tidal_record *r = t->ext->record;
       tidal__group_forget(t); /* a group outliving the runtime forgets it */
