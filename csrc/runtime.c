@@ -131,6 +131,8 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
     luaL_error(L, "%s: cannot start the runtime: %s", fname, err);
   }
   rt->closed = 0;
+  rt->w.rt_next = ctx->runtimes; /* (task.c finds tasks by coroutine) */
+  ctx->runtimes = &rt->w;
   lua_settop(L, top); /* the runtime on top */
   return rt;
 }
@@ -301,6 +303,14 @@ static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   return main;
 }
 
+/* rt is closed: out of its state's list of open runtimes. */
+static void rt_unlist(tidal_runtime *rt) {
+  tidal_worker **p = &rt->w.ctx->runtimes;
+  while (*p != NULL && *p != &rt->w) p = &(*p)->rt_next;
+  if (*p != NULL) *p = rt->w.rt_next;
+  rt->w.rt_next = NULL;
+}
+
 /* Worker 0's tasks unwind first, then every worker thread cancels its own
 ** and ends; no callback runs after this returns. */
 static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
@@ -309,6 +319,7 @@ static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
   w->closing = 1;
   enter(L, w, shutdown_loop, 0);
   rt->closed = 1;
+  rt_unlist(rt);
   if (w->family) tidal__family_stop(w->family);
   tidal__worker_retire(w, L); /* late posts run (and finish as cancelled) */
   tidal__worker_close_handles(w); /* (stops watching Ctrl-C) */
@@ -498,6 +509,7 @@ static int l_rt_gc(lua_State *L) {
     return luaL_error(L, "Runtime:__gc: cannot close a runtime from inside "
                          "it");
   rt->closed = 1;
+  rt_unlist(rt);
   /* Withdraw the waits first, while every task is intact: a parked task is
   ** registered in the wait queue of its primitive, which may outlive this
   ** runtime (a channel or lock shared with other code); left there, a later

@@ -318,6 +318,18 @@ static tidal_task *task_of(lua_State *L, tidal_worker *w, lua_State *co) {
   return found;
 }
 
+/* Finds the live task whose coroutine is co: on the worker running now,
+** or on another open runtime of this state (Lua code may close a task's
+** coroutine between two steps of its runtime, or from another runtime). */
+static tidal_task *task_anywhere(lua_State *L, tidal_ctx *ctx,
+                                 lua_State *co) {
+  tidal_task *t = task_of(L, ctx->w, co);
+  for (tidal_worker *w = ctx->runtimes; t == NULL && w != NULL;
+       w = w->rt_next)
+    if (w != ctx->w) t = task_of(L, w, co);
+  return t;
+}
+
 /*
 ** __close of the value every task body keeps at its base (the closer). It
 ** runs when the task ends, and when Lua code closes the task's coroutine
@@ -333,7 +345,7 @@ static int l_task_closed(lua_State *L) {
   tidal_task *t = ctx->cur;
   lua_Debug ar;
   if (t != NULL && t->co == L) return 0; /* the task ends */
-  if ((t = task_of(L, ctx->w, L)) == NULL || t->cancel == CK_CLOSED)
+  if ((t = task_anywhere(L, ctx, L)) == NULL || t->cancel == CK_CLOSED)
     return 0;
   t->cancel = CK_CLOSED;
   int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */

@@ -326,6 +326,7 @@ struct tidal_worker {
   tidal_group *free_groups;          /* group.c */
   uint64_t slow_ns;    /* report a resume longer than this (0: never) */
   tidal_family *family; /* the runtime's workers (family.c) */
+  tidal_worker *rt_next; /* the next in ctx->runtimes */
   int index;           /* this worker's index in the family */
   atomic_int load;     /* live tasks, read by other threads */
   atomic_int assigned; /* tasks sent here by spawn_parallel, not started */
@@ -368,6 +369,8 @@ enum {
 /* Per Lua state: one for every state that loaded tidal.core. */
 struct tidal_ctx {
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
+  tidal_worker *runtimes; /* worker 0 of each open runtime of this state,
+                             through rt_next (runtime.c) */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
   int error_mt_ref;
