@@ -433,6 +433,18 @@ static int l_rt_spawn(lua_State *L) {
   return 1;
 }
 
+/* A loop of rt:step in a spawn_blocking job ends when the job is aborted
+** or its runtime shuts down: step raises the job's cancellation (the count
+** hook that interrupts a job's Lua code may not fire for a long time in a
+** loop that mostly waits in step). */
+static void job_stopped(lua_State *L) {
+  if (tidal__blocking_stopped(upctx(L))) {
+    tidal__error_push(L, "cancelled",
+                      "tidal.spawn_blocking: the job was cancelled");
+    lua_error(L);
+  }
+}
+
 /* rt:step([timeout]) -> whether tasks remain */
 static int l_step(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:step");
@@ -440,7 +452,9 @@ static int l_step(lua_State *L) {
   check_idle(L, upctx(L), "Runtime:step");
   if (isnan(timeout)) luaL_error(L, "Runtime:step: timeout must be a number");
   if (timeout > 3600.0 * 24 * 365) timeout = 3600.0 * 24 * 365;
+  job_stopped(L);
   enter(L, &rt->w, step_loop, timeout);
+  job_stopped(L);
   lua_pushboolean(L, rt->w.st.alive > 0);
   return 1;
 }

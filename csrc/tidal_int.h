@@ -758,6 +758,7 @@ void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
 ** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
 void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);
 void tidal__blocking_leave(tidal_ctx *ctx);
+int tidal__blocking_stopped(tidal_ctx *ctx); /* the job it runs was stopped */
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

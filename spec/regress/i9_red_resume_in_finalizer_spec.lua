@@ -8,15 +8,7 @@
 local support = require("support")
 
 local function child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen("timeout -k 2 30 lua5.4 " .. path .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, 30)
 end
 
 local function body(call)
