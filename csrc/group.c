@@ -702,6 +702,12 @@ static int l_join_next(lua_State *L) {
   return park(L, t, g, &join_next_op, join_next_k);
 }
 
+/* Is task t a live member of g? Then it cannot wait for g's members to
+** finish: it would wait for itself. */
+static int is_member(tidal_task *t, tidal_group *g) {
+  return t != NULL && t->ext != NULL && t->ext->group == g;
+}
+
 static int l_wait(lua_State *L);
 static const tidal_restart wait_again = {l_wait};
 
@@ -720,7 +726,11 @@ static int wait_k(lua_State *L, int status, lua_KContext k) {
 ** for them to unwind, and is raised. */
 static int l_wait(lua_State *L) {
   tidal_group *g = check_group(L, "Group:wait");
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *d;
+  if (is_member(ctx->cur, g))
+    return luaL_error(L, "Group:wait: a member cannot wait for its own group "
+                         "(it would wait for itself to finish)");
   lua_settop(L, 1);
   if (g->phase != PH_DRAIN_ERROR) {
     while ((d = take_done(g)) != NULL) {
@@ -749,7 +759,6 @@ static int l_wait(lua_State *L) {
     return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 2), 2, 1);
   }
   if (g->nlive == 0) {
-    tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
     SPEND_READY(L, ctx->cur, &wait_again);
     g->phase = 0;
     return 0;
@@ -778,6 +787,10 @@ static int l_gclose(lua_State *L) {
   tidal_group *g = check_group(L, "Group:close");
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
+  if (is_member(t, g))
+    return luaL_error(L, "Group:close: a member cannot close its own group "
+                         "(it would wait for itself to finish; g:abort() "
+                         "cancels the members without waiting)");
   g->closed = 1;
   if (g->nlive == 0) return 0;
   int can_wait = t != NULL && t->co == L && lua_isyieldable(L);

@@ -642,11 +642,14 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
 
 /* From inside the running task (stack L): run t now, nested, instead of
 ** waiting for its turn. Used by select to start branches eagerly, and to let
-** cancelled branches unwind at once. Returns 1 when t is done. */
+** cancelled branches unwind at once. Returns 1 when t is done. A running
+** task (the caller, or one that resumed it nested) is not resumed again:
+** it unwinds when control comes back to it. */
 int tidal__run_now(lua_State *L, tidal_task *t) {
   tidal_worker *w = t->w;
   int fin;
-  if (t->state == TS_PARKED || t == w->handing) return 0; /* not now */
+  if (t->state == TS_PARKED || t->state == TS_RUNNING || t == w->handing)
+    return 0; /* not now */
   if (t->flags & TF_QUEUED) tidal__runq_remove(w, t);
   luaL_checkstack(L, 8, "tidal: nested run");
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
