@@ -574,14 +574,25 @@ static int l_join_all(lua_State *L) {
   if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   int n = (int)lua_rawlen(L, 1);
+  /* everything that may raise comes before the members start */
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);
-    if (!tidal__is_callable(L, -1) &&
-        tidal__toud(L, t->w->ctx, -1, TT_HANDLE) == NULL)
+    tidal_task *given = (tidal_task *)tidal__toud(L, t->w->ctx, -1, TT_HANDLE);
+    if (given == NULL && !tidal__is_callable(L, -1))
       return luaL_error(L,
                         "tidal.join_all: element %d is a %s, not a function "
                         "or a JoinHandle",
                         i, luaL_typename(L, -1));
+    if (given == t)
+      return luaL_error(L,
+                        "tidal.join_all: element %d is the calling task's "
+                        "own handle (a task cannot wait for itself)",
+                        i);
+    if (given != NULL && given->state != TS_DONE && given->w != t->w)
+      return luaL_error(L,
+                        "tidal.join_all: element %d belongs to another "
+                        "runtime",
+                        i);
     lua_pop(L, 1);
   }
   luaL_checkstack(L, n + 8, "tidal.join_all: too many elements");
@@ -592,11 +603,6 @@ static int l_join_all(lua_State *L) {
     lua_rawgeti(L, 1, i);
     tidal_task *given = (tidal_task *)tidal__toud(L, t->w->ctx, -1, TT_HANDLE);
     if (given != NULL) {
-      if (given->state != TS_DONE && given->w != t->w)
-        return luaL_error(L,
-                          "tidal.join_all: element %d belongs to another "
-                          "runtime",
-                          i);
       lua_pushvalue(L, lua_upvalueindex(1));
       lua_insert(L, -2);
       lua_pushcclosure(L, l_await_body, 2); /* the handle is its upvalue 2 */
