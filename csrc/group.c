@@ -708,10 +708,16 @@ static int l_join_next(lua_State *L) {
   return park(L, t, g, &join_next_op, join_next_k);
 }
 
-/* Is task t a live member of g? Then it cannot wait for g's members to
+/* Is task t a live member of g, or running nested inside one (a select
+** branch a member started at once)? Then it cannot wait for g's members to
 ** finish: it would wait for itself. */
 static int is_member(tidal_task *t, tidal_group *g) {
-  return t != NULL && t->ext != NULL && t->ext->group == g;
+  if (t == NULL) return 0;
+  if (t->ext != NULL && t->ext->group == g) return 1;
+  if (t->w->nested == 0) return 0;
+  for (tidal_task *m = g->live; m != NULL; m = m->ext->gnext)
+    if (m->state == TS_RUNNING) return 1; /* resumed what runs now */
+  return 0;
 }
 
 static int l_wait(lua_State *L);
@@ -736,7 +742,8 @@ static int l_wait(lua_State *L) {
   tidal_task *d;
   if (is_member(ctx->cur, g))
     return luaL_error(L, "Group:wait: a member cannot wait for its own group "
-                         "(it would wait for itself to finish)");
+                         "(nor can a select branch it runs): it would wait "
+                         "for itself to finish");
   lua_settop(L, 1);
   if (g->phase != PH_DRAIN_ERROR) {
     while ((d = take_done(g)) != NULL) {
@@ -795,8 +802,9 @@ static int l_gclose(lua_State *L) {
   tidal_task *t = ctx->cur;
   if (is_member(t, g))
     return luaL_error(L, "Group:close: a member cannot close its own group "
-                         "(it would wait for itself to finish; g:abort() "
-                         "cancels the members without waiting)");
+                         "(nor can a select branch it runs): it would wait "
+                         "for itself to finish (g:abort() cancels the "
+                         "members without waiting)");
   g->closed = 1;
   if (g->nlive == 0) return 0;
   int can_wait = t != NULL && t->co == L && lua_isyieldable(L);

@@ -2,11 +2,12 @@
 -- group reached through an upvalue, or `<close>`). Closing cancels the
 -- members and runs them at once to let them unwind, the member itself
 -- included: its running coroutine was treated as closed and reset under
--- it, and the process died with SIGSEGV. g:wait() from a member waited for
--- itself (and, after a sibling failed, crashed the same way). Both now
--- raise an error that says why; g:abort() from a member still cancels the
--- members, itself included. Runs in a child process, where a crash fails
--- the test instead of the suite.
+-- it, and the process died with SIGSEGV (the same from a select branch
+-- the member started, which runs nested inside it). g:wait() from a member
+-- waited for itself (and, after a sibling failed, crashed the same way).
+-- Both now raise an error that says why; g:abort() from a member still
+-- cancels the members, itself included. Runs in a child process, where a
+-- crash fails the test instead of the suite.
 local support = require("support")
 local tidal = require("tidal")
 
@@ -29,6 +30,27 @@ print("finished")
       assert.matches("member\ttrue\tfalse\t[^\n]*Group:close: a member "
                      .. "cannot close its own group", out)
       assert.matches("sibling\tsibling", out)
+      assert.matches("finished", out)
+    end)
+
+    it("g:close() from a select branch a member runs raises", function()
+      local out, status = support.lua([[
+local tidal = require("tidal")
+tidal.run(function()
+  local g = tidal.group()
+  local m = g:spawn(function()
+    return tidal.select({
+      function() g:close(); return "closed" end, -- started at once, nested
+      function() tidal.sleep(1) end,
+    })
+  end)
+  print("member", m:join())
+end)
+print("finished")
+]], 20)
+      assert.are.equal(0, status, out)
+      assert.matches("member\tfalse\t[^\n]*Group:close: a member cannot "
+                     .. "close its own group %(nor can a select branch", out)
       assert.matches("finished", out)
     end)
 
