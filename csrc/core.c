@@ -47,6 +47,7 @@ static tidal_ctx *push_ctx(lua_State *L) {
   lua_pop(L, 1);
   ctx = (tidal_ctx *)lua_newuserdatauv(L, sizeof *ctx, 0);
   ctx->w = NULL;
+  ctx->runtimes = NULL;
   ctx->cur = NULL;
   ctx->msgh_ref = ctx->error_mt_ref = LUA_NOREF;
   ctx->tbs_ref = ctx->stbs_ref = ctx->names_ref = LUA_NOREF;

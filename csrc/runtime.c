@@ -131,6 +131,8 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
     luaL_error(L, "%s: cannot start the runtime: %s", fname, err);
   }
   rt->closed = 0;
+  rt->w.rt_next = ctx->runtimes; /* (task.c finds tasks by coroutine) */
+  ctx->runtimes = &rt->w;
   lua_settop(L, top); /* the runtime on top */
   return rt;
 }
@@ -301,6 +303,14 @@ static tidal_task *block_on(lua_State *L, tidal_runtime *rt, int first) {
   return main;
 }
 
+/* rt is closed: out of its state's list of open runtimes. */
+static void rt_unlist(tidal_runtime *rt) {
+  tidal_worker **p = &rt->w.ctx->runtimes;
+  while (*p != NULL && *p != &rt->w) p = &(*p)->rt_next;
+  if (*p != NULL) *p = rt->w.rt_next;
+  rt->w.rt_next = NULL;
+}
+
 /* Worker 0's tasks unwind first, then every worker thread cancels its own
 ** and ends; no callback runs after this returns. */
 static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
@@ -309,6 +319,7 @@ static void rt_shutdown(lua_State *L, tidal_runtime *rt) {
   w->closing = 1;
   enter(L, w, shutdown_loop, 0);
   rt->closed = 1;
+  rt_unlist(rt);
   if (w->family) tidal__family_stop(w->family);
   tidal__worker_retire(w, L); /* late posts run (and finish as cancelled) */
   tidal__worker_close_handles(w); /* (stops watching Ctrl-C) */
@@ -422,6 +433,18 @@ static int l_rt_spawn(lua_State *L) {
   return 1;
 }
 
+/* A loop of rt:step in a spawn_blocking job ends when the job is aborted
+** or its runtime shuts down: step raises the job's cancellation (the count
+** hook that interrupts a job's Lua code may not fire for a long time in a
+** loop that mostly waits in step). */
+static void job_stopped(lua_State *L) {
+  if (tidal__blocking_stopped(upctx(L))) {
+    tidal__error_push(L, "cancelled",
+                      "tidal.spawn_blocking: the job was cancelled");
+    lua_error(L);
+  }
+}
+
 /* rt:step([timeout]) -> whether tasks remain */
 static int l_step(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:step");
@@ -429,7 +452,9 @@ static int l_step(lua_State *L) {
   check_idle(L, upctx(L), "Runtime:step");
   if (isnan(timeout)) luaL_error(L, "Runtime:step: timeout must be a number");
   if (timeout > 3600.0 * 24 * 365) timeout = 3600.0 * 24 * 365;
+  job_stopped(L);
   enter(L, &rt->w, step_loop, timeout);
+  job_stopped(L);
   lua_pushboolean(L, rt->w.st.alive > 0);
   return 1;
 }
@@ -498,6 +523,7 @@ static int l_rt_gc(lua_State *L) {
     return luaL_error(L, "Runtime:__gc: cannot close a runtime from inside "
                          "it");
   rt->closed = 1;
+  rt_unlist(rt);
   /* Withdraw the waits first, while every task is intact: a parked task is
   ** registered in the wait queue of its primitive, which may outlive this
   ** runtime (a channel or lock shared with other code); left there, a later
@@ -517,11 +543,27 @@ static int l_rt_gc(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    int started = t->co != NULL;
     t->state = TS_DONE;
-    t->flags |= TF_CANCELLED | TF_NOSTART;
+    t->flags |= TF_CANCELLED | (started ? 0 : TF_NOSTART);
     t->co = NULL;
+    if (t->cancel < CK_SHUTDOWN) t->cancel = CK_SHUTDOWN;
+    /* the handle lets go of the coroutine (or function and arguments): a
+    ** handle kept by the program must not keep what the task held (a lock
+    ** guard, a permit, a sender) from being collected and released */
+    for (int i = 1; i <= t->nuv; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, i);
+    }
+    if (started) { /* its outcome, as a task that failed: {err} */
+      lua_createtable(L, 2, 0);
+      tidal__push_cancel_error(L, t);
+      lua_rawseti(L, -2, 1);
+      lua_setiuservalue(L, -2, 2); /* UV_OUT (task.c) */
+    }
     if (t->ext != NULL) {
       tidal_record *r = t->ext->record;
+      tidal__group_forget(t); /* a group outliving the runtime forgets it */
       if (r != NULL) { /* a copy of its handle elsewhere hears it now */
         tidal_buf none = {NULL, 0, 0};
         tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);

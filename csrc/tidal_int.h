@@ -336,6 +336,7 @@ struct tidal_worker {
   tidal_group *free_groups;          /* group.c */
   uint64_t slow_ns;    /* report a resume longer than this (0: never) */
   tidal_family *family; /* the runtime's workers (family.c) */
+  tidal_worker *rt_next; /* the next in ctx->runtimes */
   int index;           /* this worker's index in the family */
   atomic_int load;     /* live tasks, read by other threads */
   atomic_int assigned; /* tasks sent here by spawn_parallel, not started */
@@ -381,6 +382,8 @@ enum {
 /* Per Lua state: one for every state that loaded tidal.core. */
 struct tidal_ctx {
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
+  tidal_worker *runtimes; /* worker 0 of each open runtime of this state,
+                             through rt_next (runtime.c) */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
   int error_mt_ref;
@@ -598,6 +601,7 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 /* group.c */
 void tidal__group_open(lua_State *L);
 void tidal__group_member_done(tidal_group *g, tidal_task *t);
+void tidal__group_forget(tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
 int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj);
 
@@ -792,6 +796,7 @@ void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
 ** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
 void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);
 void tidal__blocking_leave(tidal_ctx *ctx);
+int tidal__blocking_stopped(tidal_ctx *ctx); /* the job it runs was stopped */
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

@@ -184,7 +184,7 @@ describe("issue 9 item 1: tidal handles in spawn_blocking jobs", function()
   it("JoinHandles as argument, upvalue and result, and abort from the pool", function()
     local r = scenario([[
       return function(tidal)
-        local h = tidal.spawn(function() tidal.sleep(0.02) return "task result" end)
+        local h = tidal.spawn(function() tidal.sleep(0.5) return "task result" end)
         local id, done, err = tidal.spawn_blocking(function(h)
           return h:id(), h:is_finished(), select(2, pcall(h.await, h))
         end, h):await()
