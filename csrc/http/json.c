@@ -13,7 +13,7 @@
 ** lone surrogates in \u escapes, no leading zeros, no NaN or Infinity, no
 ** trailing data. A leading UTF-8 byte order mark is skipped.
 */
-#include "http_int.h"
+#include "http.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -11,7 +11,7 @@
 ** from the multi handle at once and recycles it: nothing touches the task
 ** afterwards.
 */
-#include "http_int.h"
+#include "http.h"
 
 #include <limits.h>
 #include <stdarg.h>

@@ -7,7 +7,7 @@
 ** The callbacks run inside libcurl, inside a libuv callback: they only
 ** append to buffers, set flags and wake the parked task.
 */
-#include "http_int.h"
+#include "http.h"
 
 #include <stdlib.h>
 #include <string.h>

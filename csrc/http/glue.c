@@ -26,7 +26,7 @@
 ** DNS never blocks the loop: libcurl's threaded resolver (AsynchDNS) runs
 ** getaddrinfo on its own thread and reports through a socket we poll.
 */
-#include "http_int.h"
+#include "http.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
