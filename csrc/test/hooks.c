@@ -24,7 +24,7 @@
 ** and it registers its probe type there.
 */
 #define _GNU_SOURCE /* dladdr */
-#include "tidal_int.h"
+#include "test/xprobe.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>

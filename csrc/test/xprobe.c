@@ -12,7 +12,7 @@
 ** metatable on demand in any state: the real types are tested with the
 ** real types.
 */
-#include "tidal_int.h"
+#include "test/xprobe.h"
 
 #include <stdlib.h>
 

@@ -2,7 +2,7 @@
 ** buf.c: tidal_buf, the growable byte buffer shared by value transfer
 ** (encoded messages) and HTTP (response headers and bodies).
 */
-#include "tidal_int.h"
+#include "xfer/xfer.h"
 
 #include <stdint.h>
 #include <stdlib.h>

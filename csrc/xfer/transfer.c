@@ -42,7 +42,7 @@
 ** else is checked structurally (tags, lengths, back references, depth), so
 ** that malformed input gives an error, never a crash.
 */
-#include "tidal_int.h"
+#include "xfer/xfer.h"
 
 #include <limits.h>
 #include <stdlib.h>
