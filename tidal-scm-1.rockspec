@@ -31,9 +31,10 @@ build = {
         "csrc/xfer/buf.c",
         "csrc/xfer/transfer.c",
         -- auxlib/: the auxiliary library: context, types, errors, handles
-        "csrc/auxlib/core.c",
         "csrc/auxlib/error.c",
+        "csrc/auxlib/type.c",
         -- kernel/: tasks, workers, park/wake/cancel, timers, loops
+        "csrc/kernel/ctx.c",
         "csrc/kernel/family.c",
         "csrc/kernel/interrupt.c",
         "csrc/kernel/sched.c",
@@ -61,6 +62,8 @@ build = {
         "csrc/http/glue.c",
         "csrc/http/json.c",
         -- lib/: Runtime and JoinHandle bindings, host API, the opener
+        "csrc/lib/errors.c",
+        "csrc/lib/init.c",
         "csrc/lib/introspect.c",
         "csrc/lib/runtime.c",
       },

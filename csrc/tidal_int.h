@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "tidal.h"
+#include "auxlib/auxlib.h"
 #include "xfer/xfer.h"
 
 /* Resumes a task may take before its waits yield to the scheduler. */
@@ -57,11 +58,8 @@
 ** to it as values arrive). */
 #define TIDAL_CHANNEL_MAX (1 << 28)
 
-#define TIDAL_ERROR_MT "tidal.Error"
 #define TIDAL_HANDLE_MT "tidal.JoinHandle"
 #define TIDAL_RUNTIME_MT "tidal.Runtime"
-
-#define tidal__container_of(p, T, m) ((T *)((char *)(p)-offsetof(T, m)))
 
 typedef struct tidal_ctx tidal_ctx;
 typedef struct tidal_worker tidal_worker;
@@ -357,33 +355,35 @@ struct tidal_worker {
   } st;
 };
 
-/* tidal's userdata types; their metatables are registered per state and
-** recognised by pointer (no string lookups on hot paths). */
+/* tidal's userdata types, numbered in each layer's range (auxlib.h); their
+** metatables are registered per state and recognised by pointer (no
+** string lookups on hot paths). */
+enum { TT_HANDLE = TIDAL_TT_KERNEL, TT_REPORT, TT_KERNEL_END };
+enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_FLOW_END };
 enum {
-  TT_HANDLE, TT_RUNTIME, TT_GROUP, TT_SENDER, TT_RECEIVER, TT_ONESHOT_TX,
-  TT_ONESHOT_RX, TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX,
-  TT_MUTEX, TT_RWLOCK, TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_OP,
-  TT_RHANDLE, TT_REPORT, TT_N
+  TT_SENDER = TIDAL_TT_SYNC, TT_RECEIVER, TT_ONESHOT_TX, TT_ONESHOT_RX,
+  TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX, TT_MUTEX, TT_RWLOCK,
+  TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_SYNC_END
 };
+enum { TT_RHANDLE = TIDAL_TT_PARALLEL, TT_PARALLEL_END };
+enum { TT_RUNTIME = TIDAL_TT_LIB, TT_LIB_END };
+_Static_assert((int)TT_KERNEL_END <= (int)TIDAL_TT_FLOW, "kernel type ids");
+_Static_assert((int)TT_FLOW_END <= (int)TIDAL_TT_SYNC, "flow type ids");
+_Static_assert((int)TT_SYNC_END <= (int)TIDAL_TT_PARALLEL, "sync type ids");
+_Static_assert((int)TT_PARALLEL_END <= (int)TIDAL_TT_HTTP, "parallel type ids");
+_Static_assert((int)TT_LIB_END <= (int)TIDAL_TT_MAX, "lib type ids");
 
-/* Per Lua state: one for every state that loaded tidal.core. */
+/* Per Lua state: one for every state that loaded tidal.core. aux's part
+** comes first, so the context is also a tidal_actx (upvalue 1 of every C
+** function of the module is this one userdata). */
 struct tidal_ctx {
+  tidal_actx aux;   /* first */
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
-  int error_mt_ref;
-  int tbs_ref;      /* weak table: error value -> traceback */
   int names_ref;    /* weak table: JoinHandle -> task name */
-  int stbs_ref;     /* string error -> traceback, bounded */
-  int nstbs;
   uint8_t pool;     /* a state of the blocking pool (outside any task) */
   void *job;        /* pool state: the job it runs now (blocking.c) */
-  const void *mt[TT_N]; /* metatables of the types */
-  int mt_ref[TT_N];
-  /* Recently verified userdata of each type (direct-mapped by address).
-  ** A type using it clears its entry in __gc, before the memory can be
-  ** reused, and never caches an object that was already finalized. */
-  void *hot[TT_N][4];
   /* Lua code resuming or closing a task's coroutine (sched.c, task.c) */
   lua_CFunction co_resume, co_close, co_wrap; /* lcorolib's, at load */
   lua_State *rf_thread;             /* thread with refuse's hook, or NULL */
@@ -392,18 +392,21 @@ struct tidal_ctx {
   int closer_ref; /* to-be-closed value at the base of every task */
 };
 
-#define TIDAL_HOT(ctx, tt, p) ((ctx)->hot[tt][((uintptr_t)(p) >> 4) & 3])
-
-
+/* The state's context (registry), or NULL. */
+static inline tidal_ctx *tidal__ctx(lua_State *L) {
+  return (tidal_ctx *)tidal__actx(L);
+}
+/* The state's context, loading tidal.core into a state that has none (a
+** state that receives a handle). May raise. */
+static inline tidal_ctx *tidal__ctx_need(lua_State *L) {
+  return (tidal_ctx *)tidal__actx_need(L);
+}
+/* stack: module. Pushes the state's context, creating it on first use. */
+void tidal__ctx_open(lua_State *L);
 
 /* aux table slots (per worker) */
 enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
 
-/* core.c */
-tidal_ctx *tidal__ctx(lua_State *L); /* the state's context (registry) */
-/* The state's context, loading tidal.core into a state that has none (a
-** state that receives a handle). May raise. */
-tidal_ctx *tidal__ctx_need(lua_State *L);
 /* The worker whose scheduler runs in L's state now, or NULL. Only for C
 ** functions of the module and methods of its types: they all carry the
 ** context as upvalue 1 (cheaper than the registry lookup of tidal__ctx,
@@ -412,26 +415,6 @@ static inline tidal_worker *tidal__cur_worker(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   return ctx ? ctx->w : NULL;
 }
-void tidal__register(lua_State *L, const luaL_Reg *funcs); /* [t, ctx] */
-int tidal__is_callable(lua_State *L, int idx);
-/* stack: module, ctx. Registers type tt once: metatable named name (meta
-** functions and methods get ctx as upvalue 1; methods become __index). */
-void tidal__newtype(lua_State *L, int tt, const char *name,
-                    const luaL_Reg *meta, const luaL_Reg *methods);
-void *tidal__toud(lua_State *L, tidal_ctx *ctx, int idx, int tt);
-/* the userdata at idx if it is of type tt (ctx from upvalue 1), else raises
-** "fname: expected a <Type> ..." */
-void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname);
-/* Sets type tt's metatable on the top value; ctx NULL (a state that never
-** loaded tidal.core) loads it first (tidal__ctx_need), so no method ever
-** runs without its context. */
-void tidal__setmt(lua_State *L, tidal_ctx *ctx, int tt);
-/* Raises "fname: attempt to use a closed <what>", liolib's words for a
-** file used after close() or collection. Every method of a type checks its
-** object this way before touching what its __gc frees: a finalizer may
-** resurrect an object that was finalized earlier (or __gc may be called by
-** hand), and at lua_close finalizers run in any order. */
-int tidal__closed_error(lua_State *L, const char *fname, const char *what);
 /* The object the tasks in q wait on is being freed, so nothing can wake
 ** them any more: they stay parked, registered nowhere, and cancelling them
 ** later touches nothing. Happens when finalizers run in creation order at
@@ -439,26 +422,6 @@ int tidal__closed_error(lua_State *L, const char *fname, const char *what);
 ** after a __gc called by hand. cur: the worker running on this thread, or
 ** NULL (its tasks then stop counting as waiting on another thread). */
 void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur);
-/* userdata of type tt at index 1, checked once per object (see ctx->hot):
-** the caller stores it with TIDAL_HOT(ctx, tt, p) = p when it may. */
-static inline void *tidal__self(lua_State *L, tidal_ctx *ctx, int tt,
-                                const char *fname) {
-  void *p = lua_touserdata(L, 1);
-  if (p != NULL && TIDAL_HOT(ctx, tt, p) == p) return p;
-  return tidal__checkud(L, 1, tt, fname);
-}
-const char *tidal__typename(int tt);
-/* For messages: the value at idx as "no value", "nil", "-1", "2.5", "true",
-** "string '10'" (quoted, shortened), or its type name. Pushes the text
-** (kept alive there) and returns it; idx must not be a pseudo-index. */
-const char *tidal__describe(lua_State *L, int idx);
-/* Raises "fname: unknown option 'k' (known: a, b)" for a key of the table
-** at idx that is not in known (NULL-terminated). Raw traversal: no
-** metamethod runs. */
-void tidal__check_option_names(lua_State *L, int idx, const char *fname,
-                               const char *const known[]);
-void tidal__check_callable(lua_State *L, int idx, const char *fname,
-                           const char *what);
 
 /* sched.c */
 int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
@@ -552,13 +515,8 @@ void tidal__scope_fire(tidal_worker *w, tidal_scope *sc);
 int tidal__scope_error(lua_State *L, tidal_task *t); /* pushes, or 0 */
 void tidal__scopes_drop(tidal_worker *w, tidal_task *t); /* t == NULL: all */
 
-/* error.c */
-void tidal__error_open(lua_State *L);
-void tidal__error_push(lua_State *L, const char *kind, const char *fmt, ...);
-const char *tidal__error_kind(lua_State *L, int idx); /* NULL if not ours */
-void tidal__push_errstring(lua_State *L, int idx); /* never raises */
-void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb);
-int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err);
+/* lib/errors.c, lib/init.c */
+void tidal__errors_open(lua_State *L);
 
 /* channel.c */
 void tidal__channel_open(lua_State *L);

@@ -66,6 +66,8 @@ def may_use(a, b):
 uses = defaultdict(set)
 for rel, text in files.items():
     me = layer(rel) or "."
+    if allow_shim and rel == SHIM:
+        continue  # the shim includes every layer's header, by design
     for inc in re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, re.M):
         if inc in PUBLIC or (allow_shim and inc == SHIM):
             continue
@@ -134,8 +136,11 @@ for rel, text in files.items():
     names |= {"struct " + t for t in re.findall(r"\bstruct\s+([A-Za-z_]\w*)\s*\{", s)}
     for body in re.findall(r"\benum\b[^{;]*\{([^}]*)\}", s):
         names |= set(re.findall(r"(?:^|,)\s*([A-Za-z_]\w*)", body))
+    # reserved names (_DEFAULT_SOURCE, _GNU_SOURCE: feature-test macros
+    # every layer may define) belong to no layer
+    names = {n for n in names if not re.match(r"_[A-Z_]", n)}
     for n in names:
-        hdr_names.setdefault(n, (lay, rel))
+        hdr_names.setdefault(n, []).append((lay, rel))
 for rel, text in files.items():
     me = layer(rel)
     if me is None:
@@ -144,12 +149,14 @@ for rel, text in files.items():
     found = set(re.findall(r"\b([A-Za-z_]\w*)\b", s))
     found |= {"struct " + t for t in re.findall(r"\bstruct\s+([A-Za-z_]\w*)", s)}
     for n in sorted(found):
-        if n in hdr_names:
-            lay, where = hdr_names[n]
-            if lay != me:
-                uses[me].add(lay)
-                if not may_use(me, lay):
-                    errors.append(f"{rel}: names {n} of {where} ({me} may not use {lay})")
+        where = hdr_names.get(n, [])
+        if not where or any(lay == me for lay, _ in where):
+            continue  # unknown, or its own layer defines it too
+        ok = [(lay, w) for lay, w in where if may_use(me, lay)]
+        lay, w = (ok or where)[0]
+        uses[me].add(lay)
+        if not ok:
+            errors.append(f"{rel}: names {n} of {w} ({me} may not use {lay})")
 
 # 3. cycles between folders (actual uses), and in ALLOWED itself
 def cycle(graph):

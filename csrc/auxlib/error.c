@@ -9,10 +9,9 @@
 ** beside it: in a weak table keyed by the error for tables and userdata, and
 ** in a small bounded table for strings (which cannot be weak keys).
 */
-#include "tidal_int.h"
+#include "auxlib/auxlib.h"
 
 #include <stdarg.h>
-#include <string.h>
 
 #define STBS_MAX 256
 
@@ -61,23 +60,23 @@ void tidal__push_errstring(lua_State *L, int idx) {
 }
 
 /* tb at index tb: record it for the error at index err. */
-void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb) {
+void tidal__traceback_set(lua_State *L, tidal_actx *a, int err, int tb) {
   err = lua_absindex(L, err);
   tb = lua_absindex(L, tb);
   if (lua_isnil(L, err)) return;
   if (lua_type(L, err) == LUA_TSTRING) {
-    if (ctx->nstbs >= STBS_MAX) { /* forget the oldest generation */
+    if (a->nstbs >= STBS_MAX) { /* forget the oldest generation */
       lua_newtable(L);
-      lua_rawseti(L, LUA_REGISTRYINDEX, ctx->stbs_ref);
-      ctx->nstbs = 0;
+      lua_rawseti(L, LUA_REGISTRYINDEX, a->stbs_ref);
+      a->nstbs = 0;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->stbs_ref);
-    ctx->nstbs++;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->stbs_ref);
+    a->nstbs++;
   } else if (lua_type(L, err) == LUA_TNUMBER ||
              lua_type(L, err) == LUA_TBOOLEAN) {
     return;
   } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->tbs_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->tbs_ref);
   }
   lua_pushvalue(L, err);
   lua_pushvalue(L, tb);
@@ -87,12 +86,12 @@ void tidal__traceback_set(lua_State *L, tidal_ctx *ctx, int err, int tb) {
 
 /* Pushes the traceback recorded for the error at err and returns 1, or
 ** pushes nothing and returns 0. */
-int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err) {
+int tidal__traceback_get(lua_State *L, tidal_actx *a, int err) {
   int t = lua_type(L, err);
   err = lua_absindex(L, err);
   if (t == LUA_TNIL || t == LUA_TNUMBER || t == LUA_TBOOLEAN) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX,
-              t == LUA_TSTRING ? ctx->stbs_ref : ctx->tbs_ref);
+              t == LUA_TSTRING ? a->stbs_ref : a->tbs_ref);
   lua_pushvalue(L, err);
   if (lua_rawget(L, -2) == LUA_TSTRING) {
     lua_remove(L, -2);
@@ -100,13 +99,6 @@ int tidal__traceback_get(lua_State *L, tidal_ctx *ctx, int err) {
   }
   lua_pop(L, 2);
   return 0;
-}
-
-static int l_traceback(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  luaL_checkany(L, 1);
-  if (!tidal__traceback_get(L, ctx, 1)) lua_pushnil(L);
-  return 1;
 }
 
 static int l_error_tostring(lua_State *L) {
@@ -119,49 +111,20 @@ static int l_error_tostring(lua_State *L) {
   return 1;
 }
 
-/* tidal.error(kind, message): an error object like the runtime's own */
-static int l_error_new(lua_State *L) {
-  const char *kind = luaL_checkstring(L, 1);
-  const char *msg = luaL_optstring(L, 2, kind);
-  tidal__error_push(L, kind, "%s", msg);
-  return 1;
-}
-
-/* tidal.is_error(v [, kind]) */
-static int l_is_error(lua_State *L) {
-  const char *kind = tidal__error_kind(L, 1);
-  const char *want = luaL_optstring(L, 2, NULL);
-  lua_pushboolean(L, kind != NULL && (want == NULL || strcmp(kind, want) == 0));
-  return 1;
-}
-
-static const luaL_Reg funcs[] = {{"traceback", l_traceback},
-                                 {"error", l_error_new},
-                                 {"is_error", l_is_error},
-                                 {NULL, NULL}};
-
 /* stack: module, ctx */
-void tidal__error_open(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
-  if (ctx->error_mt_ref == LUA_NOREF) { /* first load in this state */
-    luaL_newmetatable(L, TIDAL_ERROR_MT);
-    lua_pushcfunction(L, l_error_tostring);
-    lua_setfield(L, -2, "__tostring");
-    ctx->error_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    ctx->tbs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    ctx->stbs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    ctx->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  tidal__register(L, funcs);
+void tidal__aux_open(lua_State *L) {
+  tidal_actx *a = (tidal_actx *)lua_touserdata(L, -1);
+  if (a->error_mt_ref != LUA_NOREF) return; /* loaded before in this state */
+  luaL_newmetatable(L, TIDAL_ERROR_MT);
+  lua_pushcfunction(L, l_error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  a->error_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  a->tbs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  a->stbs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

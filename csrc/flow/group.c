@@ -196,7 +196,7 @@ static tidal_group *push_group(lua_State *L, tidal_worker *w, int nuv) {
   tidal_group *g = (tidal_group *)lua_newuserdatauv(L, sizeof *g, nuv);
   memset(g, 0, sizeof *g);
   g->w = w;
-  tidal__setmt(L, w->ctx, TT_GROUP);
+  tidal__setmt(L, &w->ctx->aux, TT_GROUP);
   return g;
 }
 
@@ -410,7 +410,8 @@ static int l_select(lua_State *L) {
     lua_pushvalue(L, 2 + i);
     lua_rawget(L, 1);
     if (lua_type(L, -1) != LUA_TFUNCTION &&
-        tidal__toud(L, ctx, -1, TT_OP) == NULL && !tidal__is_callable(L, -1)) {
+        tidal__toud(L, &ctx->aux, -1, TT_OP) == NULL &&
+        !tidal__is_callable(L, -1)) {
       drop_scratch_group(g);
       lua_pushvalue(L, 2 + i);
       return luaL_error(L, "tidal.select: branch %s is a %s, not a function",
@@ -491,7 +492,8 @@ static void abort_given(lua_State *L, tidal_group *g) {
     tidal_task *m = (tidal_task *)lua_touserdata(L, 2 + i);
     if (m->state == TS_DONE) continue;
     lua_rawgeti(L, 1, i);
-    tidal_task *given = (tidal_task *)tidal__toud(L, g->w->ctx, -1, TT_HANDLE);
+    tidal_task *given =
+        (tidal_task *)tidal__toud(L, &g->w->ctx->aux, -1, TT_HANDLE);
     if (given != NULL) tidal__cancel(given, CK_ABORT);
     lua_pop(L, 1);
   }
@@ -570,7 +572,7 @@ static int l_join_all(lua_State *L) {
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);
     if (!tidal__is_callable(L, -1) &&
-        tidal__toud(L, t->w->ctx, -1, TT_HANDLE) == NULL)
+        tidal__toud(L, &t->w->ctx->aux, -1, TT_HANDLE) == NULL)
       return luaL_error(L,
                         "tidal.join_all: element %d is a %s, not a function "
                         "or a JoinHandle",
@@ -583,7 +585,8 @@ static int l_join_all(lua_State *L) {
   for (int i = 1; i <= n; i++) {
     int base = lua_gettop(L);
     lua_rawgeti(L, 1, i);
-    tidal_task *given = (tidal_task *)tidal__toud(L, t->w->ctx, -1, TT_HANDLE);
+    tidal_task *given =
+        (tidal_task *)tidal__toud(L, &t->w->ctx->aux, -1, TT_HANDLE);
     if (given != NULL) {
       if (given->state != TS_DONE && given->w != t->w)
         return luaL_error(L,
@@ -831,6 +834,6 @@ static const luaL_Reg funcs[] = {{"select", l_select},
 
 /* stack: module, ctx */
 void tidal__group_open(lua_State *L) {
-  tidal__newtype(L, TT_GROUP, GROUP_MT, group_meta, group_methods);
+  tidal__newtype(L, TT_GROUP, GROUP_MT, "Group", group_meta, group_methods);
   tidal__register(L, funcs);
 }

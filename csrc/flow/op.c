@@ -36,13 +36,13 @@ void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
     lua_pushvalue(L, first + i);
     lua_setiuservalue(L, -2, i + 1);
   }
-  tidal__setmt(L, ctx, TT_OP);
+  tidal__setmt(L, &ctx->aux, TT_OP);
 }
 
 /* If the value at idx is an op: pushes its target and arguments and returns
 ** the op (the caller then calls op->try with their base). Else NULL. */
 const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs) {
-  op *o = (op *)tidal__toud(L, ctx, idx, TT_OP);
+  op *o = (op *)tidal__toud(L, &ctx->aux, idx, TT_OP);
   if (o == NULL) return NULL;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, o->nargs + 4, "tidal: op");
@@ -76,5 +76,5 @@ static const luaL_Reg meta[] = {
 
 /* stack: module, ctx */
 void tidal__op_open(lua_State *L) {
-  tidal__newtype(L, TT_OP, OP_MT, meta, NULL);
+  tidal__newtype(L, TT_OP, OP_MT, "Op", meta, NULL);
 }

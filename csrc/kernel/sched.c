@@ -91,6 +91,27 @@ tidal_task *tidal__wq_pop(tidal_wq *q) {
   return t;
 }
 
+static int orphan_cancel(tidal_task *t) {
+  (void)t;
+  return 1; /* registered nowhere any more */
+}
+
+static const tidal_waitop orphan_op = {"(an object that was finalized)",
+                                       orphan_cancel};
+
+void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur) {
+  tidal_task *t;
+  while ((t = tidal__wq_pop(q)) != NULL) {
+    t->qprev = NULL;
+    t->op = &orphan_op;
+    t->wobj = NULL;
+    if ((t->flags & TF_XWAIT) && t->w == cur) { /* no other thread wakes it */
+      t->flags &= ~TF_XWAIT;
+      tidal__external(cur, -1);
+    }
+  }
+}
+
 /* ------------------------------------------------------------- run queue */
 
 /* The run queue is intrusive too: a task in it is never parked, so it

@@ -111,7 +111,7 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   t->nuv = nuv;
   t->nres = nargs; /* until it starts */
   t->state = TS_NEW;
-  tidal__setmt(L, ctx, TT_HANDLE);
+  tidal__setmt(L, &ctx->aux, TT_HANDLE);
   for (int i = 0; i <= nargs; i++) {
     lua_pushvalue(L, fn + i);
     lua_setiuservalue(L, -2, UV_FN + i);
@@ -152,7 +152,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
   } else {
     lua_pop(L, 1);
     t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, 2);
-    tidal__setmt(L, w->ctx, TT_HANDLE);
+    tidal__setmt(L, &w->ctx->aux, TT_HANDLE);
   }
   memset(t, 0, sizeof *t);
   t->nuv = 2;
@@ -191,7 +191,8 @@ static int task_msgh(lua_State *L) {
   if (t->cancel && tidal__error_kind(L, 1) != NULL) return 1; /* our own */
   if (t->flags & TF_RERAISE) {
     t->flags &= ~TF_RERAISE;
-    if (tidal__traceback_get(L, ctx, 1)) { /* recorded where first raised */
+    /* recorded where first raised */
+    if (tidal__traceback_get(L, &ctx->aux, 1)) {
       lua_pop(L, 1);
       return 1;
     }
@@ -200,7 +201,7 @@ static int task_msgh(lua_State *L) {
   tidal__push_label(L, t, 0);
   lua_concat(L, 2);
   luaL_traceback(L, L, lua_tostring(L, -1), 1);
-  tidal__traceback_set(L, ctx, 1, lua_gettop(L));
+  tidal__traceback_set(L, &ctx->aux, 1, lua_gettop(L));
   lua_settop(L, 1);
   return 1;
 }
@@ -236,13 +237,13 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, err);
   lua_rawseti(L, -2, 1);
-  if (tidal__traceback_get(L, ctx, err)) lua_rawseti(L, -2, 2);
+  if (tidal__traceback_get(L, &ctx->aux, err)) lua_rawseti(L, -2, 2);
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL)) {
     /* Handles have no __gc (a finalizer would cost every task): a failed
     ** one gets a report object instead, collected with it, whose __gc says
     ** the error if nobody observed it. It refers back to the handle. */
     lua_newuserdatauv(L, 0, 1);
-    tidal__setmt(L, ctx, TT_REPORT);
+    tidal__setmt(L, &ctx->aux, TT_REPORT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     lua_rawseti(L, -2, 3);
@@ -943,8 +944,10 @@ void tidal__task_open(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_setmetatable(L, -2);
   ctx->closer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  tidal__newtype(L, TT_HANDLE, TIDAL_HANDLE_MT, handle_meta, handle_methods);
-  tidal__newtype(L, TT_REPORT, "tidal.FailureReport", report_meta, NULL);
+  tidal__newtype(L, TT_HANDLE, TIDAL_HANDLE_MT, "JoinHandle", handle_meta,
+                 handle_methods);
+  tidal__newtype(L, TT_REPORT, "tidal.FailureReport", "FailureReport",
+                 report_meta, NULL);
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, task_msgh, 1);
   ctx->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);

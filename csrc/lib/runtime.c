@@ -83,7 +83,7 @@ static tidal_runtime *new_runtime(lua_State *L, tidal_ctx *ctx, int opts,
   tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   rt->closed = 1; /* harmless until the loop exists */
-  tidal__setmt(L, ctx, TT_RUNTIME);
+  tidal__setmt(L, &ctx->aux, TT_RUNTIME);
   int rc = tidal__worker_init(&rt->w, L, ctx, NULL);
   if (rc)
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
@@ -368,7 +368,7 @@ static int finish_main(lua_State *L, tidal_task *main, int idx,
   if (rt != NULL) rt_shutdown(L, rt);
   if (ok) return n - 1;
   if (lua_type(L, -1) == LUA_TSTRING &&
-      tidal__traceback_get(L, tidal__ctx(L), -1)) {
+      tidal__traceback_get(L, tidal__actx(L), -1)) {
     lua_pushliteral(L, "\n");
     lua_insert(L, -2);
     lua_concat(L, 3);
@@ -563,7 +563,8 @@ static const luaL_Reg funcs[] = {
 
 /* stack: module, ctx */
 void tidal__runtime_open(lua_State *L) {
-  tidal__newtype(L, TT_RUNTIME, TIDAL_RUNTIME_MT, rt_meta, rt_methods);
+  tidal__newtype(L, TT_RUNTIME, TIDAL_RUNTIME_MT, "Runtime", rt_meta,
+                 rt_methods);
   tidal__register(L, funcs);
 }
 

@@ -149,7 +149,7 @@ void tidal__record_publish(lua_State *L, tidal_task *t, int hidx) {
     if (!ok) {
       outcome = TIDAL_R_FAILED;
       /* error value and its traceback */
-      if (!tidal__traceback_get(L, t->w->ctx, -1)) lua_pushnil(L);
+      if (!tidal__traceback_get(L, &t->w->ctx->aux, -1)) lua_pushnil(L);
       tidal__encode_outcome(L, 0, 2, NULL, &buf);
     } else {
       tidal__encode_outcome(L, 1, n - 1, NULL, &buf);
@@ -196,7 +196,7 @@ static int push_outcome(lua_State *L, tidal_record *r, int raise) {
   if (!raise) lua_pushboolean(L, 0);
   lua_rawgeti(L, t, 1);
   lua_rawgeti(L, t, 2);
-  if (lua_isstring(L, -1)) tidal__traceback_set(L, tidal__ctx(L), -2, -1);
+  if (lua_isstring(L, -1)) tidal__traceback_set(L, tidal__actx(L), -2, -1);
   lua_pop(L, 1);
   if (raise) return lua_error(L);
   return 2;
@@ -298,7 +298,7 @@ tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
                                    tidal_record *r) {
   rhandle *h = (rhandle *)lua_newuserdatauv(L, sizeof *h, 0);
   h->r = NULL;
-  tidal__setmt(L, ctx, TT_RHANDLE);
+  tidal__setmt(L, &ctx->aux, TT_RHANDLE);
   h->r = r; /* takes the caller's reference */
   return &h->r;
 }
@@ -661,7 +661,7 @@ static const luaL_Reg funcs[] = {{"spawn_parallel", l_spawn_parallel},
 
 /* stack: module, ctx */
 void tidal__parallel_open(lua_State *L) {
-  tidal__newtype(L, TT_RHANDLE, RHANDLE_MT, meta, methods);
+  tidal__newtype(L, TT_RHANDLE, RHANDLE_MT, "JoinHandle", meta, methods);
   tidal__xfer_register(&rhandle_xtype);
   tidal__xfer_register(&handle_xtype);
   tidal__register(L, funcs);

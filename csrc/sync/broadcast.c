@@ -44,7 +44,7 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
   e->b = NULL;
   e->closed = 1;
   e->next = 0;
-  tidal__setmt(L, ctx, tt);
+  tidal__setmt(L, &ctx->aux, tt);
   lua_pushvalue(L, ring);
   lua_setiuservalue(L, -2, 1);
   if (b == NULL) return e; /* closed until the caller completes it */
@@ -267,7 +267,8 @@ static const luaL_Reg funcs[] = {{"broadcast", l_broadcast}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__broadcast_open(lua_State *L) {
-  tidal__newtype(L, TT_BCAST_TX, TX_MT, tx_meta, tx_methods);
-  tidal__newtype(L, TT_BCAST_RX, RX_MT, rx_meta, rx_methods);
+  tidal__newtype(L, TT_BCAST_TX, TX_MT, "BroadcastSender", tx_meta, tx_methods);
+  tidal__newtype(L, TT_BCAST_RX, RX_MT, "BroadcastReceiver", rx_meta,
+                 rx_methods);
   tidal__register(L, funcs);
 }

@@ -291,8 +291,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
 
 /* self of a hot method: checked once per object (see TIDAL_SELF) */
 static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
-  end *e = (end *)tidal__self(L, ctx, tt, fname);
-  if (e->ch != NULL) TIDAL_HOT(ctx, tt, e) = e;
+  end *e = (end *)tidal__self(L, &ctx->aux, tt, fname);
+  if (e->ch != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
   return e;
 }
 
@@ -302,7 +302,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->ch = NULL;
   e->closed = 1;
-  tidal__setmt(L, ctx, tt);
+  tidal__setmt(L, &ctx->aux, tt);
   lua_pushvalue(L, buf);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -367,7 +367,7 @@ static void close_receiver(end *e, tidal_worker *cur, int explicit) {
 static int end_gc(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, tt, fname);
-  if (TIDAL_HOT(ctx, tt, e) == e) TIDAL_HOT(ctx, tt, e) = NULL;
+  if (TIDAL_HOT(&ctx->aux, tt, e) == e) TIDAL_HOT(&ctx->aux, tt, e) = NULL;
   if (e->ch == NULL) return 0;
   if (tt == TT_SENDER)
     close_sender(e, ctx->w);
@@ -989,8 +989,9 @@ static const luaL_Reg funcs[] = {{"channel", l_channel}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__channel_open(lua_State *L) {
-  tidal__newtype(L, TT_SENDER, SENDER_MT, sender_meta, sender_methods);
-  tidal__newtype(L, TT_RECEIVER, RECEIVER_MT, receiver_meta,
+  tidal__newtype(L, TT_SENDER, SENDER_MT, "Sender", sender_meta,
+                 sender_methods);
+  tidal__newtype(L, TT_RECEIVER, RECEIVER_MT, "Receiver", receiver_meta,
                  receiver_methods);
   tidal__xfer_register(&sender_xtype);
   tidal__xfer_register(&receiver_xtype);

@@ -123,7 +123,7 @@ static void new_guard(lua_State *L, tidal_ctx *ctx) {
   g->l = NULL;
   g->kind = G_MUTEX;
   g->held = 0;
-  tidal__setmt(L, ctx, TT_GUARD);
+  tidal__setmt(L, &ctx->aux, TT_GUARD);
 }
 
 static int guard_release(guard *g, tidal_worker *cur) {
@@ -177,7 +177,7 @@ static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw,
                       const char *fname) {
   lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->l = NULL;
-  tidal__setmt(L, ctx, rw ? TT_RWLOCK : TT_MUTEX);
+  tidal__setmt(L, &ctx->aux, rw ? TT_RWLOCK : TT_MUTEX);
   u->l = (lock *)calloc(1, sizeof *u->l);
   if (u->l == NULL) luaL_error(L, "%s: not enough memory", fname);
   atomic_init(&u->l->refs, 1);
@@ -213,7 +213,7 @@ static lock *check_lock(lua_State *L, int tt, const char *fname) {
 static int lock_gc(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__checkud(L, 1, tt, fname);
-  if (TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
+  if (TIDAL_HOT(&ctx->aux, tt, u) == u) TIDAL_HOT(&ctx->aux, tt, u) = NULL;
   if (u->l != NULL) lock_unref(u->l, ctx->w);
   u->l = NULL;
   return 0;
@@ -296,10 +296,10 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
                    const tidal_restart *again, const tidal_waitop *op) {
   static const lua_KFunction ks[] = {mutex_k, read_k, write_k};
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lockud *u = (lockud *)tidal__self(L, ctx, tt, fname);
+  lockud *u = (lockud *)tidal__self(L, &ctx->aux, tt, fname);
   lock *l = u->l;
   if (l == NULL) return tidal__closed_error(L, fname, lock_noun(tt));
-  TIDAL_HOT(ctx, tt, u) = u; /* cleared by its __gc */
+  TIDAL_HOT(&ctx->aux, tt, u) = u; /* cleared by its __gc */
   tidal_task *t = tidal__wait_ok(L, ctx->cur, fname);
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
@@ -456,7 +456,7 @@ static void push_copy(lua_State *L, void *obj) {
   lock *l = (lock *)obj;
   lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->l = NULL;
-  tidal__setmt(L, tidal__ctx_need(L), l->rw ? TT_RWLOCK : TT_MUTEX);
+  tidal__setmt(L, NULL, l->rw ? TT_RWLOCK : TT_MUTEX);
   atomic_fetch_add(&l->refs, 1);
   u->l = l;
 }
@@ -498,9 +498,10 @@ static const luaL_Reg funcs[] = {
 
 /* stack: module, ctx */
 void tidal__lock_open(lua_State *L) {
-  tidal__newtype(L, TT_MUTEX, MUTEX_MT, mutex_meta, mutex_methods);
-  tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, rwlock_meta, rwlock_methods);
-  tidal__newtype(L, TT_GUARD, GUARD_MT, guard_meta, guard_methods);
+  tidal__newtype(L, TT_MUTEX, MUTEX_MT, "Mutex", mutex_meta, mutex_methods);
+  tidal__newtype(L, TT_RWLOCK, RWLOCK_MT, "RwLock", rwlock_meta,
+                 rwlock_methods);
+  tidal__newtype(L, TT_GUARD, GUARD_MT, "Guard", guard_meta, guard_methods);
   tidal__xfer_register(&mutex_xtype);
   tidal__xfer_register(&rwlock_xtype);
   tidal__register(L, funcs);

@@ -26,7 +26,7 @@ static int l_notify(lua_State *L) {
   notify *n = (notify *)lua_newuserdatauv(L, sizeof *n, 0);
   n->permit = 0;
   n->waiters.head = n->waiters.tail = NULL;
-  tidal__setmt(L, ctx, TT_NOTIFY);
+  tidal__setmt(L, &ctx->aux, TT_NOTIFY);
   return 1;
 }
 
@@ -111,6 +111,6 @@ static const luaL_Reg funcs[] = {{"notify", l_notify}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__notify_open(lua_State *L) {
-  tidal__newtype(L, TT_NOTIFY, NOTIFY_MT, meta, methods);
+  tidal__newtype(L, TT_NOTIFY, NOTIFY_MT, "Notify", meta, methods);
   tidal__register(L, funcs);
 }

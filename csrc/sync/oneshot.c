@@ -76,7 +76,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
   end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
   e->o = NULL;
   e->closed = 1;
-  tidal__setmt(L, ctx, tt);
+  tidal__setmt(L, &ctx->aux, tt);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -499,8 +499,9 @@ static const luaL_Reg funcs[] = {{"oneshot", l_oneshot}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__oneshot_open(lua_State *L) {
-  tidal__newtype(L, TT_ONESHOT_TX, TX_MT, tx_meta, tx_methods);
-  tidal__newtype(L, TT_ONESHOT_RX, RX_MT, rx_meta, rx_methods);
+  tidal__newtype(L, TT_ONESHOT_TX, TX_MT, "OneshotSender", tx_meta, tx_methods);
+  tidal__newtype(L, TT_ONESHOT_RX, RX_MT, "OneshotReceiver", rx_meta,
+                 rx_methods);
   tidal__xfer_register(&tx_xtype);
   tidal__xfer_register(&rx_xtype);
   tidal__register(L, funcs);

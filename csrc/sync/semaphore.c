@@ -112,7 +112,7 @@ static void new_permit(lua_State *L, tidal_ctx *ctx) {
   permit *p = (permit *)lua_newuserdatauv(L, sizeof *p, 0);
   p->s = NULL;
   p->k = 0;
-  tidal__setmt(L, ctx, TT_PERMIT);
+  tidal__setmt(L, &ctx->aux, TT_PERMIT);
 }
 
 /* The Permit on top (from new_permit) gets k permits of s. */
@@ -173,7 +173,7 @@ static int l_semaphore(lua_State *L) {
   lua_Integer n = lua_tointeger(L, 1);
   semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->s = NULL;
-  tidal__setmt(L, ctx, TT_SEMAPHORE);
+  tidal__setmt(L, &ctx->aux, TT_SEMAPHORE);
   u->s = (sem *)calloc(1, sizeof *u->s);
   if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
   atomic_init(&u->s->refs, 1);
@@ -354,7 +354,7 @@ static void *share(lua_State *L, int idx) {
 static void push_copy(lua_State *L, void *obj) {
   semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
   u->s = NULL;
-  tidal__setmt(L, tidal__ctx_need(L), TT_SEMAPHORE);
+  tidal__setmt(L, NULL, TT_SEMAPHORE);
   atomic_fetch_add(&((sem *)obj)->refs, 1);
   u->s = (sem *)obj;
 }
@@ -420,8 +420,9 @@ static const luaL_Reg funcs[] = {{"semaphore", l_semaphore}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__semaphore_open(lua_State *L) {
-  tidal__newtype(L, TT_SEMAPHORE, SEM_MT, sem_meta, sem_methods);
-  tidal__newtype(L, TT_PERMIT, PERMIT_MT, permit_meta, permit_methods);
+  tidal__newtype(L, TT_SEMAPHORE, SEM_MT, "Semaphore", sem_meta, sem_methods);
+  tidal__newtype(L, TT_PERMIT, PERMIT_MT, "Permit", permit_meta,
+                 permit_methods);
   tidal__xfer_register(&sem_xtype);
   tidal__register(L, funcs);
 }

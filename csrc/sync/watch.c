@@ -44,7 +44,7 @@ static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
   e->w = NULL;
   e->closed = 1;
   e->seen = 0;
-  tidal__setmt(L, ctx, tt);
+  tidal__setmt(L, &ctx->aux, tt);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
   if (w == NULL) return e;
@@ -146,7 +146,7 @@ static int l_close_tx(lua_State *L) {
 
 static int l_borrow(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  if (tidal__toud(L, ctx, 1, TT_WATCH_TX) == NULL)
+  if (tidal__toud(L, &ctx->aux, 1, TT_WATCH_TX) == NULL)
     tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:borrow");
   lua_getiuservalue(L, 1, 1);
   lua_rawgeti(L, -1, 1);
@@ -245,7 +245,7 @@ static const luaL_Reg funcs[] = {{"watch", l_watch}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__watch_open(lua_State *L) {
-  tidal__newtype(L, TT_WATCH_TX, TX_MT, tx_meta, tx_methods);
-  tidal__newtype(L, TT_WATCH_RX, RX_MT, rx_meta, rx_methods);
+  tidal__newtype(L, TT_WATCH_TX, TX_MT, "WatchSender", tx_meta, tx_methods);
+  tidal__newtype(L, TT_WATCH_RX, RX_MT, "WatchReceiver", rx_meta, rx_methods);
   tidal__register(L, funcs);
 }
