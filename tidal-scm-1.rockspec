@@ -38,6 +38,7 @@ build = {
         "csrc/kernel/family.c",
         "csrc/kernel/interrupt.c",
         "csrc/kernel/sched.c",
+        "csrc/kernel/scope.c",
         "csrc/kernel/task.c",
         "csrc/kernel/timer.c",
         -- flow/: timeout, select, join_all, groups, wait operations, sleep

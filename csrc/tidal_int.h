@@ -71,16 +71,24 @@ typedef struct tidal_group tidal_group;
 
 /* ---------------------------------------------------------------- timers */
 
-/* A deadline in a worker's heap. Embedded in whatever owns it (a task, a
-** timeout scope); never allocated on its own. */
+/* A deadline in a worker's heap, embedded in its owner; never allocated on
+** its own. A task's own timer (t->timer, while it waits with a deadline:
+** tidal__timer_start) wakes the task when due. Any other timer is the
+** first member of a tidal_ctimer (tidal__ctimer_start), whose fire
+** callback runs instead. Both fire after the loop's poll, outside any
+** libuv callback, with no Lua (sched.c). The heap knows no kinds. */
 struct tidal_timer {
   uint64_t due; /* uv_hrtime() clock, nanoseconds */
   uint32_t pos; /* heap index + 1; 0 while not armed */
-  uint8_t kind; /* TK_*: what firing means */
+  uint8_t call; /* in a tidal_ctimer: call its fire (else: wake the task) */
 };
 
-/* timer kinds */
-enum { TK_SLEEP = 1, TK_SCOPE };
+typedef struct tidal_ctimer tidal_ctimer;
+typedef void (*tidal_timer_fn)(tidal_worker *w, tidal_ctimer *ct);
+struct tidal_ctimer {
+  tidal_timer tm; /* first */
+  tidal_timer_fn fire;
+};
 
 typedef struct tidal_heap {
   tidal_timer **v;
@@ -248,13 +256,14 @@ struct tidal_task {
   uint8_t tmo; /* expired timeout scopes it is still inside */
 };
 
-/* A timeout's cancel scope: a deadline around a protected call in the
-** current task (timeout.c). */
+/* A cancel scope: a deadline around a protected call in the current task
+** (scope.c; tidal.timeout is built on it). */
 struct tidal_scope {
   tidal_scope *next, *prev; /* the worker's active scopes, newest first */
   tidal_task *task;
-  tidal_timer timer; /* TK_SCOPE */
+  tidal_ctimer timer;
   double seconds;
+  const char *label; /* who opened it, for the error: "tidal.timeout" */
   int err_ref;       /* the timeout error once raised (registry), or NOREF */
   uint8_t expired;
 };
@@ -319,7 +328,7 @@ struct tidal_worker {
   int npool;
   uint64_t next_id;
   tidal_ext ext[TIDAL_EXT_N];
-  tidal_scope *scopes, *free_scopes; /* timeout.c */
+  tidal_scope *scopes, *free_scopes; /* scope.c */
   tidal_task_ext *free_exts;         /* task.c */
   int ipool_ref, nipool;             /* spare internal handles (task.c) */
   tidal_group *free_groups;          /* group.c */
@@ -465,8 +474,13 @@ void tidal__refuse(lua_State *L); /* message on top */
 void tidal__cancel(tidal_task *t, int kind);
 int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
+/* Starts t's own timer (t->timer: t waits with a deadline and is woken
+** when it passes; its op's cancel stops it). 0 or UV_ENOMEM. */
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
-void tidal__timer_stop(tidal_worker *w, tidal_timer *tm);
+/* Starts a timer whose fire callback runs when due. 0 or UV_ENOMEM. */
+int tidal__ctimer_start(tidal_worker *w, tidal_ctimer *ct, uint64_t due,
+                        tidal_timer_fn fire);
+void tidal__timer_stop(tidal_worker *w, tidal_timer *tm); /* either kind */
 void tidal__poll(tidal_worker *w, lua_State *L, int block,
                  uint64_t max_wait_ns);
 uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L);
@@ -509,9 +523,21 @@ void tidal__runtime_open(lua_State *L);
 /* time.c */
 void tidal__time_open(lua_State *L);
 
-/* timeout.c */
+/* flow/timeout.c */
 void tidal__timeout_open(lua_State *L);
-void tidal__scope_fire(tidal_worker *w, tidal_scope *sc);
+
+/* kernel/scope.c: cancel scopes. Opening one in task t sets a deadline
+** (seconds; <= 0: expired at once; HUGE_VAL: none) after which t's waits
+** raise the scope's timeout error, "<label>: timed out after <s> s", until
+** the scope is closed (sticky); the error is raised at the outermost
+** expired scope, so nested scopes unwind to the right one. NULL: no
+** memory (nothing left behind). */
+tidal_scope *tidal__scope_open(tidal_task *t, double seconds,
+                               const char *label);
+/* Whether the error at idx is sc's own timeout error. */
+int tidal__scope_owns(lua_State *L, tidal_scope *sc, int idx);
+/* Leaves the scope: unlinked, its deadline stopped. */
+void tidal__scope_close(lua_State *L, tidal_scope *sc);
 int tidal__scope_error(lua_State *L, tidal_task *t); /* pushes, or 0 */
 void tidal__scopes_drop(tidal_worker *w, tidal_task *t); /* t == NULL: all */
 

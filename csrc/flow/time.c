@@ -54,7 +54,6 @@ static int l_sleep(lua_State *L) {
   t = tidal__wait_begin(L, "tidal.sleep");
   if (s <= 0) return yield_now(L, t);
   if (s == HUGE_VAL) return tidal__park(L, t, &forever_op, NULL, sleep_k);
-  t->timer.kind = TK_SLEEP;
   if (tidal__timer_start(t->w, &t->timer, tidal__deadline(s)))
     return luaL_error(L, "tidal.sleep: not enough memory");
   return tidal__park(L, t, &sleep_op, NULL, sleep_k);

@@ -559,7 +559,16 @@ static void uvtimer_cb(uv_timer_t *h) {
 
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due) {
   tm->due = due;
+  tm->call = 0;
   return tidal__heap_push(&w->timers, tm);
+}
+
+int tidal__ctimer_start(tidal_worker *w, tidal_ctimer *ct, uint64_t due,
+                        tidal_timer_fn fire) {
+  ct->tm.due = due;
+  ct->tm.call = 1;
+  ct->fire = fire;
+  return tidal__heap_push(&w->timers, &ct->tm);
 }
 
 void tidal__timer_stop(tidal_worker *w, tidal_timer *tm) {
@@ -602,15 +611,11 @@ static void expire(tidal_worker *w) {
   uint64_t now = uv_hrtime();
   while ((top = tidal__heap_top(&w->timers)) != NULL && top->due <= now) {
     tidal__heap_remove(&w->timers, top);
-    switch (top->kind) {
-    case TK_SLEEP:
+    if (top->call) {
+      tidal_ctimer *ct = tidal__container_of(top, tidal_ctimer, tm);
+      ct->fire(w, ct);
+    } else { /* a task's own timer */
       tidal__wake(tidal__container_of(top, tidal_task, timer), 0);
-      break;
-    case TK_SCOPE:
-      tidal__scope_fire(w, tidal__container_of(top, tidal_scope, timer));
-      break;
-    default:
-      break;
     }
   }
 }
