@@ -180,10 +180,17 @@ void tidal__list_remove(tidal_task **head, tidal_task *t);
 ** when the operation has already completed and a (remote) wake is on its
 ** way: then the completion is delivered and the cancellation is raised at
 ** the task's next wait. A completed operation is never undone.
+**
+** A task whose coroutine is closed while it waits (Lua code closed it, or
+** shutdown found nothing left to wake it) never runs its continuation:
+** after op->cancel, op->abandon (if any) lets the primitive forget it for
+** good. It returns 1 when it took the task out of a queue that cancel had
+** left it in (the task is then woken to be finished).
 */
 typedef struct tidal_waitop {
   const char *name;            /* what the task waits in, e.g. "tidal.sleep" */
   int (*cancel)(tidal_task *t); /* undo the registration; see above */
+  int (*abandon)(tidal_task *t, void *obj); /* may be NULL; see above */
 } tidal_waitop;
 
 /* For TIDAL_SPEND: the C function to call again after the budget yield. */
@@ -268,16 +275,55 @@ struct tidal_scope {
   uint8_t expired;
 };
 
+/* Who hears of a task's end, besides those parked in await/join on it:
+**
+** A task set (a group of tasks started together: select, join_all,
+** tidal.group) links its live members; when one is done, it leaves the set
+** and the set's member_done runs (no Lua; in done order). A task is in at
+** most one set.
+**
+** Subscribers (a record that copies the outcome for other workers) are
+** told once the task is done and released, with its handle on the stack
+** so that its outcome is readable (tidal__push_outcome), and may say that
+** another thread asked to abort it (interrupt.c's hook asks). */
+typedef struct tidal_taskset tidal_taskset;
+struct tidal_taskset {
+  tidal_task *live; /* live members, through their ext */
+  int nlive;
+  void (*member_done)(tidal_taskset *s, tidal_task *t);
+};
+
+typedef struct tidal_sub tidal_sub;
+typedef struct tidal_subclass {
+  /* t is done: its handle is at hidx in L (the worker's state); t's
+  ** outcome is readable. s is no longer t's subscriber. */
+  void (*release)(tidal_sub *s, lua_State *L, tidal_task *t, int hidx);
+  /* 1 if another thread asked to abort the task (any time, t's thread) */
+  int (*aborted)(tidal_sub *s);
+} tidal_subclass;
+struct tidal_sub {
+  tidal_sub *next;
+  const tidal_subclass *cls;
+};
+
 /* Per-task state most tasks never need, taken on first use from the
 ** worker's free list and given back when the task is released (done). */
 struct tidal_task_ext {
   tidal_task *joiners;       /* tasks parked in await/join on this one */
-  struct tidal_group *group; /* select / join_all / tidal.group it is in */
-  tidal_task *gnext, *gprev; /* links among the group's live members */
-  struct tidal_record *record; /* published to when done (parallel.c) */
+  tidal_taskset *set;        /* the task set it is in, or NULL */
+  tidal_task *snext, *sprev; /* links among the set's live members */
+  tidal_sub *subs;           /* told when it is done and released */
 };
 
 tidal_task_ext *tidal__task_ext(tidal_task *t); /* NULL: out of memory */
+/* t (alive) joins s: 0, or -1 when out of memory (its ext). */
+int tidal__taskset_add(tidal_taskset *s, tidal_task *t);
+void tidal__taskset_remove(tidal_taskset *s, tidal_task *t);
+#define tidal__taskset_next(t) ((t)->ext->snext)
+/* sub hears of t's end: 0, or -1 when out of memory (its ext). */
+int tidal__task_subscribe(tidal_task *t, tidal_sub *sub);
+/* t's subscriber of class cls, or NULL. */
+tidal_sub *tidal__task_sub_find(tidal_task *t, const tidal_subclass *cls);
 
 /* ---------------------------------------------------------------- worker */
 
@@ -568,9 +614,7 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 
 /* group.c */
 void tidal__group_open(lua_State *L);
-void tidal__group_member_done(tidal_group *g, tidal_task *t);
 void tidal__groups_free(tidal_worker *w);
-int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj);
 
 /* family.c: the workers of a runtime */
 struct tidal_family {
@@ -641,7 +685,6 @@ void tidal__record_ref(tidal_record *r);
 void tidal__record_unref(tidal_record *r); /* any thread */
 void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
                           tidal_buf *buf);
-void tidal__record_publish(lua_State *L, tidal_task *t, int hidx);
 void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
                            tidal_worker *w, uint64_t id);
 void tidal__record_clear_job(tidal_record *r);

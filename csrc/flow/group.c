@@ -23,10 +23,11 @@
 
 struct tidal_group {
   tidal_worker *w;
-  tidal_task *live; /* live members, through ext->gnext/gprev */
+  tidal_taskset set; /* the live members (a kernel task set) */
   tidal_task **done; /* finished, not yet collected: FIFO ring */
   tidal_wq waiters;  /* tasks parked until a member finishes */
-  int nlive, dhead, ndone, dcap;
+  tidal_group *free_next; /* in the worker's free list (scratch groups) */
+  int dhead, ndone, dcap;
   int n;      /* select: branches; join_all: elements */
   int winner; /* select: the winning branch; join_all: the failed one */
   int phase;  /* where the waiting task is */
@@ -45,7 +46,7 @@ enum { PH_WAIT = 1, PH_DRAIN_OK, PH_DRAIN_RAISE, PH_DRAIN_ERROR };
 
 /* Adds t (alive, same worker) to g. Raises on out of memory. */
 static void member_add(lua_State *L, tidal_group *g, tidal_task *t) {
-  int need = g->nlive + g->ndone + 1;
+  int need = g->set.nlive + g->ndone + 1;
   if (need > g->dcap) {
     int cap = g->dcap ? g->dcap * 2 : 8;
     while (cap < need) cap *= 2;
@@ -58,26 +59,7 @@ static void member_add(lua_State *L, tidal_group *g, tidal_task *t) {
     g->dcap = cap;
     g->dhead = 0;
   }
-  tidal_task_ext *e = tidal__task_ext(t);
-  if (e == NULL) luaL_error(L, "tidal: not enough memory");
-  e->group = g;
-  e->gprev = NULL;
-  e->gnext = g->live;
-  if (g->live) g->live->ext->gprev = t;
-  g->live = t;
-  g->nlive++;
-}
-
-static void unlink_member(tidal_group *g, tidal_task *t) {
-  tidal_task_ext *e = t->ext;
-  if (e->gprev)
-    e->gprev->ext->gnext = e->gnext;
-  else
-    g->live = e->gnext;
-  if (e->gnext) e->gnext->ext->gprev = e->gprev;
-  e->gnext = e->gprev = NULL;
-  e->group = NULL;
-  g->nlive--;
+  if (tidal__taskset_add(&g->set, t)) luaL_error(L, "tidal: not enough memory");
 }
 
 static void drop_scratch_group(tidal_group *g);
@@ -89,17 +71,17 @@ static void cancel_members(tidal_group *g) {
   tidal_task *m, *next;
   if (g->cancelling) return;
   g->cancelling = 1;
-  for (m = g->live; m != NULL; m = next) {
-    next = m->ext->gnext;
+  for (m = g->set.live; m != NULL; m = next) {
+    next = tidal__taskset_next(m);
     tidal__cancel(m, CK_ABORT);
   }
   g->cancelling = 0;
 }
 
-/* Called by the task module when member t is done. */
-void tidal__group_member_done(tidal_group *g, tidal_task *t) {
+/* The kernel says: member t is done (it left the set). */
+static void member_done(tidal_taskset *s, tidal_task *t) {
+  tidal_group *g = tidal__container_of(s, tidal_group, set);
   tidal_task *j;
-  unlink_member(g, t);
   g->done[(g->dhead + g->ndone++) % g->dcap] = t; /* room reserved on add */
   if (g->select) {
     /* The first to finish wins. Cancel the others now, before they run
@@ -113,7 +95,7 @@ void tidal__group_member_done(tidal_group *g, tidal_task *t) {
     cancel_members(g);
   }
   while ((j = tidal__wq_pop(&g->waiters)) != NULL) tidal__wake(j, 0);
-  if (g->orphan && g->nlive == 0) drop_scratch_group(g);
+  if (g->orphan && g->set.nlive == 0) drop_scratch_group(g);
 }
 
 static tidal_task *take_done(tidal_group *g) {
@@ -127,7 +109,7 @@ static tidal_task *take_done(tidal_group *g) {
 
 /* Forget the members (the group goes away; live ones run on, detached). */
 static void group_release(tidal_group *g) {
-  while (g->live) unlink_member(g, g->live);
+  while (g->set.live) tidal__taskset_remove(&g->set, g->set.live);
   free(g->done);
   g->done = NULL;
   g->ndone = g->dcap = g->dhead = 0;
@@ -139,8 +121,8 @@ static void cancel_live(lua_State *L, tidal_group *g) {
   tidal_task *m, *next;
   cancel_members(g);
   if (L == NULL) return;
-  for (m = g->live; m != NULL; m = next) {
-    next = m->ext->gnext;
+  for (m = g->set.live; m != NULL; m = next) {
+    next = tidal__taskset_next(m);
     if (m->state != TS_PARKED) tidal__run_now(L, m);
   }
 }
@@ -168,14 +150,19 @@ static int select_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop select_op = {"tidal.select", select_cancel};
+static int abandon(tidal_task *t, void *obj);
+
+static const tidal_waitop select_op = {"tidal.select", select_cancel,
+                                       abandon};
 static int l_select(lua_State *L);
 static const tidal_restart select_again = {l_select};
-static const tidal_waitop join_all_op = {"tidal.join_all", wait_cancel};
-static const tidal_waitop join_next_op = {"Group:join_next", wait_cancel};
-static const tidal_waitop wait_op = {"Group:wait", wait_cancel};
+static const tidal_waitop join_all_op = {"tidal.join_all", wait_cancel,
+                                         abandon};
+static const tidal_waitop join_next_op = {"Group:join_next", wait_cancel,
+                                          abandon};
+static const tidal_waitop wait_op = {"Group:wait", wait_cancel, abandon};
 static const tidal_waitop drain_op = {"(cancelled tasks unwinding)",
-                                      shield_cancel};
+                                      shield_cancel, abandon};
 
 static int park(lua_State *L, tidal_task *t, tidal_group *g,
                 const tidal_waitop *op, lua_KFunction k) {
@@ -196,6 +183,7 @@ static tidal_group *push_group(lua_State *L, tidal_worker *w, int nuv) {
   tidal_group *g = (tidal_group *)lua_newuserdatauv(L, sizeof *g, nuv);
   memset(g, 0, sizeof *g);
   g->w = w;
+  g->set.member_done = member_done;
   tidal__setmt(L, &w->ctx->aux, TT_GROUP);
   return g;
 }
@@ -206,7 +194,7 @@ static tidal_group *push_group(lua_State *L, tidal_worker *w, int nuv) {
 static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
   tidal_group *g = w->free_groups;
   if (g != NULL) {
-    w->free_groups = (tidal_group *)g->live;
+    w->free_groups = g->free_next;
     tidal_task **done = g->done;
     int dcap = g->dcap;
     memset(g, 0, sizeof *g);
@@ -216,6 +204,7 @@ static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
     luaL_error(L, "tidal: not enough memory");
   }
   g->w = w;
+  g->set.member_done = member_done;
   g->scratch = 1;
   lua_pushlightuserdata(L, g);
   return g;
@@ -224,31 +213,28 @@ static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
 /* Done with a scratch group: members are gone (or detached). */
 static void drop_scratch_group(tidal_group *g) {
   tidal_worker *w = g->w;
-  while (g->live) unlink_member(g, g->live);
+  while (g->set.live) tidal__taskset_remove(&g->set, g->set.live);
   g->ndone = g->dhead = 0;
-  g->live = (tidal_task *)w->free_groups;
+  g->free_next = w->free_groups;
   w->free_groups = g;
 }
 
-/* Task t waited in op on obj, and will never run its continuation again
-** (its coroutine was closed, or shutdown closed it); op->cancel was called
-** (and t is in no queue since). If obj is a group: t leaves its waiters
-** even where op->cancel keeps it waiting for the members to unwind
-** (returns 1 then), and a select's or join_all's group goes back to the
-** free list once its members are gone. */
-int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj) {
+/* Task t waited on group obj, and will never run its continuation again
+** (its coroutine was closed, or shutdown closed it); its op's cancel was
+** called (and t is in no queue since). t leaves the waiters even where
+** cancel keeps it waiting for the members to unwind (returns 1 then), and
+** a select's or join_all's group goes back to the free list once its
+** members are gone. */
+static int abandon(tidal_task *t, void *obj) {
   tidal_group *g = (tidal_group *)obj;
   int waited = 0;
-  if (op != &select_op && op != &join_all_op && op != &join_next_op &&
-      op != &wait_op && op != &drain_op)
-    return 0;
   if (g->waiters.head == t || t->qprev != NULL) {
     tidal__wq_remove(&g->waiters, t);
     waited = 1;
   }
   if (g->scratch && !g->orphan) {
     g->orphan = 1;
-    if (g->nlive == 0 && g->waiters.head == NULL) drop_scratch_group(g);
+    if (g->set.nlive == 0 && g->waiters.head == NULL) drop_scratch_group(g);
   }
   return waited;
 }
@@ -256,7 +242,7 @@ int tidal__group_abandon(tidal_task *t, const tidal_waitop *op, void *obj) {
 void tidal__groups_free(tidal_worker *w) {
   tidal_group *g;
   while ((g = w->free_groups) != NULL) {
-    w->free_groups = (tidal_group *)g->live;
+    w->free_groups = g->free_next;
     free(g->done);
     free(g);
   }
@@ -289,9 +275,9 @@ static void select_cleanup(lua_State *L, tidal_group *g, int nslots,
 }
 
 static int select_done(lua_State *L, tidal_task *t, tidal_group *g) {
-  if (g->nlive > 0) {
+  if (g->set.nlive > 0) {
     cancel_live(L, g);
-    if (g->nlive > 0) return park(L, t, g, &drain_op, select_k);
+    if (g->set.nlive > 0) return park(L, t, g, &drain_op, select_k);
   }
   int n = g->n, nslots = lua_gettop(L) - 2 - n;
   int win = g->winner, phase = g->phase;
@@ -440,7 +426,7 @@ static int l_select(lua_State *L) {
         lua_pushboolean(L, 0); /* started below if nothing wins first */
         continue;
       }
-      if (g->nlive == 0) { /* the common case: nothing else started */
+      if (g->set.nlive == 0) { /* the common case: nothing else started */
         drop_scratch_group(g);
         lua_pushvalue(L, 2 + i);
         lua_insert(L, -nr - 1);
@@ -500,12 +486,12 @@ static void abort_given(lua_State *L, tidal_group *g) {
 }
 
 static int join_all_done(lua_State *L, tidal_task *t, tidal_group *g) {
-  if (g->nlive > 0) {
+  if (g->set.nlive > 0) {
     if (g->phase != PH_WAIT) {
       abort_given(L, g);
       cancel_live(L, g);
     }
-    if (g->nlive > 0)
+    if (g->set.nlive > 0)
       return park(L, t, g, g->phase == PH_WAIT ? &join_all_op : &drain_op,
                   join_all_k);
   }
@@ -685,7 +671,7 @@ static int l_join_next(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *d;
   lua_settop(L, 1);
-  if (g->ndone > 0 || g->nlive == 0) {
+  if (g->ndone > 0 || g->set.nlive == 0) {
     SPEND_READY(L, ctx->cur, &join_next_again);
     if ((d = take_done(g)) != NULL) {
       push_member(L, d);
@@ -735,7 +721,7 @@ static int l_wait(lua_State *L) {
       push_member(L, d);
       lua_pop(L, 1);
     }
-    if (g->nlive > 0)
+    if (g->set.nlive > 0)
       return park(L, (tidal_task *)tidal__task_check(L, "Group:wait"), g,
                   &drain_op, wait_k);
     g->phase = 0;
@@ -744,7 +730,7 @@ static int l_wait(lua_State *L) {
     lua_setiuservalue(L, 1, 2);
     return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 2), 2, 1);
   }
-  if (g->nlive == 0) {
+  if (g->set.nlive == 0) {
     tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
     SPEND_READY(L, ctx->cur, &wait_again);
     g->phase = 0;
@@ -775,16 +761,16 @@ static int l_gclose(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
   g->closed = 1;
-  if (g->nlive == 0) return 0;
+  if (g->set.nlive == 0) return 0;
   int can_wait = t != NULL && t->co == L && lua_isyieldable(L);
   cancel_live(can_wait ? L : NULL, g);
-  if (g->nlive == 0 || !can_wait) return 0;
+  if (g->set.nlive == 0 || !can_wait) return 0;
   return park(L, t, g, &drain_op, gclose_k);
 }
 
 static int l_glen(lua_State *L) {
   tidal_group *g = check_group(L, "Group:__len");
-  lua_pushinteger(L, g->nlive + g->ndone);
+  lua_pushinteger(L, g->set.nlive + g->ndone);
   return 1;
 }
 

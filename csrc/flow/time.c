@@ -15,9 +15,9 @@ static int forever_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop sleep_op = {"tidal.sleep", sleep_cancel};
+static const tidal_waitop sleep_op = {"tidal.sleep", sleep_cancel, NULL};
 static const tidal_waitop forever_op = {"tidal.sleep(forever)",
-                                        forever_cancel};
+                                        forever_cancel, NULL};
 
 static int sleep_k(lua_State *L, int status, lua_KContext k) {
   (void)status;

@@ -559,7 +559,7 @@ static int send_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop send_op = {"tidal.http.request", send_cancel};
+static const tidal_waitop send_op = {"tidal.http.request", send_cancel, NULL};
 
 static int push_body(lua_State *L, http_xfer *x);
 
@@ -817,7 +817,7 @@ static int read_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop read_op = {"tidal.http body:read", read_cancel};
+static const tidal_waitop read_op = {"tidal.http body:read", read_cancel, NULL};
 
 static int read_now(lua_State *L, http_body *b, tidal_task *t);
 

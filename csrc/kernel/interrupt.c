@@ -62,6 +62,13 @@ int tidal__irq_in_finalizer(lua_State *L) {
   return 0;
 }
 
+/* Did another thread ask to abort t (one of its subscribers says so)? */
+static int aborted_elsewhere(tidal_task *t) {
+  for (tidal_sub *sub = t->ext->subs; sub != NULL; sub = sub->next)
+    if (sub->cls->aborted != NULL && sub->cls->aborted(sub)) return 1;
+  return 0;
+}
+
 /* The cancellation to raise in t, running on w, or CK_NONE. */
 static int pending(tidal_worker *w, tidal_task *t) {
   int irq = atomic_load(&w->irq);
@@ -70,8 +77,7 @@ static int pending(tidal_worker *w, tidal_task *t) {
     kind = CK_INTERRUPT;
   else if (irq & IRQ_SHUTDOWN)
     kind = CK_SHUTDOWN;
-  else if (t->ext != NULL && t->ext->record != NULL &&
-           tidal__record_aborted(t->ext->record))
+  else if (t->ext != NULL && aborted_elsewhere(t))
     kind = CK_ABORT;
   if (kind > t->cancel) return kind;
   if (t->flags & TF_CSEEN) return CK_NONE; /* it knows: let it clean up */

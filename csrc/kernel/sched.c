@@ -97,7 +97,7 @@ static int orphan_cancel(tidal_task *t) {
 }
 
 static const tidal_waitop orphan_op = {"(an object that was finalized)",
-                                       orphan_cancel};
+                                       orphan_cancel, NULL};
 
 void tidal__wq_orphan(tidal_wq *q, tidal_worker *cur) {
   tidal_task *t;

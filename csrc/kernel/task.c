@@ -250,8 +250,8 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   }
   lua_setiuservalue(L, 1, UV_OUT);
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
-      (t->ext == NULL || (t->ext->joiners == NULL &&
-                          t->ext->group == NULL && t->ext->record == NULL))) {
+      (t->ext == NULL || (t->ext->joiners == NULL && t->ext->set == NULL &&
+                          t->ext->subs == NULL))) {
     /* nobody waits for it yet: report it if nobody ever does, once its
     ** handle is dropped (the scheduler looks for that soon: sched.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
@@ -343,7 +343,7 @@ static int l_task_closed(lua_State *L) {
     const tidal_waitop *op = t->op;
     void *obj = t->wobj;
     int withdrawn = op->cancel == NULL || op->cancel(t);
-    if (tidal__group_abandon(t, op, obj) || withdrawn)
+    if ((op->abandon != NULL && op->abandon(t, obj)) || withdrawn)
       tidal__wake(t, 0); /* the scheduler finishes it */
   }
   tidal__push_label(L, t, 0);
@@ -398,6 +398,16 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
   t->nres = 2 + nargs; /* resume with: handle, fn, args */
 }
 
+/* Tells t's subscribers that it is done (its handle at hidx). */
+static void publish(lua_State *L, tidal_task *t, int hidx) {
+  tidal_sub *sub;
+  while ((sub = t->ext->subs) != NULL) {
+    t->ext->subs = sub->next;
+    sub->next = NULL;
+    sub->cls->release(sub, L, t, hidx);
+  }
+}
+
 static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
                     tidal_task *t, int recycle) {
   lua_rawgeti(L, anchors, t->slot); /* the handle */
@@ -406,8 +416,8 @@ static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
     if (lua_tothread(L, -1) == w->ctx->rf_thread) tidal__unhook(L, w->ctx);
     lua_pop(L, 1);
   }
-  if (t->ext != NULL && t->ext->record != NULL) /* copy the outcome out */
-    tidal__record_publish(L, t, lua_gettop(L));
+  if (t->ext != NULL && t->ext->subs != NULL) /* they read the outcome */
+    publish(L, t, lua_gettop(L));
   if (recycle && w->npool < TIDAL_POOL_MAX) {
     lua_getiuservalue(L, -1, UV_FN);
     lua_rawseti(L, pool, ++w->npool);
@@ -450,12 +460,55 @@ static void done(tidal_worker *w, tidal_task *t) {
   if (t->flags & TF_FAILED) w->st.failed++;
   if (t->flags & TF_CANCELLED) w->st.cancelled++;
   if (t->ext != NULL) {
+    tidal_taskset *set = t->ext->set;
     while ((j = t->ext->joiners) != NULL) {
       tidal__list_remove(&t->ext->joiners, j);
       tidal__wake(j, 0);
     }
-    if (t->ext->group != NULL) tidal__group_member_done(t->ext->group, t);
+    if (set != NULL) {
+      tidal__taskset_remove(set, t);
+      set->member_done(set, t);
+    }
   }
+}
+
+int tidal__taskset_add(tidal_taskset *s, tidal_task *t) {
+  tidal_task_ext *e = tidal__task_ext(t);
+  if (e == NULL) return -1;
+  e->set = s;
+  e->sprev = NULL;
+  e->snext = s->live;
+  if (s->live) s->live->ext->sprev = t;
+  s->live = t;
+  s->nlive++;
+  return 0;
+}
+
+void tidal__taskset_remove(tidal_taskset *s, tidal_task *t) {
+  tidal_task_ext *e = t->ext;
+  if (e->sprev)
+    e->sprev->ext->snext = e->snext;
+  else
+    s->live = e->snext;
+  if (e->snext) e->snext->ext->sprev = e->sprev;
+  e->snext = e->sprev = NULL;
+  e->set = NULL;
+  s->nlive--;
+}
+
+int tidal__task_subscribe(tidal_task *t, tidal_sub *sub) {
+  tidal_task_ext *e = tidal__task_ext(t);
+  if (e == NULL) return -1;
+  sub->next = e->subs;
+  e->subs = sub;
+  return 0;
+}
+
+tidal_sub *tidal__task_sub_find(tidal_task *t, const tidal_subclass *cls) {
+  if (t->ext == NULL) return NULL;
+  for (tidal_sub *sub = t->ext->subs; sub != NULL; sub = sub->next)
+    if (sub->cls == cls) return sub;
+  return NULL;
 }
 
 void tidal__task_finish_unstarted(tidal_task *t) {
@@ -657,7 +710,7 @@ void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
   if (t->state == TS_PARKED) {
     if (t->op && t->op->cancel) t->op->cancel(t);
     w->st.parked--;
-    if (t->op) tidal__group_abandon(t, t->op, t->wobj);
+    if (t->op && t->op->abandon) t->op->abandon(t, t->wobj);
   }
   if (t->flags & TF_XWAIT) {
     t->flags &= ~TF_XWAIT;
@@ -770,7 +823,7 @@ static int await_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop await_op = {"JoinHandle:await", await_cancel};
+static const tidal_waitop await_op = {"JoinHandle:await", await_cancel, NULL};
 
 static int wait_for(lua_State *L, const char *fname,
                     const tidal_restart *again, int raise, lua_KFunction k) {

@@ -521,11 +521,11 @@ static int l_rt_gc(lua_State *L) {
     t->flags |= TF_CANCELLED | TF_NOSTART;
     t->co = NULL;
     if (t->ext != NULL) {
-      tidal_record *r = t->ext->record;
-      if (r != NULL) { /* a copy of its handle elsewhere hears it now */
-        tidal_buf none = {NULL, 0, 0};
-        tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
-        tidal__record_unref(r);
+      tidal_sub *sub; /* a copy of its handle elsewhere hears it now */
+      while ((sub = t->ext->subs) != NULL) {
+        t->ext->subs = sub->next;
+        sub->next = NULL;
+        sub->cls->release(sub, L, t, lua_gettop(L)); /* (cancelled) */
       }
       t->ext->joiners = (tidal_task *)w->free_exts; /* freed below */
       w->free_exts = t->ext;

@@ -32,6 +32,7 @@ typedef struct rwaiter {
 } rwaiter;
 
 struct tidal_record {
+  tidal_sub sub; /* of its task, while it runs on this process's worker */
   atomic_int refs;
   uv_mutex_t mu;
   uint8_t done, outcome, observed, abort;
@@ -134,13 +135,13 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
   lua_settop(L, first - 1);
 }
 
-/* The task of record r finished on this worker; its handle is at hidx. */
-void tidal__record_publish(lua_State *L, tidal_task *t, int hidx) {
-  tidal_record *r = t->ext->record;
+/* The task of record r finished on this worker (the kernel tells its
+** subscriber); its handle is at hidx. */
+static void publish(tidal_sub *sub, lua_State *L, tidal_task *t, int hidx) {
+  tidal_record *r = tidal__container_of(sub, tidal_record, sub);
   tidal_buf buf = {NULL, 0, 0};
   int outcome = TIDAL_R_OK;
   int top = lua_gettop(L);
-  t->ext->record = NULL;
   if (t->flags & TF_CANCELLED) {
     outcome = TIDAL_R_CANCELLED;
   } else {
@@ -159,6 +160,12 @@ void tidal__record_publish(lua_State *L, tidal_task *t, int hidx) {
   tidal__record_finish(r, t->w, outcome, &buf);
   tidal__record_unref(r);
 }
+
+static int aborted(tidal_sub *sub) {
+  return tidal__record_aborted(tidal__container_of(sub, tidal_record, sub));
+}
+
+static const tidal_subclass record_sub = {publish, aborted};
 
 /* Pushes the outcome of done record r: raise: results or raise; else
 ** true, ... / false, err. */
@@ -224,9 +231,9 @@ static int start_protected(lua_State *L) {
   tidal__buf_free(&r->in);
   tidal_task *t = tidal__spawn(L, a->w, base + 1);
   if (t->state == TS_DONE) return 0; /* shutting down: never runs */
-  tidal_task_ext *e = tidal__task_ext(t);
-  if (e == NULL) return luaL_error(L, "not enough memory");
-  e->record = r;
+  r->sub.cls = &record_sub;
+  if (tidal__task_subscribe(t, &r->sub))
+    return luaL_error(L, "not enough memory");
   uv_mutex_lock(&r->mu);
   r->task = t;
   uv_mutex_unlock(&r->mu);
@@ -398,8 +405,8 @@ static int rnode_cancel(tidal_task *t) {
   return withdrawn; /* else the wake is on its way */
 }
 
-static const tidal_waitop rawait_op = {"JoinHandle:await", rnode_cancel};
-static const tidal_waitop rjoin_op = {"JoinHandle:join", rnode_cancel};
+static const tidal_waitop rawait_op = {"JoinHandle:await", rnode_cancel, NULL};
+static const tidal_waitop rjoin_op = {"JoinHandle:join", rnode_cancel, NULL};
 
 static int rwait_k(lua_State *L, lua_KContext k, int raise) {
   tidal_task *t = (tidal_task *)k;
@@ -605,17 +612,22 @@ static void *h_share(lua_State *L, int idx) {
   tidal_record *r;
   if (t == NULL || (t->flags & TF_INTERNAL)) return NULL;
   if (t->state != TS_DONE) {
-    tidal_task_ext *e = tidal__task_ext(t);
-    if (e == NULL) return NULL;
-    if (e->record == NULL) {
+    tidal_sub *sub = tidal__task_sub_find(t, &record_sub);
+    if (sub != NULL) {
+      r = tidal__container_of(sub, tidal_record, sub);
+    } else {
       if ((r = tidal__record_new()) == NULL) return NULL;
       r->id = t->id;
       r->target = t->w;
       r->task = t;
-      e->record = r; /* the task's reference */
+      r->sub.cls = &record_sub;
+      if (tidal__task_subscribe(t, &r->sub)) { /* the task's reference */
+        tidal__record_unref(r);
+        return NULL;
+      }
     }
-    tidal__record_ref(e->record);
-    return e->record;
+    tidal__record_ref(r);
+    return r;
   }
   /* done: a finished record with its outcome copied now */
   if ((r = tidal__record_new()) == NULL) return NULL;

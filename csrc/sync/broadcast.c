@@ -191,7 +191,8 @@ static int recv_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop recv_op = {"BroadcastReceiver:recv", recv_cancel};
+static const tidal_waitop recv_op = {"BroadcastReceiver:recv", recv_cancel,
+                                     NULL};
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;

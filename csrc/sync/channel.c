@@ -465,8 +465,8 @@ static int recv_cancel(tidal_task *t) {
   return in;
 }
 
-static const tidal_waitop send_op = {"Sender:send", send_cancel};
-static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel};
+static const tidal_waitop send_op = {"Sender:send", send_cancel, NULL};
+static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel, NULL};
 
 /* Parks t on q (the lock held when shared; released here). */
 static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,

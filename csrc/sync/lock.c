@@ -240,9 +240,9 @@ static int lock_cancel(tidal_task *t) {
   return in; /* else the grant is on its way */
 }
 
-static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel};
-static const tidal_waitop read_op = {"RwLock:read", lock_cancel};
-static const tidal_waitop write_op = {"RwLock:write", lock_cancel};
+static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel, NULL};
+static const tidal_waitop read_op = {"RwLock:read", lock_cancel, NULL};
+static const tidal_waitop write_op = {"RwLock:write", lock_cancel, NULL};
 
 static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;

@@ -45,7 +45,7 @@ static int wait_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop notified_op = {"Notify:notified", wait_cancel};
+static const tidal_waitop notified_op = {"Notify:notified", wait_cancel, NULL};
 
 static int notified_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;

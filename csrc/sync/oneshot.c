@@ -246,7 +246,7 @@ static int recv_cancel(tidal_task *t) {
   return in;
 }
 
-static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel};
+static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel, NULL};
 
 /* Locked; unlocks. Pushes the outcome and returns its count, or -1 (still
 ** locked) when there is nothing yet. */

@@ -199,7 +199,7 @@ static int sem_cancel(tidal_task *t) {
   return in; /* else the permits are on their way */
 }
 
-static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel};
+static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel, NULL};
 
 static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   tidal_task *t = (tidal_task *)ctxk;

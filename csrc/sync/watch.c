@@ -188,7 +188,8 @@ static int wait_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop changed_op = {"WatchReceiver:changed", wait_cancel};
+static const tidal_waitop changed_op = {"WatchReceiver:changed", wait_cancel,
+                                        NULL};
 
 static int changed_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
