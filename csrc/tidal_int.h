@@ -327,17 +327,34 @@ tidal_sub *tidal__task_sub_find(tidal_task *t, const tidal_subclass *cls);
 
 /* ---------------------------------------------------------------- worker */
 
-/* Per-worker extensions: state a subsystem keeps per worker (the HTTP multi
-** handle, ...), created on first use. close() runs at shutdown after every
-** task has finished and before the loop closes: it must uv_close its
-** handles (the worker then runs the loop until they are closed) and free
-** what it owns. It also runs when a runtime is collected without close(). */
-enum { TIDAL_EXT_HTTP, TIDAL_EXT_BLOCKING, TIDAL_EXT_SIGINT, TIDAL_EXT_N };
+/* Per-worker extensions: state a layer above keeps per worker (the HTTP
+** multi handles, the blocking jobs, the free groups, ...), created on first
+** use and found by its class. close runs at shutdown after every task has
+** finished and before the loop closes, in the order the extensions were
+** set: it must uv_close its handles (the worker then runs the loop until
+** they are closed) and free what it owns. It also runs when a runtime is
+** collected without close(). shutdown (may be NULL) runs as the worker
+** starts shutting down, before its tasks are cancelled: work in flight
+** that tasks wait for is stopped there. */
+#define TIDAL_EXT_MAX 8
+
+typedef struct tidal_ext_class {
+  const char *name; /* for debugging: "http" */
+  void (*close)(tidal_worker *w, void *data);
+  void (*shutdown)(tidal_worker *w, void *data);
+} tidal_ext_class;
 
 typedef struct tidal_ext {
+  const tidal_ext_class *cls;
   void *data;
-  void (*close)(tidal_worker *w, void *data);
 } tidal_ext;
+
+/* w's extension of class cls, or NULL. */
+static inline void *tidal__ext_get(tidal_worker *w, const tidal_ext_class *c);
+/* Sets it (once per class): 0; UV_ENOMEM when TIDAL_EXT_MAX are set;
+** UV_ECANCELED once the worker closed its handles (close would never run:
+** the caller frees data). */
+int tidal__ext_set(tidal_worker *w, const tidal_ext_class *c, void *data);
 
 /* Something another thread asked a worker to do: wake task, or run fn (in
 ** the worker's scheduler, outside libuv callbacks: it may use L). */
@@ -373,11 +390,11 @@ struct tidal_worker {
   int nfree, free_cap, next_slot;
   int npool;
   uint64_t next_id;
-  tidal_ext ext[TIDAL_EXT_N];
+  tidal_ext ext[TIDAL_EXT_MAX]; /* set in slots 0 .. next_ext - 1 */
+  int next_ext;
   tidal_scope *scopes, *free_scopes; /* scope.c */
   tidal_task_ext *free_exts;         /* task.c */
   int ipool_ref, nipool;             /* spare internal handles (task.c) */
-  tidal_group *free_groups;          /* group.c */
   uint64_t slow_ns;    /* report a resume longer than this (0: never) */
   tidal_family *family; /* the runtime's workers (family.c) */
   int index;           /* this worker's index in the family */
@@ -409,6 +426,13 @@ struct tidal_worker {
     uint32_t alive, parked;
   } st;
 };
+
+static inline void *tidal__ext_get(tidal_worker *w,
+                                   const tidal_ext_class *c) {
+  for (int i = 0; i < w->next_ext; i++)
+    if (w->ext[i].cls == c) return w->ext[i].data;
+  return NULL;
+}
 
 /* tidal's userdata types, numbered in each layer's range (auxlib.h); their
 ** metatables are registered per state and recognised by pointer (no
@@ -483,6 +507,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
                        uv_loop_t *host_loop);
 void tidal__worker_free(tidal_worker *w); /* after handles are closed */
 void tidal__worker_close_handles(tidal_worker *w);
+void tidal__ext_shutdown(tidal_worker *w); /* runs the shutdown hooks */
 void tidal__runq_push(tidal_worker *w, tidal_task *t);
 tidal_task *tidal__runq_pop(tidal_worker *w);
 void tidal__runq_remove(tidal_worker *w, tidal_task *t);
@@ -614,7 +639,6 @@ int tidal__op_try(lua_State *L, const void *op, int base);
 
 /* group.c */
 void tidal__group_open(lua_State *L);
-void tidal__groups_free(tidal_worker *w);
 
 /* family.c: the workers of a runtime */
 struct tidal_family {
@@ -698,7 +722,6 @@ tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
 void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
-void tidal__blocking_shutdown(tidal_worker *w); /* cancel / interrupt jobs */
 /* A runtime's loop starts / stops running in ctx's state: inside a job
 ** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
 void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);

@@ -188,13 +188,35 @@ static tidal_group *push_group(lua_State *L, tidal_worker *w, int nuv) {
   return g;
 }
 
+/* The worker's free scratch groups: an extension of the worker, freed
+** with it. */
+typedef struct free_groups {
+  tidal_group *head;
+} free_groups;
+
+static void free_groups_close(tidal_worker *w, void *data) {
+  free_groups *fg = (free_groups *)data;
+  tidal_group *g;
+  (void)w;
+  while ((g = fg->head) != NULL) {
+    fg->head = g->free_next;
+    free(g->done);
+    free(g);
+  }
+  free(fg);
+}
+
+static const tidal_ext_class groups_ext = {"flow.groups", free_groups_close,
+                                           NULL};
+
 /* select and join_all keep their group in C, off the worker's free list,
 ** and push it as a light userdata. If the waiting task is closed without
 ** finishing (a forced shutdown), the group is simply not given back. */
 static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
-  tidal_group *g = w->free_groups;
+  free_groups *fg = (free_groups *)tidal__ext_get(w, &groups_ext);
+  tidal_group *g = fg != NULL ? fg->head : NULL;
   if (g != NULL) {
-    w->free_groups = g->free_next;
+    fg->head = g->free_next;
     tidal_task **done = g->done;
     int dcap = g->dcap;
     memset(g, 0, sizeof *g);
@@ -210,13 +232,26 @@ static tidal_group *push_scratch_group(lua_State *L, tidal_worker *w) {
   return g;
 }
 
-/* Done with a scratch group: members are gone (or detached). */
+/* Done with a scratch group: members are gone (or detached). Back to the
+** free list (made on first use), or freed when there is none (no memory,
+** or the worker closed). */
 static void drop_scratch_group(tidal_group *g) {
   tidal_worker *w = g->w;
+  free_groups *fg = (free_groups *)tidal__ext_get(w, &groups_ext);
   while (g->set.live) tidal__taskset_remove(&g->set, g->set.live);
   g->ndone = g->dhead = 0;
-  g->free_next = w->free_groups;
-  w->free_groups = g;
+  if (fg == NULL && (fg = (free_groups *)calloc(1, sizeof *fg)) != NULL &&
+      tidal__ext_set(w, &groups_ext, fg) != 0) {
+    free(fg);
+    fg = NULL;
+  }
+  if (fg == NULL) {
+    free(g->done);
+    free(g);
+    return;
+  }
+  g->free_next = fg->head;
+  fg->head = g;
 }
 
 /* Task t waited on group obj, and will never run its continuation again
@@ -237,15 +272,6 @@ static int abandon(tidal_task *t, void *obj) {
     if (g->set.nlive == 0 && g->waiters.head == NULL) drop_scratch_group(g);
   }
   return waited;
-}
-
-void tidal__groups_free(tidal_worker *w) {
-  tidal_group *g;
-  while ((g = w->free_groups) != NULL) {
-    w->free_groups = g->free_next;
-    free(g->done);
-    free(g);
-  }
 }
 
 /* Index (1..m) of member t among the m handles from stack index base+1. */

@@ -60,9 +60,10 @@ static void worker_close(tidal_worker *w, void *data) {
   free(hw);
 }
 
+static const tidal_ext_class http_ext = {"http", worker_close, NULL};
+
 http_worker *http__worker(tidal_worker *w) {
-  tidal_ext *e = &w->ext[TIDAL_EXT_HTTP];
-  http_worker *hw = (http_worker *)e->data;
+  http_worker *hw = (http_worker *)tidal__ext_get(w, &http_ext);
   if (hw) return hw;
   uv_once(&global_once, global_init);
   if (global_rc != CURLE_OK) return NULL;
@@ -75,8 +76,11 @@ http_worker *http__worker(tidal_worker *w) {
     curl_share_setopt(hw->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(hw->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   }
-  e->data = hw;
-  e->close = worker_close;
+  if (tidal__ext_set(w, &http_ext, hw)) {
+    if (hw->share) curl_share_cleanup(hw->share);
+    free(hw);
+    return NULL;
+  }
   return hw;
 }
 

@@ -218,9 +218,10 @@ static void sigwatch_close(tidal_worker *w, void *data) {
 
 /* Worker 0 of a runtime about to run block_on: watch SIGINT. Without
 ** memory, or with SIG_SLOTS runtimes watching already, it goes without. */
+static const tidal_ext_class sigint_ext = {"sigint", sigwatch_close, NULL};
+
 void tidal__sigint_start(tidal_worker *w) {
-  tidal_ext *e = &w->ext[TIDAL_EXT_SIGINT];
-  sigwatch *s = (sigwatch *)e->data;
+  sigwatch *s = (sigwatch *)tidal__ext_get(w, &sigint_ext);
   int slot = -1;
   uv_once(&sig_once, sig_init);
   if (!w->handles_open) return;
@@ -231,8 +232,10 @@ void tidal__sigint_start(tidal_worker *w) {
       return;
     }
     s->slot = -1;
-    e->data = s;
-    e->close = sigwatch_close;
+    if (tidal__ext_set(w, &sigint_ext, s)) { /* (full) */
+      uv_close((uv_handle_t *)&s->h, sigwatch_close_cb);
+      return;
+    }
   }
   if (s->slot >= 0) return; /* watching already */
   uv_mutex_lock(&sig_mu);
@@ -271,7 +274,7 @@ out:
 /* Stop watching (idempotent); the disposition from before comes back when
 ** no runtime watches any more. */
 void tidal__sigint_stop(tidal_worker *w) {
-  sigwatch *s = (sigwatch *)w->ext[TIDAL_EXT_SIGINT].data;
+  sigwatch *s = (sigwatch *)tidal__ext_get(w, &sigint_ext);
   if (s == NULL || s->slot < 0) return;
   uv_mutex_lock(&sig_mu);
   atomic_store(&sig_slot[s->slot], NULL);

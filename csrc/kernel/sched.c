@@ -857,15 +857,35 @@ fail_lua:
   return rc;
 }
 
+int tidal__ext_set(tidal_worker *w, const tidal_ext_class *c, void *data) {
+  if (!w->handles_open) return UV_ECANCELED;
+  for (int i = 0; i < w->next_ext; i++)
+    if (w->ext[i].cls == c) {
+      w->ext[i].data = data;
+      return 0;
+    }
+  if (w->next_ext == TIDAL_EXT_MAX) return UV_ENOMEM;
+  w->ext[w->next_ext].cls = c;
+  w->ext[w->next_ext].data = data;
+  w->next_ext++;
+  return 0;
+}
+
+/* The worker starts shutting down: the extensions stop work in flight. */
+void tidal__ext_shutdown(tidal_worker *w) {
+  for (int i = 0; i < w->next_ext; i++)
+    if (w->ext[i].cls->shutdown) w->ext[i].cls->shutdown(w, w->ext[i].data);
+}
+
 void tidal__worker_close_handles(tidal_worker *w) {
   if (!w->handles_open) return;
   w->handles_open = 0;
-  for (int i = 0; i < TIDAL_EXT_N; i++) {
+  for (int i = 0; i < w->next_ext; i++) {
     tidal_ext *e = &w->ext[i];
-    if (e->close) e->close(w, e->data);
-    e->close = NULL;
+    if (e->cls->close) e->cls->close(w, e->data);
     e->data = NULL;
   }
+  w->next_ext = 0;
   uv_close((uv_handle_t *)&w->uvtimer, NULL);
   uv_close((uv_handle_t *)&w->async, NULL);
   if (w->loop == &w->own_loop) {
@@ -885,7 +905,6 @@ void tidal__worker_free(tidal_worker *w) {
   lua_State *L = w->L;
   tidal_task_ext *e;
   tidal__scopes_drop(w, NULL);
-  tidal__groups_free(w);
   while ((e = w->free_exts) != NULL) {
     w->free_exts = (tidal_task_ext *)e->joiners;
     free(e);

@@ -218,7 +218,7 @@ static int block_on_loop(lua_State *L) {
 ** code. */
 static int shutdown_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
-  tidal__blocking_shutdown(w);
+  tidal__ext_shutdown(w); /* work in flight stops (blocking jobs) */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
   lua_pushnil(L);
   while (lua_next(L, -2)) {

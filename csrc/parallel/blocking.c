@@ -35,7 +35,7 @@ typedef struct tidal_bjob {
   int outcome;
 } tidal_bjob;
 
-/* w's unfinished jobs: its TIDAL_EXT_BLOCKING extension */
+/* w's unfinished jobs: an extension of the worker (blocking_ext) */
 typedef struct bjobs {
   tidal_bjob *head;
 } bjobs;
@@ -197,9 +197,18 @@ static void work_cb(uv_work_t *req) {
   pool_give(job->f, L);
 }
 
+static void bjobs_close(tidal_worker *w, void *data);
+static void bjobs_shutdown(tidal_worker *w, void *data);
+
+/* w's extension (the kernel closes it with the worker, and runs its
+** shutdown hook when the worker starts shutting down) */
+static const tidal_ext_class blocking_ext = {"blocking", bjobs_close,
+                                             bjobs_shutdown};
+
 static void unlist(tidal_bjob *job) {
-  bjobs *js = (bjobs *)job->w->ext[TIDAL_EXT_BLOCKING].data;
+  bjobs *js;
   if (!job->listed) return;
+  js = (bjobs *)tidal__ext_get(job->w, &blocking_ext);
   job->listed = 0;
   if (job->prev)
     job->prev->next = job->next;
@@ -250,16 +259,16 @@ static void stop_job(tidal_bjob *job) {
 
 /* Shutdown of w: stop every job it queued (their after_cb still runs, on
 ** w's loop, before the loop closes). */
-void tidal__blocking_shutdown(tidal_worker *w) {
-  bjobs *js = (bjobs *)w->ext[TIDAL_EXT_BLOCKING].data;
-  if (js == NULL) return;
+static void bjobs_shutdown(tidal_worker *w, void *data) {
+  bjobs *js = (bjobs *)data;
+  (void)w;
   for (tidal_bjob *job = js->head; job != NULL; job = job->next)
     if (!job->stop) stop_job(job);
 }
 
 static void bjobs_close(tidal_worker *w, void *data) {
   bjobs *js = (bjobs *)data;
-  tidal__blocking_shutdown(w);
+  bjobs_shutdown(w, js);
   while (js->head != NULL) unlist(js->head); /* the list goes away */
   free(js);
 }
@@ -306,11 +315,14 @@ static int l_spawn_blocking(lua_State *L) {
                       "on the thread pool, got %s",
                       lua_type(L, 1) == LUA_TNONE ? "no value"
                                                   : luaL_typename(L, 1));
-  tidal_ext *e = &w->ext[TIDAL_EXT_BLOCKING];
-  if (e->data == NULL && !w->closing) {
-    if ((e->data = calloc(1, sizeof(bjobs))) == NULL)
+  bjobs *js = (bjobs *)tidal__ext_get(w, &blocking_ext);
+  if (js == NULL && !w->closing) {
+    if ((js = (bjobs *)calloc(1, sizeof *js)) == NULL)
       return luaL_error(L, "tidal.spawn_blocking: not enough memory");
-    e->close = bjobs_close;
+    if (tidal__ext_set(w, &blocking_ext, js)) {
+      free(js);
+      return luaL_error(L, "tidal.spawn_blocking: not enough memory");
+    }
   }
   /* everything that may raise comes before the record and job exist */
   int n = lua_gettop(L);
@@ -356,7 +368,6 @@ static int l_spawn_blocking(lua_State *L) {
     free(job);
     return luaL_error(L, "tidal.spawn_blocking: %s", uv_strerror(rc));
   }
-  bjobs *js = (bjobs *)e->data;
   job->next = js->head;
   if (js->head) js->head->prev = job;
   js->head = job;
