@@ -37,6 +37,7 @@ build = {
         "csrc/kernel/ctx.c",
         "csrc/kernel/family.c",
         "csrc/kernel/interrupt.c",
+        "csrc/kernel/loop.c",
         "csrc/kernel/sched.c",
         "csrc/kernel/scope.c",
         "csrc/kernel/task.c",
@@ -64,6 +65,7 @@ build = {
         "csrc/http/json.c",
         -- lib/: Runtime and JoinHandle bindings, host API, the opener
         "csrc/lib/errors.c",
+        "csrc/lib/host.c",
         "csrc/lib/init.c",
         "csrc/lib/introspect.c",
         "csrc/lib/runtime.c",

@@ -385,7 +385,7 @@ struct tidal_worker {
   uint32_t rq_len;
   lua_State *L;        /* the state's main thread */
   tidal_ctx *ctx;
-  int anchors_ref, pool_ref, aux_ref; /* registry refs (tables) */
+  int anchors_ref, pool_ref, side_ref; /* registry refs (tables) */
   int *free_slots;
   int nfree, free_cap, next_slot;
   int npool;
@@ -462,7 +462,11 @@ struct tidal_ctx {
   int msgh_ref;     /* the tasks' message handler (registry) */
   int names_ref;    /* weak table: JoinHandle -> task name */
   uint8_t pool;     /* a state of the blocking pool (outside any task) */
-  void *job;        /* pool state: the job it runs now (blocking.c) */
+  /* Whoever runs Lua code in this state outside any task (the blocking
+  ** pool) hears when a runtime's loop starts (w) and stops (NULL) running
+  ** in it: tidal.run inside a job (loop.c). */
+  void (*host_hook)(void *data, tidal_worker *w);
+  void *host_data;
   /* Lua code resuming or closing a task's coroutine (sched.c, task.c) */
   lua_CFunction co_resume, co_close, co_wrap; /* lcorolib's, at load */
   lua_State *rf_thread;             /* thread with refuse's hook, or NULL */
@@ -483,8 +487,8 @@ static inline tidal_ctx *tidal__ctx_need(lua_State *L) {
 /* stack: module. Pushes the state's context, creating it on first use. */
 void tidal__ctx_open(lua_State *L);
 
-/* aux table slots (per worker) */
-enum { AUX_UNOBSERVED = 1, AUX_DEADLOCK, AUX_N = AUX_DEADLOCK };
+/* the kernel's side table of a worker (w->side_ref): its slots */
+enum { SIDE_UNOBSERVED = 1, SIDE_DEADLOCK, SIDE_N = SIDE_DEADLOCK };
 
 /* The worker whose scheduler runs in L's state now, or NULL. Only for C
 ** functions of the module and methods of its types: they all carry the
@@ -587,9 +591,45 @@ void tidal__report_unobserved(lua_State *L, tidal_worker *w);
 ** whether some failure is still unobserved (its handle is still held). */
 int tidal__report_dropped(lua_State *L, tidal_worker *w);
 const char *tidal__state_name(const tidal_task *t);
+/* Pushes "source:line" where task t (handle at ud) is: the innermost Lua
+** frame of its coroutine, or where its function is defined if it has not
+** started. */
+void tidal__push_where(lua_State *L, tidal_task *t, int ud);
 
-/* runtime.c */
+/* kernel/loop.c: the run loops of a worker */
+/* Runs stack[first..top] as w's main task until it is done (deadlock is
+** detected: the main task fails with the report); pushes its handle and
+** returns it. Ctrl-C is watched from here on: the caller stops watching
+** (tidal__sigint_stop) when it is done with the runtime. */
+tidal_task *tidal__block_on(lua_State *L, tidal_worker *w, int first);
+/* Polls once (waiting up to timeout s when nothing is runnable) and runs
+** what is runnable. */
+void tidal__worker_step(lua_State *L, tidal_worker *w, double timeout);
+/* Shutdown, in two steps: every task of w is cancelled and unwinds
+** (unwind); then the family's threads do the same and end, and w's loop
+** and memory go (close). No callback runs after close returns. */
+void tidal__worker_unwind(lua_State *L, tidal_worker *w);
+void tidal__worker_close(lua_State *L, tidal_worker *w);
+/* w's runtime was collected without close(): w goes without running any
+** task code. */
+void tidal__worker_drop(lua_State *L, tidal_worker *w);
+/* Seconds until w has something to do: 0 now, -1 never (a host's poll). */
+double tidal__worker_next_timeout(tidal_worker *w);
+/* A worker thread's scheduler: runs until its family stops it, then
+** cancels its tasks and lets them unwind. */
+void tidal__worker_run(lua_State *L, tidal_worker *w);
+
+/* lib/runtime.c, lib/host.c: the Runtime object over worker 0 */
+struct tidal_runtime {
+  tidal_worker w;
+  int closed;
+};
 void tidal__runtime_open(lua_State *L);
+tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
+                             const char *fname);
+void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname);
+void tidal__rt_shutdown(lua_State *L, tidal_runtime *rt);
+double tidal__rt_next_timeout(tidal_runtime *rt);
 
 /* time.c */
 void tidal__time_open(lua_State *L);
@@ -664,7 +704,6 @@ tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
 void tidal__family_stop(tidal_family *f);
 void tidal__family_free(tidal_family *f);
 tidal_worker *tidal__family_pick(tidal_family *f);
-void tidal__worker_run(lua_State *L, tidal_worker *w); /* runtime.c */
 /* w takes no more posts; what was posted before runs now (w's thread). */
 void tidal__worker_retire(tidal_worker *w, lua_State *L);
 
@@ -694,9 +733,8 @@ void tidal__sigint_claim(int delta);
 /* http.c */
 void tidal__http_open(lua_State *L);
 
-/* introspect.c */
+/* lib/introspect.c */
 void tidal__introspect_open(lua_State *L);
-void tidal__push_where(lua_State *L, tidal_task *t, int ud);
 int tidal__push_tasks(lua_State *L, tidal_worker *w);
 int tidal__push_stats(lua_State *L, tidal_worker *w);
 
@@ -722,10 +760,6 @@ tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
 void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
                            tidal_buf *buf);
 void tidal__blocking_cancel(struct tidal_bjob *job);
-/* A runtime's loop starts / stops running in ctx's state: inside a job
-** (tidal.run in a spawn_blocking job), stopping the job cancels its main. */
-void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w);
-void tidal__blocking_leave(tidal_ctx *ctx);
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
 void tidal__blocking_pool_free(tidal_family *f);

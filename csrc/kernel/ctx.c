@@ -15,7 +15,8 @@ void tidal__ctx_open(lua_State *L) {
   ctx->cur = NULL;
   ctx->msgh_ref = ctx->names_ref = ctx->closer_ref = LUA_NOREF;
   ctx->pool = 0;
-  ctx->job = NULL;
+  ctx->host_hook = NULL;
+  ctx->host_data = NULL;
   /* task names: weak keys, handle -> name */
   lua_newtable(L);
   lua_createtable(L, 0, 1);

@@ -529,8 +529,8 @@ int tidal__raise_cancel(lua_State *L, tidal_task *t) {
   t->flags |= TF_CSEEN; /* (budget yields, interrupt.c) */
   if (t->cancel == CK_NONE && tidal__scope_error(L, t)) return lua_error(L);
   if (t->cancel == CK_DEADLOCK && t->w != NULL) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
-    lua_rawgeti(L, -1, AUX_DEADLOCK);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->side_ref);
+    lua_rawgeti(L, -1, SIDE_DEADLOCK);
     if (!lua_isnil(L, -1)) return lua_error(L);
     lua_pop(L, 2);
   }
@@ -804,7 +804,7 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
                        uv_loop_t *host_loop) {
   int rc;
   memset(w, 0, sizeof *w);
-  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->side_ref = w->ipool_ref = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   w->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -814,14 +814,14 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
   w->anchors_ref = new_ref_table(L, 0, NULL);
   w->pool_ref = new_ref_table(L, 0, NULL);
   w->ipool_ref = new_ref_table(L, 0, NULL);
-  lua_createtable(L, AUX_N, 0);
+  lua_createtable(L, SIDE_N, 0);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_rawseti(L, -2, AUX_UNOBSERVED); /* failed tasks: weak keys */
-  w->aux_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawseti(L, -2, SIDE_UNOBSERVED); /* failed tasks: weak keys */
+  w->side_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   if (host_loop != NULL) {
     w->loop = host_loop;
@@ -851,9 +851,9 @@ fail_loop:
 fail_lua:
   luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->side_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
-  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->side_ref = w->ipool_ref = LUA_NOREF;
   return rc;
 }
 
@@ -916,8 +916,8 @@ void tidal__worker_free(tidal_worker *w) {
   if (L != NULL) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, w->aux_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->side_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->ipool_ref);
   }
-  w->anchors_ref = w->pool_ref = w->aux_ref = w->ipool_ref = LUA_NOREF;
+  w->anchors_ref = w->pool_ref = w->side_ref = w->ipool_ref = LUA_NOREF;
 }

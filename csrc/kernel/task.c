@@ -60,6 +60,35 @@ void tidal__push_label(lua_State *L, tidal_task *t, int handle) {
   lua_pushfstring(L, "task %I", (lua_Integer)t->id);
 }
 
+/* Pushes "source:line" where task t (handle at ud) is: the innermost Lua
+** frame of its coroutine, or where its function is defined if it has not
+** started. */
+void tidal__push_where(lua_State *L, tidal_task *t, int ud) {
+  lua_Debug ar;
+  ud = lua_absindex(L, ud);
+  if (t->state == TS_NEW) {
+    lua_getiuservalue(L, ud, 1);
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+      lua_getinfo(L, ">S", &ar);
+      lua_pushfstring(L, "%s:%d (not started)", ar.short_src, ar.linedefined);
+    } else {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "? (not started)");
+    }
+    return;
+  }
+  if (t->co != NULL) {
+    for (int level = 0; lua_getstack(t->co, level, &ar); level++) {
+      lua_getinfo(t->co, "Sl", &ar);
+      if (ar.currentline > 0) {
+        lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+        return;
+      }
+    }
+  }
+  lua_pushliteral(L, "?");
+}
+
 /* ----------------------------------------------------------------- spawn */
 
 /* t, whose handle is on top, becomes a live task of w: the anchors table
@@ -254,8 +283,8 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
                           t->ext->subs == NULL))) {
     /* nobody waits for it yet: report it if nobody ever does, once its
     ** handle is dropped (the scheduler looks for that soon: sched.c) */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->aux_ref);
-    lua_rawgeti(L, -1, AUX_UNOBSERVED);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->side_ref);
+    lua_rawgeti(L, -1, SIDE_UNOBSERVED);
     lua_pushvalue(L, 1);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
@@ -782,8 +811,8 @@ static int unobserved(const tidal_task *t) {
 int tidal__report_dropped(lua_State *L, tidal_worker *w) {
   int left = 0;
   lua_gc(L, LUA_GCCOLLECT);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->aux_ref);
-  lua_rawgeti(L, -1, AUX_UNOBSERVED);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->side_ref);
+  lua_rawgeti(L, -1, SIDE_UNOBSERVED);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
@@ -800,8 +829,8 @@ int tidal__report_dropped(lua_State *L, tidal_worker *w) {
 
 /* At runtime close: report failed tasks whose error nobody observed. */
 void tidal__report_unobserved(lua_State *L, tidal_worker *w) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->aux_ref);
-  lua_rawgeti(L, -1, AUX_UNOBSERVED);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->side_ref);
+  lua_rawgeti(L, -1, SIDE_UNOBSERVED);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -2);

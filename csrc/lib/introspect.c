@@ -3,35 +3,6 @@
 */
 #include "tidal_int.h"
 
-/* Pushes "source:line" where task t (handle at ud) is: the innermost Lua
-** frame of its coroutine, or where its function is defined if it has not
-** started. */
-void tidal__push_where(lua_State *L, tidal_task *t, int ud) {
-  lua_Debug ar;
-  ud = lua_absindex(L, ud);
-  if (t->state == TS_NEW) {
-    lua_getiuservalue(L, ud, 1);
-    if (lua_type(L, -1) == LUA_TFUNCTION) {
-      lua_getinfo(L, ">S", &ar);
-      lua_pushfstring(L, "%s:%d (not started)", ar.short_src, ar.linedefined);
-    } else {
-      lua_pop(L, 1);
-      lua_pushliteral(L, "? (not started)");
-    }
-    return;
-  }
-  if (t->co != NULL) {
-    for (int level = 0; lua_getstack(t->co, level, &ar); level++) {
-      lua_getinfo(t->co, "Sl", &ar);
-      if (ar.currentline > 0) {
-        lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
-        return;
-      }
-    }
-  }
-  lua_pushliteral(L, "?");
-}
-
 static void set_str(lua_State *L, const char *k, const char *v) {
   lua_pushstring(L, v);
   lua_setfield(L, -2, k);

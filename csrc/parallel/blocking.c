@@ -146,6 +146,8 @@ static void job_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
+static void job_runtime(void *data, tidal_worker *w);
+
 /* On a thread of the pool. */
 static void work_cb(uv_work_t *req) {
   tidal_bjob *job = (tidal_bjob *)req->data;
@@ -169,11 +171,13 @@ static void work_cb(uv_work_t *req) {
     return;
   }
   tidal_ctx *ctx = tidal__ctx(L);
-  ctx->job = job;
+  ctx->host_hook = job_runtime;
+  ctx->host_data = job;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, job);
   int st = lua_pcall(L, 1, 0, 0);
-  ctx->job = NULL;
+  ctx->host_hook = NULL;
+  ctx->host_data = NULL;
   uv_mutex_lock(&job->f->pool_lock);
   job->L = NULL;
   uv_mutex_unlock(&job->f->pool_lock);
@@ -226,20 +230,14 @@ static void stop_inner(tidal_worker *w, lua_State *L, void *arg) {
   if (w->main != NULL) tidal__cancel(w->main, CK_ABORT);
 }
 
-void tidal__blocking_enter(tidal_ctx *ctx, tidal_worker *w) {
-  tidal_bjob *job = (tidal_bjob *)ctx->job;
-  if (job == NULL) return;
+/* The kernel's host hook of a pool state while it runs a job: a runtime's
+** loop starts (w) or stops (NULL) running in the job (tidal.run there).
+** Stopping the job then cancels that runtime's main task. */
+static void job_runtime(void *data, tidal_worker *w) {
+  tidal_bjob *job = (tidal_bjob *)data;
   uv_mutex_lock(&job->f->pool_lock);
   job->inner = w;
-  if (job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
-  uv_mutex_unlock(&job->f->pool_lock);
-}
-
-void tidal__blocking_leave(tidal_ctx *ctx) {
-  tidal_bjob *job = (tidal_bjob *)ctx->job;
-  if (job == NULL) return;
-  uv_mutex_lock(&job->f->pool_lock);
-  job->inner = NULL;
+  if (w != NULL && job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
   uv_mutex_unlock(&job->f->pool_lock);
 }
 
