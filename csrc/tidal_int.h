@@ -691,12 +691,26 @@ struct tidal_family {
   char *thread_name, *path, *cpath;
   uint64_t slow_ns;
   atomic_uint_fast64_t next_id; /* ids of tasks spawned in parallel */
-  /* spawn_blocking: idle Lua states of the blocking pool (blocking.c) */
-  uv_mutex_t pool_lock;
-  lua_State **states;
-  int nstates, states_cap;
-  atomic_int blocking_jobs; /* queued or running */
+  uv_mutex_t ext_lock; /* guards ext, next_ext (any thread) */
+  struct {
+    const struct tidal_fext_class *cls;
+    void *data;
+  } ext[TIDAL_EXT_MAX];
+  int next_ext;
 };
+
+/* Per-family extensions: state a layer above shares between the workers
+** and threads of a runtime (the blocking pool's idle Lua states), created
+** on first use by any thread and freed with the family, once every worker
+** thread is joined. */
+typedef struct tidal_fext_class {
+  const char *name;
+  void *(*create)(tidal_family *f); /* NULL: no memory */
+  void (*free)(tidal_family *f, void *data);
+} tidal_fext_class;
+
+/* f's extension of class c, created on first use; NULL: no memory. */
+void *tidal__family_ext(tidal_family *f, const tidal_fext_class *c);
 
 tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
                                 const char *thread_name, const char *path,
@@ -762,7 +776,6 @@ void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
 void tidal__blocking_cancel(struct tidal_bjob *job);
 void tidal__parallel_open(lua_State *L);
 void tidal__blocking_open(lua_State *L);
-void tidal__blocking_pool_free(tidal_family *f);
 
 
 #endif

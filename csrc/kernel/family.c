@@ -135,8 +135,11 @@ tidal_family *tidal__family_new(tidal_worker *w0, int nthreads,
   w0->index = 0;
   atomic_store(&w0->started, 1);
   atomic_init(&f->next_id, 1);
-  uv_mutex_init(&f->pool_lock);
-  if (uv_sem_init(&f->ready, 0)) goto oom;
+  if (uv_mutex_init(&f->ext_lock)) goto oom;
+  if (uv_sem_init(&f->ready, 0)) {
+    uv_mutex_destroy(&f->ext_lock);
+    goto oom;
+  }
   for (int i = 1; i < f->n; i++) {
     f->w[i] = (tidal_worker *)calloc(1, sizeof(tidal_worker));
     wstart *s = (wstart *)malloc(sizeof *s);
@@ -205,10 +208,27 @@ void tidal__worker_retire(tidal_worker *w, lua_State *L) {
 
 void tidal__family_free(tidal_family *f) {
   for (int i = 1; i < f->n; i++) free(f->w[i]);
-  tidal__blocking_pool_free(f);
-  uv_mutex_destroy(&f->pool_lock);
+  for (int i = 0; i < f->next_ext; i++) f->ext[i].cls->free(f, f->ext[i].data);
+  uv_mutex_destroy(&f->ext_lock);
   uv_sem_destroy(&f->ready);
   free_family(f);
+}
+
+void *tidal__family_ext(tidal_family *f, const tidal_fext_class *c) {
+  void *data = NULL;
+  int i;
+  uv_mutex_lock(&f->ext_lock);
+  for (i = 0; i < f->next_ext && f->ext[i].cls != c; i++) {
+  }
+  if (i < f->next_ext) {
+    data = f->ext[i].data;
+  } else if (i < TIDAL_EXT_MAX && (data = c->create(f)) != NULL) {
+    f->ext[i].cls = c;
+    f->ext[i].data = data;
+    f->next_ext++;
+  }
+  uv_mutex_unlock(&f->ext_lock);
+  return data;
 }
 
 /* The worker with the fewest live tasks, counting those on their way to it

@@ -21,15 +21,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The runtime's idle Lua states: an extension of its family, made on
+** first use and freed with it (after every worker thread is joined). */
+typedef struct spool {
+  uv_mutex_t lock; /* guards the states, and the jobs' L, inner, stop */
+  lua_State **states;
+  int n, cap;
+} spool;
+
 typedef struct tidal_bjob {
   uv_work_t req;
   tidal_record *r;
   tidal_family *f;
+  spool *pool;
   tidal_worker *w; /* queued it; after_work runs on its loop */
   struct tidal_bjob *next, *prev; /* w's unfinished jobs (w's thread) */
-  lua_State *L; /* the pool state running it, under f->pool_lock */
-  tidal_worker *inner; /* a runtime running in the job, under pool_lock */
-  int stop;     /* cancelled (abort, shutdown): written under f->pool_lock */
+  lua_State *L; /* the pool state running it, under pool->lock */
+  tidal_worker *inner; /* a runtime running in the job, under pool->lock */
+  int stop;     /* cancelled (abort, shutdown): written under pool->lock */
   int listed;   /* in w's list */
   tidal_buf out;
   int outcome;
@@ -41,6 +50,28 @@ typedef struct bjobs {
 } bjobs;
 
 /* --------------------------------------------------------- state pool */
+
+static void *spool_create(tidal_family *f) {
+  spool *p = (spool *)calloc(1, sizeof *p);
+  (void)f;
+  if (p != NULL && uv_mutex_init(&p->lock)) {
+    free(p);
+    p = NULL;
+  }
+  return p;
+}
+
+static void spool_free(tidal_family *f, void *data) {
+  spool *p = (spool *)data;
+  (void)f;
+  for (int i = 0; i < p->n; i++) lua_close(p->states[i]);
+  free(p->states);
+  uv_mutex_destroy(&p->lock);
+  free(p);
+}
+
+static const tidal_fext_class spool_class = {"blocking.states", spool_create,
+                                             spool_free};
 
 /* A pool state: the standard libraries, the host's package paths, and
 ** tidal.core with its context, so that the handles a job gets (channel
@@ -58,11 +89,11 @@ static int setup_state(lua_State *L) {
   return 0;
 }
 
-static lua_State *pool_take(tidal_family *f) {
+static lua_State *pool_take(spool *p, tidal_family *f) {
   lua_State *L = NULL;
-  uv_mutex_lock(&f->pool_lock);
-  if (f->nstates > 0) L = f->states[--f->nstates];
-  uv_mutex_unlock(&f->pool_lock);
+  uv_mutex_lock(&p->lock);
+  if (p->n > 0) L = p->states[--p->n];
+  uv_mutex_unlock(&p->lock);
   if (L != NULL) return L;
   if ((L = luaL_newstate()) == NULL) return NULL;
   lua_pushcfunction(L, setup_state);
@@ -74,29 +105,22 @@ static lua_State *pool_take(tidal_family *f) {
   return L;
 }
 
-static void pool_give(tidal_family *f, lua_State *L) {
+static void pool_give(spool *p, lua_State *L) {
   lua_settop(L, 0);
-  uv_mutex_lock(&f->pool_lock);
-  if (f->nstates == f->states_cap) {
-    int cap = f->states_cap ? f->states_cap * 2 : 8;
-    lua_State **v = (lua_State **)realloc(f->states, (size_t)cap * sizeof *v);
+  uv_mutex_lock(&p->lock);
+  if (p->n == p->cap) {
+    int cap = p->cap ? p->cap * 2 : 8;
+    lua_State **v = (lua_State **)realloc(p->states, (size_t)cap * sizeof *v);
     if (v == NULL) {
-      uv_mutex_unlock(&f->pool_lock);
+      uv_mutex_unlock(&p->lock);
       lua_close(L);
       return;
     }
-    f->states = v;
-    f->states_cap = cap;
+    p->states = v;
+    p->cap = cap;
   }
-  f->states[f->nstates++] = L;
-  uv_mutex_unlock(&f->pool_lock);
-}
-
-void tidal__blocking_pool_free(tidal_family *f) {
-  for (int i = 0; i < f->nstates; i++) lua_close(f->states[i]);
-  free(f->states);
-  f->states = NULL;
-  f->nstates = f->states_cap = 0;
+  p->states[p->n++] = L;
+  uv_mutex_unlock(&p->lock);
 }
 
 /* ---------------------------------------------------------- the job */
@@ -157,17 +181,17 @@ static void work_cb(uv_work_t *req) {
     job->outcome = TIDAL_R_CANCELLED;
     return;
   }
-  if ((L = pool_take(job->f)) == NULL) {
+  if ((L = pool_take(job->pool, job->f)) == NULL) {
     job->outcome = TIDAL_R_CANCELLED;
     return;
   }
-  uv_mutex_lock(&job->f->pool_lock);
+  uv_mutex_lock(&job->pool->lock);
   stop = job->stop;
   if (!stop) job->L = L; /* from now on, stopping it interrupts L */
-  uv_mutex_unlock(&job->f->pool_lock);
+  uv_mutex_unlock(&job->pool->lock);
   if (stop) {
     job->outcome = TIDAL_R_CANCELLED;
-    pool_give(job->f, L);
+    pool_give(job->pool, L);
     return;
   }
   tidal_ctx *ctx = tidal__ctx(L);
@@ -178,9 +202,9 @@ static void work_cb(uv_work_t *req) {
   int st = lua_pcall(L, 1, 0, 0);
   ctx->host_hook = NULL;
   ctx->host_data = NULL;
-  uv_mutex_lock(&job->f->pool_lock);
+  uv_mutex_lock(&job->pool->lock);
   job->L = NULL;
-  uv_mutex_unlock(&job->f->pool_lock);
+  uv_mutex_unlock(&job->pool->lock);
   lua_sethook(L, NULL, 0, 0); /* a hook set too late must not hit a later job */
   if (st != LUA_OK) { /* out of memory: a broken state */
     job->outcome = TIDAL_R_FAILED;
@@ -198,7 +222,7 @@ static void work_cb(uv_work_t *req) {
                               tidal__record_input(job->r)->len) ||
       tidal__xfer_has_handles(job->out.data, job->out.len))
     lua_gc(L, LUA_GCCOLLECT);
-  pool_give(job->f, L);
+  pool_give(job->pool, L);
 }
 
 static void bjobs_close(tidal_worker *w, void *data);
@@ -235,23 +259,23 @@ static void stop_inner(tidal_worker *w, lua_State *L, void *arg) {
 ** Stopping the job then cancels that runtime's main task. */
 static void job_runtime(void *data, tidal_worker *w) {
   tidal_bjob *job = (tidal_bjob *)data;
-  uv_mutex_lock(&job->f->pool_lock);
+  uv_mutex_lock(&job->pool->lock);
   job->inner = w;
   if (w != NULL && job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
-  uv_mutex_unlock(&job->f->pool_lock);
+  uv_mutex_unlock(&job->pool->lock);
 }
 
 /* w's thread: a queued job never runs, a running one is interrupted (and a
 ** runtime it runs, waiting in tidal.run, cancelled: no Lua code runs there
 ** for the hook to stop). */
 static void stop_job(tidal_bjob *job) {
-  uv_mutex_lock(&job->f->pool_lock);
+  uv_mutex_lock(&job->pool->lock);
   job->stop = 1;
   if (job->L != NULL)
     lua_sethook(job->L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE);
   if (job->inner != NULL)
     tidal__wake_remote(job->inner, NULL, stop_inner, NULL);
-  uv_mutex_unlock(&job->f->pool_lock);
+  uv_mutex_unlock(&job->pool->lock);
   uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
 }
 
@@ -290,7 +314,6 @@ static void after_cb(uv_work_t *req, int status) {
   } else {
     tidal__record_finish(job->r, job->w, outcome, &job->out);
   }
-  atomic_fetch_sub(&job->f->blocking_jobs, 1);
   tidal__record_clear_job(job->r);
   tidal__record_unref(job->r);
   free(job);
@@ -322,6 +345,9 @@ static int l_spawn_blocking(lua_State *L) {
       return luaL_error(L, "tidal.spawn_blocking: not enough memory");
     }
   }
+  spool *pool = (spool *)tidal__family_ext(w->family, &spool_class);
+  if (pool == NULL)
+    return luaL_error(L, "tidal.spawn_blocking: not enough memory");
   /* everything that may raise comes before the record and job exist */
   int n = lua_gettop(L);
   luaL_checkstack(L, 4, "tidal.spawn_blocking");
@@ -352,14 +378,13 @@ static int l_spawn_blocking(lua_State *L) {
   }
   job->r = r;
   job->f = w->family;
+  job->pool = pool;
   job->w = w;
   job->req.data = job;
   tidal__record_set_job(r, job, w, atomic_fetch_add(&w->family->next_id, 1));
   tidal__record_ref(r); /* the job's */
-  atomic_fetch_add(&w->family->blocking_jobs, 1);
   int rc = uv_queue_work(w->loop, &job->req, work_cb, after_cb);
   if (rc) {
-    atomic_fetch_sub(&w->family->blocking_jobs, 1);
     tidal__record_clear_job(r);
     tidal__record_unref(r);
     tidal__record_unref(r);
