@@ -38,10 +38,13 @@ build = {
         "csrc/kernel/family.c",
         "csrc/kernel/interrupt.c",
         "csrc/kernel/loop.c",
+        "csrc/kernel/poll.c",
         "csrc/kernel/sched.c",
         "csrc/kernel/scope.c",
         "csrc/kernel/task.c",
         "csrc/kernel/timer.c",
+        "csrc/kernel/worker.c",
+        "csrc/kernel/wq.c",
         -- flow/: timeout, select, join_all, groups, wait operations, sleep
         "csrc/flow/group.c",
         "csrc/flow/op.c",
@@ -65,6 +68,7 @@ build = {
         "csrc/http/json.c",
         -- lib/: Runtime and JoinHandle bindings, host API, the opener
         "csrc/lib/errors.c",
+        "csrc/lib/handle.c",
         "csrc/lib/host.c",
         "csrc/lib/init.c",
         "csrc/lib/introspect.c",

@@ -223,7 +223,10 @@ enum {
 #define TF_INTERNAL 0x0400  /* a pooled handle of select / join_all */
 #define TF_HANDOFF 0x0800   /* continuing after a handoff (see sched.c) */
 
-#define TF_NOTIFIED 0x1000  /* woken by notify_one (notify.c) */
+/* One bit that belongs to the primitive the task is parked in (as nres
+** does while it is queued): set by its waker, on the task's own thread, and
+** cleared in its continuation. */
+#define TF_OPFLAG 0x1000
 #define TF_SLOW 0x2000      /* reported for running long without waiting */
 #define TF_XWAIT 0x4000     /* parked on something another thread may wake */
 #define TF_CSEEN 0x8000     /* its cancellation was raised in it (sched.c) */
@@ -569,7 +572,13 @@ void tidal__slot_free(tidal_worker *w, int slot);
   } while (0)
 
 /* task.c */
-void tidal__task_open(lua_State *L); /* registers the JoinHandle type */
+/* stack: module, ctx. The tasks' message handler and closer, the
+** FailureReport type (the JoinHandle type is lib's: lib/handle.c). */
+void tidal__kernel_open(lua_State *L);
+/* waiter (parked on h in await/join) is woken when h is done: 0, or -1
+** when out of memory (h's ext); unjoin withdraws it. */
+int tidal__task_join(tidal_task *h, tidal_task *waiter);
+void tidal__task_unjoin(tidal_task *h, tidal_task *waiter);
 tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first);
 /* A task for select / join_all: fn at fnidx, pushes its handle (pooled,
 ** never shown to users), not queued. Give the handle back with
@@ -625,6 +634,7 @@ struct tidal_runtime {
   int closed;
 };
 void tidal__runtime_open(lua_State *L);
+void tidal__handle_open(lua_State *L); /* lib/handle.c: JoinHandle, spawn */
 tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
                              const char *fname);
 void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname);

@@ -67,6 +67,24 @@ void tidal__heap_free(tidal_heap *h) {
   h->n = h->cap = 0;
 }
 
+int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due) {
+  tm->due = due;
+  tm->call = 0;
+  return tidal__heap_push(&w->timers, tm);
+}
+
+int tidal__ctimer_start(tidal_worker *w, tidal_ctimer *ct, uint64_t due,
+                        tidal_timer_fn fire) {
+  ct->tm.due = due;
+  ct->tm.call = 1;
+  ct->fire = fire;
+  return tidal__heap_push(&w->timers, &ct->tm);
+}
+
+void tidal__timer_stop(tidal_worker *w, tidal_timer *tm) {
+  if (tm->pos) tidal__heap_remove(&w->timers, tm);
+}
+
 uint64_t tidal__coarse_ns(void) {
 #ifdef CLOCK_MONOTONIC_COARSE
   struct timespec ts;

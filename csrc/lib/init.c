@@ -12,7 +12,8 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__ctx_open(L);
   tidal__aux_open(L);
   tidal__errors_open(L);
-  tidal__task_open(L);
+  tidal__kernel_open(L);
+  tidal__handle_open(L);
   tidal__runtime_open(L);
   tidal__time_open(L);
   tidal__timeout_open(L);

@@ -6,9 +6,7 @@
 */
 #include "tidal_int.h"
 
-#include <limits.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

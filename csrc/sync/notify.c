@@ -12,6 +12,9 @@
 
 #define NOTIFY_MT "tidal.Notify"
 
+/* a waiter was woken by notify_one (the kernel's bit for the primitive) */
+#define TF_NOTIFIED TF_OPFLAG
+
 typedef struct notify {
   uint8_t permit;
   tidal_wq waiters;

@@ -27,9 +27,9 @@
 ** >> 3); a single acquire asks for at most INT32_MAX. */
 #define TIDAL_SEM_MAX (LUA_MAXINTEGER >> 3)
 
-/* A waiter was woken with its permits (not by close): the task flag that
-** notify.c uses for notify_one, set on the task's own thread. */
-#define TF_GRANTED TF_NOTIFIED
+/* A waiter was woken with its permits (not by close): the kernel's bit for
+** the primitive a task is parked in, set on the task's own thread. */
+#define TF_GRANTED TF_OPFLAG
 
 typedef struct sem {
   atomic_int refs;   /* the semaphore's userdata (any state), live permits */
