@@ -60,7 +60,9 @@ build = {
         "csrc/sync/watch.c",
         -- parallel/: records, spawn_parallel, spawn_blocking
         "csrc/parallel/blocking.c",
-        "csrc/parallel/parallel.c",
+        "csrc/parallel/record.c",
+        "csrc/parallel/rhandle.c",
+        "csrc/parallel/spawn.c",
         -- http/: tidal.http's C core
         "csrc/http/client.c",
         "csrc/http/easy.c",

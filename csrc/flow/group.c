@@ -14,7 +14,7 @@
 ** shielded: the waiting task's own cancellation does not interrupt it; it is
 ** raised once the members are gone.
 */
-#include "tidal_int.h"
+#include "flow.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -15,9 +15,14 @@
 #ifndef TIDAL_HTTP_INT_H
 #define TIDAL_HTTP_INT_H
 
-#include "tidal_int.h"
+#include "kernel/kernel.h"
+#include "xfer/xfer.h"
 
 #include <curl/curl.h>
+
+/* http.c */
+void tidal__http_open(lua_State *L);
+
 
 /* Defaults, documented in docs/http.md. */
 #define HTTP_MAX_REDIRECTS 10

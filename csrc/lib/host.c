@@ -3,7 +3,7 @@
 ** main loop (a game, an editor) creates a runtime, polls its backend fd
 ** beside its own work and steps it (examples/host.c).
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 #include <math.h>
 

@@ -8,7 +8,7 @@
 ** table that grows as values are sent, up to the capacity (a limit, not an
 ** allocation).
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -34,7 +34,7 @@ static void wake_all(tidal_wq *q) {
 
 static void bcast_unref(bcast *b) {
   if (--b->refs > 0) return;
-  tidal__wq_orphan(&b->waiters, NULL); /* (see tidal_int.h) */
+  tidal__wq_orphan(&b->waiters, NULL); /* (see kernel.h) */
   free(b);
 }
 

@@ -8,7 +8,7 @@
 ** passed by reference. A capacity is a limit, not an allocation: the ring
 ** starts small and doubles as values arrive, up to the capacity (it does
 ** not shrink: it keeps the size of the largest backlog). Waits
-** follow wake-then-take (tidal_int.h): a sender puts the value in the buffer
+** follow wake-then-take (kernel.h): a sender puts the value in the buffer
 ** and wakes a waiting receiver, which takes it when it runs; a bounded
 ** channel wakes a waiting sender when room appears. A task cancelled between
 ** its wake and its turn leaves the channel as it was and passes the wake on,
@@ -28,7 +28,7 @@
 ** channel, so reading `shared` needs no lock. An end in flight (copied but
 ** not yet rebuilt) counts as an open end of its side.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -76,7 +76,7 @@ typedef struct end {
 /* cur: the worker running on this thread, or NULL */
 static void chan_unref(chan *ch, tidal_worker *cur) {
   if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
-  tidal__wq_orphan(&ch->recvq, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&ch->recvq, cur); /* (see kernel.h) */
   tidal__wq_orphan(&ch->sendq, cur);
   if (ch->shared) {
     for (int i = 0; i < ch->n; i++) {

@@ -21,7 +21,7 @@
 ** worker's remote queue. A waiter's kind (read / write) is in its nres while
 ** it is queued, where the granting thread may read it under the mutex.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -63,7 +63,7 @@ typedef struct guard {
 /* cur: the worker running on this thread, or NULL */
 static void lock_unref(lock *l, tidal_worker *cur) {
   if (atomic_fetch_sub(&l->refs, 1) != 1) return;
-  tidal__wq_orphan(&l->waiters, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&l->waiters, cur); /* (see kernel.h) */
   if (l->shared) uv_mutex_destroy(&l->mu);
   free(l);
 }

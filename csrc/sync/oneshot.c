@@ -11,7 +11,7 @@
 ** received) and waiters on other workers are woken through their worker's
 ** remote queue. An end in flight counts as an open end of its side.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -45,7 +45,7 @@ typedef struct end {
 /* cur: the worker running on this thread, or NULL */
 static void unref(oneshot *o, tidal_worker *cur) {
   if (atomic_fetch_sub(&o->refs, 1) != 1) return;
-  tidal__wq_orphan(&o->waiters, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&o->waiters, cur); /* (see kernel.h) */
   if (o->shared) {
     if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
     tidal__buf_free(&o->val);

@@ -16,7 +16,7 @@
 ** Shared mode (copied to another state): operations take the semaphore's
 ** mutex; waiters on other workers are woken through their remote queues.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -62,7 +62,7 @@ typedef struct permit {
 /* cur: the worker running on this thread, or NULL */
 static void sem_unref(sem *s, tidal_worker *cur) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
-  tidal__wq_orphan(&s->waiters, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&s->waiters, cur); /* (see kernel.h) */
   if (s->shared) uv_mutex_destroy(&s->mu);
   free(s);
 }

@@ -5,7 +5,7 @@
 ** returns nil, err (kind "closed") once the sender is closed and the last
 ** value was seen. Receivers start having seen the current value.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -32,7 +32,7 @@ static void wake_all(tidal_wq *q) {
 
 static void watch_unref(watch *w) {
   if (--w->refs > 0) return;
-  tidal__wq_orphan(&w->waiters, NULL); /* (see tidal_int.h) */
+  tidal__wq_orphan(&w->waiters, NULL); /* (see kernel.h) */
   free(w);
 }
 
