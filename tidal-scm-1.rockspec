@@ -57,6 +57,7 @@ build = {
         "csrc/sync/notify.c",
         "csrc/sync/oneshot.c",
         "csrc/sync/semaphore.c",
+        "csrc/sync/shared.c",
         "csrc/sync/watch.c",
         -- parallel/: records, spawn_parallel, spawn_blocking
         "csrc/parallel/blocking.c",
@@ -68,6 +69,7 @@ build = {
         "csrc/http/easy.c",
         "csrc/http/glue.c",
         "csrc/http/json.c",
+        "csrc/http/options.c",
         -- lib/: Runtime and JoinHandle bindings, host API, the opener
         "csrc/lib/errors.c",
         "csrc/lib/handle.c",

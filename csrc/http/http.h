@@ -235,6 +235,37 @@ const char *http__error_kind(const http_xfer *x);
 /* Whether the failure is a header block over the limits (too_large). */
 int http__headers_too_large(const http_xfer *x);
 
+/* options.c: one table-driven parser for the options of a client and of a
+** request. Every key of the table must be in opts (else "<fname>: unknown
+** option '<key>' (known: <the names, in table order>)"); a value is checked
+** and stored at its offset in target by its kind. */
+typedef enum {
+  HO_MS,         /* long: seconds -> ms (0: none) */
+  HO_COUNT,      /* long: a non-negative integer */
+  HO_BOOL,       /* int */
+  HO_BODY_LIMIT, /* curl_off_t: bytes, or false / math.huge: -1 */
+  HO_STRING,     /* char *: a copy (the old one freed first) */
+  HO_CUSTOM,     /* custom(L, value index, target, fname) */
+  HO_LUA         /* accepted, left to the Lua side */
+} http_optkind;
+typedef struct http_opt {
+  const char *name;
+  uint8_t kind;
+  size_t off; /* offsetof into the target */
+  void (*custom)(lua_State *L, int v, void *target, const char *fname);
+} http_opt;
+void http__opts_parse(lua_State *L, int idx, const http_opt *opts,
+                      void *target, const char *fname);
+/* Raises "where: message", where being the user's code (not http.lua). */
+int http__err(lua_State *L, const char *fmt, ...);
+long http__opt_ms(lua_State *L, int idx, const char *fname, const char *opt);
+long http__opt_count(lua_State *L, int idx, const char *fname,
+                     const char *opt);
+int http__opt_bool(lua_State *L, int idx, const char *fname, const char *opt);
+curl_off_t http__opt_body(lua_State *L, int idx, const char *fname);
+char *http__opt_string(lua_State *L, int idx, const char *fname,
+                       const char *opt);
+
 /* http_json.c: core._http_json(s) -> value | nil, message */
 int http__json_decode(lua_State *L);
 

@@ -124,6 +124,8 @@ void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
 /* Its object becomes shared: its waiters may be woken from other threads. */
 void tidal__wq_shared(tidal_wq *q);
+/* Whether t is still in q (no waker took it out yet). Under q's lock. */
+static inline int tidal__wq_has(const tidal_wq *q, const tidal_task *t);
 
 /* An intrusive unordered list through the same links (head only). */
 void tidal__list_push(tidal_task **head, tidal_task *t);
@@ -434,6 +436,10 @@ struct tidal_worker {
     uint32_t alive, parked;
   } st;
 };
+
+static inline int tidal__wq_has(const tidal_wq *q, const tidal_task *t) {
+  return q->head == t || t->qprev != NULL;
+}
 
 static inline void *tidal__ext_get(tidal_worker *w,
                                    const tidal_ext_class *c) {

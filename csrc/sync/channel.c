@@ -28,7 +28,7 @@
 ** channel, so reading `shared` needs no lock. An end in flight (copied but
 ** not yet rebuilt) counts as an open end of its side.
 */
-#include "sync.h"
+#include "shared.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -51,20 +51,12 @@ typedef struct chan {
                     them; their room is kept, so that one that cannot be
                     rebuilt goes back (n + reserved + taking <= cap) */
   uint8_t rx_closed;
-  uint8_t shared;
   tidal_wq recvq, sendq;
-  uv_mutex_t mu;   /* shared: guards all of the above but refs */
+  tidal_shared sh; /* cross-worker mode: its mutex guards all of the above
+                      but refs */
   tidal_buf *ring; /* shared: the values, encoded; slot i-1 for Lua slot i */
 } chan;
 
-#define LOCK(ch)                                                               \
-  do {                                                                         \
-    if ((ch)->shared) uv_mutex_lock(&(ch)->mu);                                \
-  } while (0)
-#define UNLOCK(ch)                                                             \
-  do {                                                                         \
-    if ((ch)->shared) uv_mutex_unlock(&(ch)->mu);                              \
-  } while (0)
 
 typedef struct end {
   chan *ch;
@@ -78,25 +70,22 @@ static void chan_unref(chan *ch, tidal_worker *cur) {
   if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
   tidal__wq_orphan(&ch->recvq, cur); /* (see kernel.h) */
   tidal__wq_orphan(&ch->sendq, cur);
-  if (ch->shared) {
+  if (ch->sh.on) {
     for (int i = 0; i < ch->n; i++) {
       tidal_buf *b = &ch->ring[(ch->head - 1 + i) % ch->size];
       tidal__xfer_discard(b->data, b->len);
       tidal__buf_free(b);
     }
     free(ch->ring);
-    uv_mutex_destroy(&ch->mu);
   }
+  tidal__sh_destroy(&ch->sh);
   free(ch);
 }
 
 
 /* Wake t: directly when it is ours, else through its worker. */
 static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
-  if (ch->shared)
-    tidal__wake_any(cur, t);
-  else
-    tidal__wake(t, 0);
+  tidal__sh_wake(&ch->sh, t, cur);
 }
 
 /* room for a value that was not promised to a woken sender */
@@ -121,11 +110,6 @@ static void wake_one(chan *ch, tidal_wq *q, tidal_worker *cur) {
 static void wake_all(chan *ch, tidal_wq *q, tidal_worker *cur) {
   tidal_task *t;
   while ((t = tidal__wq_pop(q)) != NULL) wake(ch, t, cur);
-}
-
-/* Whether t is still in q (not yet taken by a waker). Under the lock. */
-static int queued(tidal_wq *q, tidal_task *t) {
-  return q->head == t || t->qprev != NULL;
 }
 
 /* The ring's next size when it is full: double, up to the capacity. */
@@ -216,23 +200,23 @@ static int shared_take(lua_State *L, chan *ch, tidal_worker *cur,
                        const char *fname) {
   tidal_buf b = ring_take(ch);
   ch->taking++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   int n = tidal__xfer_decode(L, b.data, b.len);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   ch->taking--;
   if (n == 1) {
     wake_sender(ch, cur);
     /* receivers that waited for it to come back see the end */
     if (ch->n == 0 && ch->taking == 0 && ended(ch))
       wake_all(ch, &ch->recvq, cur);
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__xfer_discard(b.data, b.len);
     tidal__buf_free(&b);
     return 1;
   }
   ring_unshift(ch, &b);
   wake_one(ch, &ch->recvq, cur); /* it is there for others again */
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   if (n > 0) lua_pop(L, n); /* (a buffer of a channel holds one value) */
   if (n >= 0) lua_pushliteral(L, "not one value");
   return luaL_error(L,
@@ -246,7 +230,7 @@ static int shared_take(lua_State *L, chan *ch, tidal_worker *cur,
 static int make_shared(lua_State *L, chan *ch, int idx) {
   tidal_buf *r;
   int i, buf;
-  if (ch->shared) return 1;
+  if (ch->sh.on) return 1;
   r = (tidal_buf *)calloc((size_t)ch->size, sizeof *r);
   if (r == NULL) return 0;
   if (!lua_checkstack(L, 6)) {
@@ -263,7 +247,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     lua_pop(L, fail ? 2 : 1);
     if (fail) break;
   }
-  if (i < ch->n || uv_mutex_init(&ch->mu)) {
+  tidal_wq *qs[2] = {&ch->recvq, &ch->sendq};
+  if (i < ch->n || tidal__sh_enable(&ch->sh, qs, 2)) {
     while (i-- > 0) {
       int slot = (ch->head - 1 + i) % ch->size;
       tidal__xfer_discard(r[slot].data, r[slot].len);
@@ -278,10 +263,7 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     lua_rawseti(L, buf, i);
   }
   lua_settop(L, buf - 2);
-  ch->ring = r;
-  ch->shared = 1;
-  tidal__wq_shared(&ch->recvq);
-  tidal__wq_shared(&ch->sendq);
+  ch->ring = r; /* (shared now: tidal__sh_enable) */
   return 1;
 }
 
@@ -335,9 +317,9 @@ static void close_sender(end *e, tidal_worker *cur) {
   chan *ch = e->ch;
   if (e->closed) return;
   e->closed = 1;
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   sender_gone(ch, cur);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
 }
 
 /* rx:close(): no more sends, for every receiver */
@@ -356,10 +338,10 @@ static void close_receiver(end *e, tidal_worker *cur, int explicit) {
   chan *ch = e->ch;
   if (e->closed) return;
   e->closed = 1;
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   receiver_gone(ch, cur);
   if (explicit && !ch->rx_closed) shut(ch, cur);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
 }
 
 /* __gc: closes the end's side and drops the channel. A finalized end is
@@ -449,20 +431,13 @@ static int fail(lua_State *L, const char *kind, const char *msg) {
 
 static int send_cancel(tidal_task *t) {
   chan *ch = (chan *)t->wobj;
-  int in;
-  LOCK(ch);
-  if ((in = queued(&ch->sendq, t)) != 0) tidal__wq_remove(&ch->sendq, t);
-  UNLOCK(ch);
-  return in; /* else a wake is on its way */
+  /* 0: a wake is on its way */
+  return tidal__sh_withdraw(&ch->sh, &ch->sendq, t, NULL, NULL);
 }
 
 static int recv_cancel(tidal_task *t) {
   chan *ch = (chan *)t->wobj;
-  int in;
-  LOCK(ch);
-  if ((in = queued(&ch->recvq, t)) != 0) tidal__wq_remove(&ch->recvq, t);
-  UNLOCK(ch);
-  return in;
+  return tidal__sh_withdraw(&ch->sh, &ch->recvq, t, NULL, NULL);
 }
 
 static const tidal_waitop send_op = {"Sender:send", send_cancel, NULL};
@@ -471,15 +446,7 @@ static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel, NULL};
 /* Parks t on q (the lock held when shared; released here). */
 static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
                    int front, const tidal_waitop *op, lua_KFunction k) {
-  if (front)
-    tidal__wq_push_front(q, t);
-  else
-    tidal__wq_push(q, t);
-  if (ch->shared) {
-    uv_mutex_unlock(&ch->mu);
-    return tidal__park_shared(L, t, op, ch, k);
-  }
-  return tidal__park(L, t, op, ch, k);
+  return tidal__sh_park(L, &ch->sh, t, q, front, op, ch, k);
 }
 
 /* --------------------------------------------------------------- Sender */
@@ -502,22 +469,22 @@ static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
 ** (returns 1 result), else returns -1 with the lock still held. */
 static int shared_put(lua_State *L, chan *ch, tidal_worker *cur,
                       tidal_buf *b, int fair) {
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (ch->rx_closed) {
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__xfer_discard(b->data, b->len);
     tidal__buf_free(b);
     return fail(L, "closed", "channel closed");
   }
   if (has_room(ch) && (!fair || ch->sendq.head == NULL)) {
     if (ring_push(ch, b)) {
-      uv_mutex_unlock(&ch->mu);
+      uv_mutex_unlock(&ch->sh.mu);
       tidal__xfer_discard(b->data, b->len);
       tidal__buf_free(b);
       return luaL_error(L, "Sender:send: not enough memory");
     }
     if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -544,16 +511,16 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
     tidal__resumed(L, t);
     return closed_sender(L, "Sender:send");
   }
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   /* woken for room (not by its cancellation, nor by the receiver closing):
   ** the room kept for it is its own now */
   if (!(t->flags & TF_WAKECANCEL) && !ch->rx_closed && ch->reserved > 0)
     ch->reserved--;
   if (tidal__wake_lost(t)) wake_sender(ch, cur); /* pass the room on */
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
   lua_settop(L, 2);
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:send");
     int n = shared_put(L, ch, cur, &b, 0);
@@ -593,7 +560,7 @@ static int l_send(lua_State *L) {
       t->budget = 1;
     }
   }
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     lua_settop(L, 2);
     encode_value(L, 2, &b, "Sender:send");
@@ -601,7 +568,7 @@ static int l_send(lua_State *L) {
     int n = shared_put(L, ch, ctx->w, &b, 1);
     if (n >= 0) return n;
     if (t == NULL || !lua_isyieldable(L)) {
-      uv_mutex_unlock(&ch->mu);
+      uv_mutex_unlock(&ch->sh.mu);
       t = tidal__wait_begin(L, "Sender:send"); /* raises */
     }
     return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
@@ -618,14 +585,14 @@ static int try_send_op(lua_State *L, int base) {
   end *e = (end *)lua_touserdata(L, base);
   chan *ch = e->ch;
   if (e->closed) return -1; /* run() raises the misuse */
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     if (tidal__xfer_encode(L, base + 1, 1, "message", &b)) {
       lua_pop(L, 1);
       return -1; /* run() raises with the reason */
     }
     int n = shared_put(L, ch, tidal__cur_worker(L), &b, 1);
-    if (n < 0) uv_mutex_unlock(&ch->mu);
+    if (n < 0) uv_mutex_unlock(&ch->sh.mu);
     return n;
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
@@ -655,12 +622,12 @@ static int l_try_send(lua_State *L) {
   check_value(L, "Sender:try_send");
   lua_settop(L, 2);
   if (e->closed) return closed_sender(L, "Sender:try_send");
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:try_send");
     int n = shared_put(L, ch, ctx->w, &b, 1);
     if (n >= 0) return n;
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return fail(L, "full", "channel full");
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
@@ -675,9 +642,9 @@ static int l_clone(lua_State *L) {
   if (e->closed) return closed_sender(L, "Sender:clone");
   lua_getiuservalue(L, 1, 1);
   push_end(L, ctx, e->ch, TT_SENDER, lua_gettop(L));
-  LOCK(e->ch);
+  tidal__sh_lock(&e->ch->sh);
   e->ch->nsenders++;
-  UNLOCK(e->ch);
+  tidal__sh_unlock(&e->ch->sh);
   return 1;
 }
 
@@ -695,10 +662,10 @@ static int is_closed(lua_State *L, end *e, int sender) {
   chan *ch = e->ch;
   int closed = 1;
   if (ch != NULL) {
-    LOCK(ch);
+    tidal__sh_lock(&ch->sh);
     closed = e->closed || ch->rx_closed ||
              (!sender && ch->nsenders == 0 && ch->n == 0 && ch->taking == 0);
-    UNLOCK(ch);
+    tidal__sh_unlock(&ch->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -720,7 +687,7 @@ static const tidal_restart recv_again = {l_recv};
 /* Takes a buffered value (top), waking a sender now that there is room.
 ** Local mode, or shared with the lock held (released here). */
 static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
-  if (ch->shared) return shared_take(L, ch, cur, fname);
+  if (ch->sh.on) return shared_take(L, ch, cur, fname);
   int buf = push_buf(L, 1);
   buf_take(L, ch, buf);
   wake_sender(ch, cur);
@@ -735,15 +702,15 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
     tidal__resumed(L, t);
     return 0;
   }
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
   lua_settop(L, 1);
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) {
-    UNLOCK(ch);
+    tidal__sh_unlock(&ch->sh);
     return 0;
   }
   /* the value was taken: keep our turn */
@@ -766,7 +733,7 @@ static int l_recv(lua_State *L) {
       t->budget = 1;
     }
   }
-  if (!ch->shared) {
+  if (!ch->sh.on) {
     if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
     if (ended(ch)) return 0;
     lua_settop(L, 1);
@@ -774,14 +741,14 @@ static int l_recv(lua_State *L) {
     return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
   }
   lua_settop(L, 1);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) { /* (one taken may come back) */
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return 0;
   }
   if (t == NULL || t->co != L || !lua_isyieldable(L)) {
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__wait_begin(L, "Receiver:recv"); /* raises */
   }
   return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
@@ -792,11 +759,11 @@ static int try_recv_op(lua_State *L, int base) {
   chan *ch = ((end *)lua_touserdata(L, base))->ch;
   tidal_worker *cur = tidal__cur_worker(L);
   if (ch == NULL) return 0; /* finalized: closed */
-  if (ch->shared) {
-    uv_mutex_lock(&ch->mu);
+  if (ch->sh.on) {
+    uv_mutex_lock(&ch->sh.mu);
     if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
     int e = ended(ch) && ch->taking == 0;
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return e ? 0 : -1;
   }
   if (ch->n > 0) {
@@ -824,10 +791,10 @@ static int l_try_recv(lua_State *L) {
   chan *ch = e->ch;
   lua_settop(L, 1);
   if (ch == NULL) return fail(L, "closed", "channel closed");
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:try_recv");
   int end_ = ended(ch) && ch->taking == 0;
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   if (end_) return fail(L, "closed", "channel closed");
   return fail(L, "empty", "channel empty");
 }
@@ -842,9 +809,9 @@ static int l_close_receiver(lua_State *L) {
 static int len(lua_State *L, end *e) {
   int n = 0;
   if (e->ch != NULL) {
-    LOCK(e->ch);
+    tidal__sh_lock(&e->ch->sh);
     n = e->ch->n;
-    UNLOCK(e->ch);
+    tidal__sh_unlock(&e->ch->sh);
   }
   lua_pushinteger(L, n);
   return 1;
@@ -868,18 +835,18 @@ static int tostring(lua_State *L, end *e, int sender) {
     lua_pushstring(L, sender ? "tidal.Sender (closed)"
                              : "tidal.Receiver (closed)");
   } else {
-    LOCK(e->ch);
+    tidal__sh_lock(&e->ch->sh);
     int n = e->ch->n;
-    UNLOCK(e->ch);
+    tidal__sh_unlock(&e->ch->sh);
     if (e->ch->cap)
       lua_pushfstring(L, "tidal.%s (capacity %d, %d buffered%s%s)",
                       sender ? "Sender" : "Receiver", e->ch->cap, n,
-                      e->ch->shared ? ", shared" : "",
+                      e->ch->sh.on ? ", shared" : "",
                       e->closed ? ", closed" : "");
     else
       lua_pushfstring(L, "tidal.%s (unbounded, %d buffered%s%s)",
                       sender ? "Sender" : "Receiver", n,
-                      e->ch->shared ? ", shared" : "",
+                      e->ch->sh.on ? ", shared" : "",
                       e->closed ? ", closed" : "");
   }
   return 1;
@@ -900,12 +867,12 @@ static void *share_end(lua_State *L, int idx, int sender) {
   chan *ch;
   if (e == NULL || (ch = e->ch) == NULL || e->closed) return NULL;
   if (!make_shared(L, ch, idx)) return NULL;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (sender)
     ch->nsenders++; /* the end in flight counts as open */
   else
     ch->nreceivers++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   atomic_fetch_add(&ch->refs, 1);
   return ch;
 }
@@ -923,12 +890,12 @@ static void push_copy(lua_State *L, void *obj, int tt) {
   lua_newtable(L); /* an unused ring holder: the channel is shared */
   push_end(L, tidal__ctx_need(L), ch, tt, lua_gettop(L));
   lua_remove(L, -2);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (tt == TT_SENDER)
     ch->nsenders++;
   else
     ch->nreceivers++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
 }
 
 static void push_sender(lua_State *L, void *obj) {
@@ -942,17 +909,17 @@ static void push_receiver(lua_State *L, void *obj) {
 /* A buffer with an end in flight is discarded: that end closes. */
 static void drop_sender(void *obj) {
   chan *ch = (chan *)obj;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   sender_gone(ch, NULL);
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   chan_unref(ch, NULL);
 }
 
 static void drop_receiver(void *obj) {
   chan *ch = (chan *)obj;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   receiver_gone(ch, NULL);
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   chan_unref(ch, NULL);
 }
 

@@ -21,7 +21,7 @@
 ** worker's remote queue. A waiter's kind (read / write) is in its nres while
 ** it is queued, where the granting thread may read it under the mutex.
 */
-#include "sync.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -36,19 +36,10 @@ typedef struct lock {
   int readers;     /* rwlock: read holders */
   uint8_t held;    /* mutex held, or rwlock held for writing */
   uint8_t rw;
-  uint8_t shared;
   tidal_wq waiters; /* waiting tasks; nres: their G_* kind */
-  uv_mutex_t mu;    /* shared: guards the above */
+  tidal_shared sh;  /* cross-worker mode: its mutex guards the above */
 } lock;
 
-#define LOCK(l)                                                                \
-  do {                                                                         \
-    if ((l)->shared) uv_mutex_lock(&(l)->mu);                                  \
-  } while (0)
-#define UNLOCK(l)                                                              \
-  do {                                                                         \
-    if ((l)->shared) uv_mutex_unlock(&(l)->mu);                                \
-  } while (0)
 
 typedef struct lockud {
   lock *l;
@@ -64,17 +55,14 @@ typedef struct guard {
 static void lock_unref(lock *l, tidal_worker *cur) {
   if (atomic_fetch_sub(&l->refs, 1) != 1) return;
   tidal__wq_orphan(&l->waiters, cur); /* (see kernel.h) */
-  if (l->shared) uv_mutex_destroy(&l->mu);
+  tidal__sh_destroy(&l->sh);
   free(l);
 }
 
 
 static void wake(lock *l, tidal_task *t, tidal_worker *cur) {
   tidal__wq_pop(&l->waiters);
-  if (l->shared)
-    tidal__wake_any(cur, t);
-  else
-    tidal__wake(t, 0);
+  tidal__sh_wake(&l->sh, t, cur);
 }
 
 /* Grant the lock to waiters at the head of the queue, in order. Locked. */
@@ -129,9 +117,9 @@ static void new_guard(lua_State *L, tidal_ctx *ctx) {
 static int guard_release(guard *g, tidal_worker *cur) {
   if (!g->held) return 0;
   g->held = 0;
-  LOCK(g->l);
+  tidal__sh_lock(&g->l->sh);
   release(g->l, g->kind, cur);
-  UNLOCK(g->l);
+  tidal__sh_unlock(&g->l->sh);
   return 1;
 }
 
@@ -227,17 +215,15 @@ static int l_rwlock_gc(lua_State *L) {
   return lock_gc(L, TT_RWLOCK, "RwLock:__gc");
 }
 
+/* readers queued behind a cancelled writer may go */
+static void grant_after(void *obj, tidal_worker *cur) {
+  grant((lock *)obj, cur);
+}
+
 static int lock_cancel(tidal_task *t) {
   lock *l = (lock *)t->wobj;
-  int in;
-  LOCK(l);
-  in = l->waiters.head == t || t->qprev != NULL;
-  if (in) {
-    tidal__wq_remove(&l->waiters, t);
-    grant(l, t->w); /* readers queued behind a cancelled writer may go */
-  }
-  UNLOCK(l);
-  return in; /* else the grant is on its way */
+  /* 0: the grant is on its way */
+  return tidal__sh_withdraw(&l->sh, &l->waiters, t, grant_after, l);
 }
 
 static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel, NULL};
@@ -256,9 +242,9 @@ static int acquired(lua_State *L, lua_KContext k, int kind) {
                                kind == G_MUTEX ? "mutex" : "rwlock");
   }
   if (tidal__wake_lost(t)) { /* granted, never observed: pass it on */
-    LOCK(l);
+    tidal__sh_lock(&l->sh);
     release(l, kind, t->w);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
   }
   tidal__resumed(L, t);
   lua_settop(L, 2); /* the guard made before parking */
@@ -304,19 +290,14 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
   new_guard(L, ctx); /* at 2: the lock is never taken without one */
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (free_for(l, kind)) {
     take(l, kind);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     return push_guard(L, ctx, l, kind);
   }
   t->nres = kind; /* for the granter, while queued */
-  tidal__wq_push(&l->waiters, t);
-  if (l->shared) {
-    uv_mutex_unlock(&l->mu);
-    return tidal__park_shared(L, t, op, l, ks[kind]);
-  }
-  return tidal__park(L, t, op, l, ks[kind]);
+  return tidal__sh_park(L, &l->sh, t, &l->waiters, 0, op, l, ks[kind]);
 }
 
 static int l_lock(lua_State *L);
@@ -344,22 +325,22 @@ static int l_write(lua_State *L) {
 static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = check_lock(L, tt, fname);
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   int avail = free_for(l, kind);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   if (!avail) { /* (a loop of failing attempts makes no garbage) */
     lua_pushnil(L);
     return 1;
   }
   lua_settop(L, 1);
   new_guard(L, ctx); /* (may run finalizers: check again below) */
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (free_for(l, kind)) {
     take(l, kind);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     return push_guard(L, ctx, l, kind);
   }
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   lua_pushnil(L);
   return 1;
 }
@@ -370,14 +351,14 @@ static int try_lock_op(lua_State *L, int base) {
   lock *l = ((lockud *)lua_touserdata(L, base))->l;
   if (l == NULL) return -1; /* finalized: run() raises */
   new_guard(L, ctx);
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (!free_for(l, G_MUTEX)) {
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     lua_pop(L, 1);
     return -1;
   }
   take(l, G_MUTEX);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   return push_guard(L, ctx, l, G_MUTEX);
 }
 
@@ -401,9 +382,9 @@ static int l_try_write(lua_State *L) {
 }
 
 static int is_locked(lua_State *L, lock *l) {
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   lua_pushboolean(L, l->held || l->readers > 0);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   return 1;
 }
 
@@ -443,11 +424,9 @@ static void *share(lua_State *L, int idx) {
   lockud *u = (lockud *)lua_touserdata(L, idx);
   lock *l = u ? u->l : NULL;
   if (l == NULL) return NULL;
-  if (!l->shared) { /* on the owning thread: nobody else sees it yet */
-    if (uv_mutex_init(&l->mu)) return NULL;
-    l->shared = 1;
-    tidal__wq_shared(&l->waiters);
-  }
+  tidal_wq *q = &l->waiters;
+  /* on the owning thread: nobody else sees it yet */
+  if (tidal__sh_enable(&l->sh, &q, 1)) return NULL;
   atomic_fetch_add(&l->refs, 1);
   return l;
 }

@@ -11,7 +11,7 @@
 ** received) and waiters on other workers are woken through their worker's
 ** remote queue. An end in flight counts as an open end of its side.
 */
-#include "sync.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -21,10 +21,10 @@
 typedef struct oneshot {
   atomic_int refs;
   int ntx, nrx; /* open ends of each side (in any state, or in flight) */
-  uint8_t sent, taken, tx_closed, rx_closed, shared;
+  uint8_t sent, taken, tx_closed, rx_closed;
   uint8_t taking; /* shared: a receiver is decoding val (outside the lock) */
   tidal_wq waiters;
-  uv_mutex_t mu; /* shared: guards the above and val */
+  tidal_shared sh; /* cross-worker mode: its mutex guards the above and val */
   tidal_buf val; /* shared: the value, encoded */
 } oneshot;
 
@@ -33,36 +33,24 @@ typedef struct end {
   uint8_t closed;
 } end;
 
-#define LOCK(o)                                                                \
-  do {                                                                         \
-    if ((o)->shared) uv_mutex_lock(&(o)->mu);                                  \
-  } while (0)
-#define UNLOCK(o)                                                              \
-  do {                                                                         \
-    if ((o)->shared) uv_mutex_unlock(&(o)->mu);                                \
-  } while (0)
 
 /* cur: the worker running on this thread, or NULL */
 static void unref(oneshot *o, tidal_worker *cur) {
   if (atomic_fetch_sub(&o->refs, 1) != 1) return;
   tidal__wq_orphan(&o->waiters, cur); /* (see kernel.h) */
-  if (o->shared) {
+  if (o->sh.on) {
     if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
     tidal__buf_free(&o->val);
-    uv_mutex_destroy(&o->mu);
   }
+  tidal__sh_destroy(&o->sh);
   free(o);
 }
 
 
 static void wake_all(oneshot *o, tidal_worker *cur) {
   tidal_task *t;
-  while ((t = tidal__wq_pop(&o->waiters)) != NULL) {
-    if (o->shared)
-      tidal__wake_any(cur, t);
-    else
-      tidal__wake(t, 0);
-  }
+  while ((t = tidal__wq_pop(&o->waiters)) != NULL)
+    tidal__sh_wake(&o->sh, t, cur);
 }
 
 static int fail(lua_State *L, const char *kind, const char *msg) {
@@ -126,22 +114,22 @@ static void rx_gone(oneshot *o, tidal_worker *cur) {
 static void close_tx(end *e, tidal_worker *cur) {
   if (e->closed) return;
   e->closed = 1;
-  LOCK(e->o);
+  tidal__sh_lock(&e->o->sh);
   tx_gone(e->o, cur);
-  UNLOCK(e->o);
+  tidal__sh_unlock(&e->o->sh);
 }
 
 static void close_rx(end *e, tidal_worker *cur, int explicit) {
   oneshot *o = e->o;
   if (e->closed) return;
   e->closed = 1;
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if (explicit && !o->rx_closed) {
     o->rx_closed = 1;
     wake_all(o, cur);
   }
   rx_gone(o, cur);
-  UNLOCK(o);
+  tidal__sh_unlock(&o->sh);
 }
 
 /* The end at 1 of type tt, from __gc or __close; NULL once finalized (a
@@ -197,24 +185,24 @@ static int l_send(lua_State *L) {
   if (o == NULL)
     return tidal__closed_error(L, "OneshotSender:send", "sender");
   lua_settop(L, 2);
-  if (o->shared && tidal__xfer_encode(L, 2, 1, "message", &b))
+  if (o->sh.on && tidal__xfer_encode(L, 2, 1, "message", &b))
     return luaL_error(L,
                       "OneshotSender:send: %s (this oneshot crosses workers: "
                       "its value is copied)",
                       lua_tostring(L, -1));
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   const char *misuse = o->sent    ? "a value was sent already (a oneshot "
                                     "carries one value)"
                        : e->closed ? "attempt to use a closed sender"
                                    : NULL;
   if (misuse != NULL || o->rx_closed) {
-    UNLOCK(o);
+    tidal__sh_unlock(&o->sh);
     if (b.data) tidal__xfer_discard(b.data, b.len);
     tidal__buf_free(&b);
     if (misuse) return luaL_error(L, "OneshotSender:send: %s", misuse);
     return fail(L, "closed", "receiver closed");
   }
-  if (o->shared) {
+  if (o->sh.on) {
     o->val = b;
   } else {
     lua_getiuservalue(L, 1, 1);
@@ -223,7 +211,7 @@ static int l_send(lua_State *L) {
   }
   o->sent = 1;
   wake_all(o, ctx->w); /* the receiver takes it */
-  UNLOCK(o);
+  tidal__sh_unlock(&o->sh);
   close_tx(e, ctx->w); /* a oneshot's sender is used up */
   lua_pushboolean(L, 1);
   return 1;
@@ -238,12 +226,7 @@ static int l_close_tx(lua_State *L) {
 
 static int recv_cancel(tidal_task *t) {
   oneshot *o = (oneshot *)t->wobj;
-  int in;
-  LOCK(o);
-  in = o->waiters.head == t || t->qprev != NULL;
-  if (in) tidal__wq_remove(&o->waiters, t);
-  UNLOCK(o);
-  return in;
+  return tidal__sh_withdraw(&o->sh, &o->waiters, t, NULL, NULL);
 }
 
 static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel, NULL};
@@ -253,15 +236,15 @@ static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel, NULL};
 static int recv_now(lua_State *L, oneshot *o) {
   if (o->taking) return -1; /* another receiver is decoding it */
   if (o->sent && !o->taken) {
-    if (o->shared) {
+    if (o->sh.on) {
       /* Decoded outside the lock (it may run Lua code), in place: while
       ** taking, nobody else touches val. Taken only once it is rebuilt:
       ** if it cannot be here, it stays for the next try (or another
       ** worker's receiver). */
       o->taking = 1;
-      uv_mutex_unlock(&o->mu);
+      uv_mutex_unlock(&o->sh.mu);
       int n = tidal__xfer_decode(L, o->val.data, o->val.len);
-      uv_mutex_lock(&o->mu);
+      uv_mutex_lock(&o->sh.mu);
       o->taking = 0;
       tidal_buf b = {NULL, 0, 0};
       if (n == 1) {
@@ -271,7 +254,7 @@ static int recv_now(lua_State *L, oneshot *o) {
         o->val.len = o->val.cap = 0;
       }
       wake_all(o, NULL); /* receivers that waited meanwhile look again */
-      uv_mutex_unlock(&o->mu);
+      uv_mutex_unlock(&o->sh.mu);
       if (n == 1) {
         tidal__xfer_discard(b.data, b.len);
         tidal__buf_free(&b);
@@ -293,7 +276,7 @@ static int recv_now(lua_State *L, oneshot *o) {
   }
   if (o->rx_closed || o->tx_closed || o->taken) {
     const char *why = o->rx_closed ? "receiver closed" : "sender closed";
-    UNLOCK(o);
+    tidal__sh_unlock(&o->sh);
     return fail(L, "closed", why);
   }
   return -1;
@@ -301,15 +284,7 @@ static int recv_now(lua_State *L, oneshot *o) {
 
 static int park(lua_State *L, tidal_task *t, oneshot *o, int front,
                 lua_KFunction k) {
-  if (front)
-    tidal__wq_push_front(&o->waiters, t);
-  else
-    tidal__wq_push(&o->waiters, t);
-  if (o->shared) {
-    uv_mutex_unlock(&o->mu);
-    return tidal__park_shared(L, t, &recv_op, o, k);
-  }
-  return tidal__park(L, t, &recv_op, o, k);
+  return tidal__sh_park(L, &o->sh, t, &o->waiters, front, &recv_op, o, k);
 }
 
 static int finalized(lua_State *L) {
@@ -325,11 +300,11 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
     tidal__resumed(L, t);
     return finalized(L);
   }
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if (tidal__wake_lost(t)) wake_all(o, t->w); /* another may take it */
-  UNLOCK(o);
+  tidal__sh_unlock(&o->sh);
   tidal__resumed(L, t);
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if ((n = recv_now(L, o)) >= 0) return n;
   return park(L, t, o, 1, recv_k);
 }
@@ -346,7 +321,7 @@ static int l_recv(lua_State *L) {
   tidal_task *t = tidal__wait_begin(L, "OneshotReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if ((n = recv_now(L, o)) >= 0) return n;
   return park(L, t, o, 0, recv_k);
 }
@@ -358,9 +333,9 @@ static int l_try_recv(lua_State *L) {
   int n;
   lua_settop(L, 1);
   if (e->o == NULL) return finalized(L);
-  LOCK(e->o);
+  tidal__sh_lock(&e->o->sh);
   if ((n = recv_now(L, e->o)) >= 0) return n;
-  UNLOCK(e->o);
+  tidal__sh_unlock(&e->o->sh);
   return fail(L, "empty", "no value yet");
 }
 
@@ -376,9 +351,9 @@ static int l_tx_is_closed(lua_State *L) {
                                   "OneshotSender:is_closed");
   int closed = 1;
   if (e->o != NULL) {
-    LOCK(e->o);
+    tidal__sh_lock(&e->o->sh);
     closed = e->closed || e->o->rx_closed;
-    UNLOCK(e->o);
+    tidal__sh_unlock(&e->o->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -389,9 +364,9 @@ static int l_rx_is_closed(lua_State *L) {
                                   "OneshotReceiver:is_closed");
   int closed = 1;
   if (e->o != NULL) {
-    LOCK(e->o);
+    tidal__sh_lock(&e->o->sh);
     closed = e->closed || e->o->taken || (e->o->tx_closed && !e->o->sent);
-    UNLOCK(e->o);
+    tidal__sh_unlock(&e->o->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -403,7 +378,7 @@ static void *share(lua_State *L, int idx, int tx) {
   end *e = (end *)lua_touserdata(L, idx);
   oneshot *o = e ? e->o : NULL;
   if (o == NULL || e->closed) return NULL;
-  if (!o->shared) { /* on the owning thread: nobody else sees it yet */
+  if (!o->sh.on) { /* on the owning thread: nobody else sees it yet */
     if (o->sent && !o->taken) { /* encode the value already sent */
       if (!lua_checkstack(L, 4)) return NULL;
       lua_getiuservalue(L, idx, 1);
@@ -412,20 +387,19 @@ static void *share(lua_State *L, int idx, int tx) {
       lua_pop(L, fail_ ? 3 : 2);
       if (fail_) return NULL;
     }
-    if (uv_mutex_init(&o->mu)) {
+    tidal_wq *q = &o->waiters;
+    if (tidal__sh_enable(&o->sh, &q, 1)) {
       if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
       tidal__buf_free(&o->val);
       return NULL;
     }
-    o->shared = 1;
-    tidal__wq_shared(&o->waiters);
   }
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   if (tx)
     o->ntx++;
   else
     o->nrx++;
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   atomic_fetch_add(&o->refs, 1);
   return o;
 }
@@ -443,12 +417,12 @@ static void push_copy(lua_State *L, void *obj, int tt) {
   lua_newtable(L); /* an unused holder: the value is copied */
   push_end(L, tidal__ctx_need(L), o, tt, lua_gettop(L));
   lua_remove(L, -2);
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   if (tt == TT_ONESHOT_TX)
     o->ntx++;
   else
     o->nrx++;
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
 }
 
 static void push_tx(lua_State *L, void *obj) {
@@ -461,17 +435,17 @@ static void push_rx(lua_State *L, void *obj) {
 
 static void drop_tx(void *obj) {
   oneshot *o = (oneshot *)obj;
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   tx_gone(o, NULL);
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   unref(o, NULL);
 }
 
 static void drop_rx(void *obj) {
   oneshot *o = (oneshot *)obj;
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   rx_gone(o, NULL);
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   unref(o, NULL);
 }
 

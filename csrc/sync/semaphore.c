@@ -16,7 +16,7 @@
 ** Shared mode (copied to another state): operations take the semaphore's
 ** mutex; waiters on other workers are woken through their remote queues.
 */
-#include "sync.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -35,19 +35,11 @@ typedef struct sem {
   atomic_int refs;   /* the semaphore's userdata (any state), live permits */
   lua_Integer avail; /* permits available */
   lua_Integer total; /* permits it holds: available, out or granted */
-  uint8_t closed, shared;
+  uint8_t closed;
   tidal_wq waiters; /* each wants t->nres permits */
-  uv_mutex_t mu;    /* shared: guards the above */
+  tidal_shared sh;  /* cross-worker mode: its mutex guards the above */
 } sem;
 
-#define LOCK(s)                                                                \
-  do {                                                                         \
-    if ((s)->shared) uv_mutex_lock(&(s)->mu);                                  \
-  } while (0)
-#define UNLOCK(s)                                                              \
-  do {                                                                         \
-    if ((s)->shared) uv_mutex_unlock(&(s)->mu);                                \
-  } while (0)
 
 
 typedef struct semud {
@@ -63,7 +55,7 @@ typedef struct permit {
 static void sem_unref(sem *s, tidal_worker *cur) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
   tidal__wq_orphan(&s->waiters, cur); /* (see kernel.h) */
-  if (s->shared) uv_mutex_destroy(&s->mu);
+  tidal__sh_destroy(&s->sh);
   free(s);
 }
 
@@ -85,11 +77,8 @@ static void serve(sem *s, tidal_worker *cur) {
     lua_Integer k = t->nres; /* (read before the wake: it resets nres) */
     tidal__wq_pop(&s->waiters);
     if (s->closed) { /* woken without permits: it sees "closed" */
-      if (s->shared)
-        tidal__wake_any(cur, t);
-      else
-        tidal__wake(t, 0);
-    } else if (!s->shared || t->w == cur) {
+      tidal__sh_wake(&s->sh, t, cur);
+    } else if (!s->sh.on || t->w == cur) {
       s->avail -= k;
       t->flags |= TF_GRANTED;
       tidal__wake(t, 0);
@@ -100,10 +89,10 @@ static void serve(sem *s, tidal_worker *cur) {
 }
 
 static void give_back(sem *s, lua_Integer k, tidal_worker *cur) {
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   s->avail += k;
   serve(s, cur);
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
 }
 
 /* Pushes a Permit that holds nothing yet: made before permits are taken,
@@ -150,12 +139,12 @@ static int closed(lua_State *L) {
 ** -1, lock held. */
 static int try_take(lua_State *L, sem *s, lua_Integer k) {
   if (s->closed) {
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return closed(L);
   }
   if (s->waiters.head == NULL && k <= s->avail) {
     s->avail -= k;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return push_permit(L, s, k);
   }
   return -1;
@@ -186,17 +175,15 @@ static sem *check_sem(lua_State *L, const char *fname) {
   return ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname))->s;
 }
 
+/* smaller requests behind a cancelled large one may go */
+static void serve_after(void *obj, tidal_worker *cur) {
+  serve((sem *)obj, cur);
+}
+
 static int sem_cancel(tidal_task *t) {
   sem *s = (sem *)t->wobj;
-  int in;
-  LOCK(s);
-  in = s->waiters.head == t || t->qprev != NULL;
-  if (in) {
-    tidal__wq_remove(&s->waiters, t);
-    serve(s, t->w); /* smaller requests behind a cancelled large one */
-  }
-  UNLOCK(s);
-  return in; /* else the permits are on their way */
+  /* 0: the permits are on their way */
+  return tidal__sh_withdraw(&s->sh, &s->waiters, t, serve_after, s);
 }
 
 static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel, NULL};
@@ -232,17 +219,13 @@ static int l_acquire(lua_State *L) {
   TIDAL_SPEND(L, t, &acquire_again);
   lua_settop(L, 2);
   new_permit(L, ctx); /* at 3 */
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   int r = try_take(L, s, k);
   if (r >= 0) return r;
   t->nres = (int32_t)k; /* what it waits for, while parked */
   t->flags &= ~TF_GRANTED;
-  tidal__wq_push(&s->waiters, t);
-  if (s->shared) {
-    uv_mutex_unlock(&s->mu);
-    return tidal__park_shared(L, t, &acquire_op, s, acquire_k);
-  }
-  return tidal__park(L, t, &acquire_op, s, acquire_k);
+  return tidal__sh_park(L, &s->sh, t, &s->waiters, 0, &acquire_op, s,
+                       acquire_k);
 }
 
 /* s:try_acquire([k]) -> permit | nil, err (no_permits / closed) */
@@ -251,16 +234,16 @@ static int l_try_acquire(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:try_acquire");
   lua_Integer k = check_k(L, "Semaphore:try_acquire", INT32_MAX);
   if (s == NULL) return closed(L); /* finalized */
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   int avail = s->closed || (s->waiters.head == NULL && k <= s->avail);
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   if (avail) { /* (a loop of failing attempts makes no garbage) */
     lua_settop(L, 2);
     new_permit(L, ctx); /* (may run finalizers: try_take checks again) */
-    LOCK(s);
+    tidal__sh_lock(&s->sh);
     int r = try_take(L, s, k);
     if (r >= 0) return r;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
   }
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");
@@ -273,9 +256,9 @@ static int l_available(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:available");
   lua_Integer n = 0;
   if (s != NULL) {
-    LOCK(s);
+    tidal__sh_lock(&s->sh);
     n = s->avail;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
   }
   lua_pushinteger(L, n);
   return 1;
@@ -287,10 +270,10 @@ static int l_add_permits(lua_State *L) {
   lua_Integer k = check_k(L, "Semaphore:add_permits", TIDAL_SEM_MAX);
   if (s == NULL)
     return tidal__closed_error(L, "Semaphore:add_permits", "semaphore");
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   if (k > TIDAL_SEM_MAX - s->total) {
     lua_Integer total = s->total;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return luaL_error(L,
                       "Semaphore:add_permits: a semaphore holds at most %I "
                       "permits (it has %I, available or out)",
@@ -299,17 +282,17 @@ static int l_add_permits(lua_State *L) {
   s->total += k;
   s->avail += k;
   serve(s, tidal__cur_worker(L));
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   return 0;
 }
 
 static int l_close(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:close");
   if (s == NULL) return 0;
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   s->closed = 1;
   serve(s, tidal__cur_worker(L)); /* everyone waiting gets "closed" */
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   return 0;
 }
 
@@ -328,10 +311,10 @@ static int l_sem_tostring(lua_State *L) {
     lua_pushliteral(L, "tidal.Semaphore (closed)");
     return 1;
   }
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   lua_Integer avail = s->avail;
   int c = s->closed;
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   lua_pushfstring(L, "tidal.Semaphore (%I available%s)", avail,
                   c ? ", closed" : "");
   return 1;
@@ -342,11 +325,9 @@ static void *share(lua_State *L, int idx) {
   sem *s = u ? u->s : NULL;
   (void)L;
   if (s == NULL) return NULL;
-  if (!s->shared) { /* on the owning thread: nobody else sees it yet */
-    if (uv_mutex_init(&s->mu)) return NULL;
-    s->shared = 1;
-    tidal__wq_shared(&s->waiters);
-  }
+  tidal_wq *q = &s->waiters;
+  /* on the owning thread: nobody else sees it yet */
+  if (tidal__sh_enable(&s->sh, &q, 1)) return NULL;
   atomic_fetch_add(&s->refs, 1);
   return s;
 }
