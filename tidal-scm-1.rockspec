@@ -32,6 +32,7 @@ build = {
         "csrc/xfer/transfer.c",
         -- auxlib/: the auxiliary library: context, types, errors, handles
         "csrc/auxlib/error.c",
+        "csrc/auxlib/handle.c",
         "csrc/auxlib/type.c",
         -- kernel/: tasks, workers, park/wake/cancel, timers, loops
         "csrc/kernel/ctx.c",
