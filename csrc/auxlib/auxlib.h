@@ -156,10 +156,11 @@ typedef struct tidal_handle {
 typedef struct tidal_htype {
   int tt;           /* its type id */
   const char *what; /* for the use-after-close error: "sender" */
-  /* closes an open handle (h->closed is already set); NULL: closing it
-  ** does nothing but mark it (a receiver's __close) */
-  void (*close)(tidal_handle *h);
-  void (*unref)(void *core); /* drops the handle's reference to core */
+  /* closes an open handle (h->closed is already set): explicit from
+  ** close() / __close, else from __gc; NULL: closing it does nothing but
+  ** mark it (a broadcast receiver's __close) */
+  void (*close)(lua_State *L, tidal_handle *h, int explicit);
+  void (*unref)(lua_State *L, void *core); /* drops the handle's reference */
 } tidal_htype;
 
 /* Pushes a zeroed userdata of size bytes (tidal_handle first) with nuv
@@ -179,7 +180,8 @@ tidal_handle *tidal__handle_check(lua_State *L, int idx, const tidal_htype *c,
 ** finalized. 0 results. */
 int tidal__handle_close(lua_State *L, const tidal_htype *c,
                         const char *fname);
-/* __gc of the handle at 1: closes it (if open) and drops its core, once. */
+/* __gc of the handle at 1: forgets it in the TIDAL_HOT cache, closes it
+** (if open) and drops its core, once. */
 int tidal__handle_gc(lua_State *L, const tidal_htype *c, const char *fname);
 
 /* -------------------------------------------------------------- errors */

@@ -24,26 +24,29 @@ tidal_handle *tidal__handle_check(lua_State *L, int idx, const tidal_htype *c,
   return h;
 }
 
-static void close_once(tidal_handle *h, const tidal_htype *c) {
+static void close_once(lua_State *L, tidal_handle *h, const tidal_htype *c,
+                       int explicit) {
   if (h->closed || c->close == NULL) return;
   h->closed = 1;
-  c->close(h);
+  c->close(L, h, explicit);
 }
 
 int tidal__handle_close(lua_State *L, const tidal_htype *c,
                         const char *fname) {
   tidal_handle *h = (tidal_handle *)tidal__checkud(L, 1, c->tt, fname);
-  if (h->core != NULL) close_once(h, c);
+  if (h->core != NULL) close_once(L, h, c, 1);
   return 0;
 }
 
 int tidal__handle_gc(lua_State *L, const tidal_htype *c, const char *fname) {
+  tidal_actx *a = (tidal_actx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_handle *h = (tidal_handle *)tidal__checkud(L, 1, c->tt, fname);
   void *core = h->core;
+  if (a != NULL && TIDAL_HOT(a, c->tt, h) == h) TIDAL_HOT(a, c->tt, h) = NULL;
   if (core == NULL) return 0;
-  close_once(h, c);
+  close_once(L, h, c, 0);
   h->closed = 1;
   h->core = NULL;
-  c->unref(core);
+  c->unref(L, core);
   return 0;
 }

@@ -39,12 +39,15 @@ static void bcast_unref(bcast *b) {
   free(b);
 }
 
-static void close_tx(tidal_handle *h) {
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)L;
+  (void)explicit;
   bcast *b = (bcast *)h->core;
   if (--b->nsenders == 0) wake_all(&b->waiters);
 }
 
-static void unref(void *core) {
+static void unref(lua_State *L, void *core) {
+  (void)L;
   bcast_unref((bcast *)core);
 }
 

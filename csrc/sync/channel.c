@@ -59,9 +59,10 @@ typedef struct chan {
 
 
 typedef struct end {
-  chan *ch;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the channel (NULL once finalized) */
 } end;
+
+#define CH(e) ((chan *)(e)->h.core)
 
 /* -------------------------------------------------------------- the core */
 
@@ -274,17 +275,18 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
 /* self of a hot method: checked once per object (see TIDAL_SELF) */
 static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
   end *e = (end *)tidal__self(L, &ctx->aux, tt, fname);
-  if (e->ch != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
+  if (CH(e) != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
   return e;
 }
+
+static const tidal_htype tx_type, rx_type;
 
 /* Pushes a new end, closed (harmless until it gets its channel); buf:
 ** its ring holder. */
 static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->ch = NULL;
-  e->closed = 1;
-  tidal__setmt(L, &ctx->aux, tt);
+  end *e = (end *)tidal__handle_new(L, &ctx->aux,
+                                    tt == TT_SENDER ? &tx_type : &rx_type,
+                                    sizeof *e, 1);
   lua_pushvalue(L, buf);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -294,8 +296,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
 static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
                      int buf) {
   end *e = new_end(L, ctx, tt, buf);
-  e->ch = ch;
-  e->closed = 0;
+  tidal__handle_attach(&e->h, ch);
   atomic_fetch_add(&ch->refs, 1);
 }
 
@@ -313,10 +314,11 @@ static void sender_gone(chan *ch, tidal_worker *cur) {
   if (--ch->nsenders == 0) wake_all(ch, &ch->recvq, cur); /* see the end */
 }
 
-static void close_sender(end *e, tidal_worker *cur) {
-  chan *ch = e->ch;
-  if (e->closed) return;
-  e->closed = 1;
+/* A sender end is closed (once: the handle helper marks it). */
+static void close_sender(lua_State *L, tidal_handle *h, int explicit) {
+  chan *ch = (chan *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
+  (void)explicit;
   tidal__sh_lock(&ch->sh);
   sender_gone(ch, cur);
   tidal__sh_unlock(&ch->sh);
@@ -334,54 +336,43 @@ static void receiver_gone(chan *ch, tidal_worker *cur) {
   if (--ch->nreceivers == 0 && !ch->rx_closed) shut(ch, cur);
 }
 
-static void close_receiver(end *e, tidal_worker *cur, int explicit) {
-  chan *ch = e->ch;
-  if (e->closed) return;
-  e->closed = 1;
+/* A receiver end is closed: explicitly (close(), <close>) it closes the
+** channel for every receiver; collected, it only counts as gone. */
+static void close_receiver(lua_State *L, tidal_handle *h, int explicit) {
+  chan *ch = (chan *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
   tidal__sh_lock(&ch->sh);
   receiver_gone(ch, cur);
   if (explicit && !ch->rx_closed) shut(ch, cur);
   tidal__sh_unlock(&ch->sh);
 }
 
-/* __gc: closes the end's side and drops the channel. A finalized end is
-** a closed one with no channel (e->ch == NULL): every method checks. */
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, tt, fname);
-  if (TIDAL_HOT(&ctx->aux, tt, e) == e) TIDAL_HOT(&ctx->aux, tt, e) = NULL;
-  if (e->ch == NULL) return 0;
-  if (tt == TT_SENDER)
-    close_sender(e, ctx->w);
-  else
-    close_receiver(e, ctx->w, 0);
-  chan_unref(e->ch, ctx->w);
-  e->ch = NULL;
-  return 0;
+static void unref(lua_State *L, void *core) {
+  chan_unref((chan *)core, tidal__cur_worker(L));
 }
 
+/* A finalized end is a closed one with no channel (core NULL): every
+** method checks. __close closes the end's side but keeps the channel, so
+** the end stays usable (as a closed end) through other references until it
+** is collected. */
+static const tidal_htype tx_type = {TT_SENDER, "sender", close_sender, unref};
+static const tidal_htype rx_type = {TT_RECEIVER, "receiver", close_receiver,
+                                    unref};
+
 static int l_sender_gc(lua_State *L) {
-  return end_gc(L, TT_SENDER, "Sender:__gc");
+  return tidal__handle_gc(L, &tx_type, "Sender:__gc");
 }
 
 static int l_receiver_gc(lua_State *L) {
-  return end_gc(L, TT_RECEIVER, "Receiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "Receiver:__gc");
 }
 
-/* __close: closes the end's side but keeps the channel, so the end stays
-** usable (as a closed end) through other references until it is collected */
 static int l_sender_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, TT_SENDER, "Sender:__close");
-  if (e->ch != NULL) close_sender(e, ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "Sender:__close");
 }
 
 static int l_receiver_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, TT_RECEIVER, "Receiver:__close");
-  if (e->ch != NULL) close_receiver(e, ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "Receiver:__close");
 }
 
 /* tidal.channel([capacity]) -> tx, rx */
@@ -414,8 +405,8 @@ static int l_channel(lua_State *L) {
   ch->nsenders = 1;
   ch->nreceivers = 1;
   atomic_init(&ch->refs, 2);
-  tx->ch = rx->ch = ch;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, ch);
+  tidal__handle_attach(&rx->h, ch);
   return 2;
 }
 
@@ -504,7 +495,7 @@ static void encode_value(lua_State *L, int v, tidal_buf *b,
 
 static int send_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, 1));
   tidal_worker *cur = t->w;
   (void)status;
   if (ch == NULL) { /* its __gc was called while it waited */
@@ -551,9 +542,9 @@ static int l_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = self_end(L, ctx, TT_SENDER, "Sender:send");
   tidal_task *t = ctx->cur;
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   if (lua_type(L, 2) <= LUA_TNIL) check_value(L, "Sender:send");
-  if (e->closed) return closed_sender(L, "Sender:send");
+  if (e->h.closed) return closed_sender(L, "Sender:send");
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
@@ -583,8 +574,8 @@ static int l_send(lua_State *L) {
 /* select's fast path for tx:send_op(v): the sender at base, v above */
 static int try_send_op(lua_State *L, int base) {
   end *e = (end *)lua_touserdata(L, base);
-  chan *ch = e->ch;
-  if (e->closed) return -1; /* run() raises the misuse */
+  chan *ch = CH(e);
+  if (e->h.closed) return -1; /* run() raises the misuse */
   if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     if (tidal__xfer_encode(L, base + 1, 1, "message", &b)) {
@@ -618,10 +609,10 @@ static int l_send_op(lua_State *L) {
 static int l_try_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_SENDER, "Sender:try_send");
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   check_value(L, "Sender:try_send");
   lua_settop(L, 2);
-  if (e->closed) return closed_sender(L, "Sender:try_send");
+  if (e->h.closed) return closed_sender(L, "Sender:try_send");
   if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:try_send");
@@ -639,19 +630,17 @@ static int l_try_send(lua_State *L) {
 static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_SENDER, "Sender:clone");
-  if (e->closed) return closed_sender(L, "Sender:clone");
+  if (e->h.closed) return closed_sender(L, "Sender:clone");
   lua_getiuservalue(L, 1, 1);
-  push_end(L, ctx, e->ch, TT_SENDER, lua_gettop(L));
-  tidal__sh_lock(&e->ch->sh);
-  e->ch->nsenders++;
-  tidal__sh_unlock(&e->ch->sh);
+  push_end(L, ctx, CH(e), TT_SENDER, lua_gettop(L));
+  tidal__sh_lock(&CH(e)->sh);
+  CH(e)->nsenders++;
+  tidal__sh_unlock(&CH(e)->sh);
   return 1;
 }
 
 static int l_close_sender(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_sender(check_end(L, 1, TT_SENDER, "Sender:close"), ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "Sender:close");
 }
 
 static int ended(const chan *ch) {
@@ -659,11 +648,11 @@ static int ended(const chan *ch) {
 }
 
 static int is_closed(lua_State *L, end *e, int sender) {
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   int closed = 1;
   if (ch != NULL) {
     tidal__sh_lock(&ch->sh);
-    closed = e->closed || ch->rx_closed ||
+    closed = e->h.closed || ch->rx_closed ||
              (!sender && ch->nsenders == 0 && ch->n == 0 && ch->taking == 0);
     tidal__sh_unlock(&ch->sh);
   }
@@ -696,7 +685,7 @@ static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, 1));
   (void)status;
   if (ch == NULL) { /* its __gc was called while it waited: closed */
     tidal__resumed(L, t);
@@ -722,7 +711,7 @@ static int l_recv(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = self_end(L, ctx, TT_RECEIVER, "Receiver:recv");
   tidal_task *t = ctx->cur;
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   if (ch == NULL) return 0; /* finalized: closed */
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
@@ -756,7 +745,7 @@ static int l_recv(lua_State *L) {
 
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
-  chan *ch = ((end *)lua_touserdata(L, base))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, base));
   tidal_worker *cur = tidal__cur_worker(L);
   if (ch == NULL) return 0; /* finalized: closed */
   if (ch->sh.on) {
@@ -788,7 +777,7 @@ static int l_recv_op(lua_State *L) {
 static int l_try_recv(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_RECEIVER, "Receiver:try_recv");
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   lua_settop(L, 1);
   if (ch == NULL) return fail(L, "closed", "channel closed");
   tidal__sh_lock(&ch->sh);
@@ -800,18 +789,16 @@ static int l_try_recv(lua_State *L) {
 }
 
 static int l_close_receiver(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_receiver(check_end(L, 1, TT_RECEIVER, "Receiver:close"), ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "Receiver:close");
 }
 
 /* #tx, #rx: values buffered (0 once finalized) */
 static int len(lua_State *L, end *e) {
   int n = 0;
-  if (e->ch != NULL) {
-    tidal__sh_lock(&e->ch->sh);
-    n = e->ch->n;
-    tidal__sh_unlock(&e->ch->sh);
+  if (CH(e) != NULL) {
+    tidal__sh_lock(&CH(e)->sh);
+    n = CH(e)->n;
+    tidal__sh_unlock(&CH(e)->sh);
   }
   lua_pushinteger(L, n);
   return 1;
@@ -831,23 +818,23 @@ static int l_call(lua_State *L) {
 }
 
 static int tostring(lua_State *L, end *e, int sender) {
-  if (e->ch == NULL) {
+  if (CH(e) == NULL) {
     lua_pushstring(L, sender ? "tidal.Sender (closed)"
                              : "tidal.Receiver (closed)");
   } else {
-    tidal__sh_lock(&e->ch->sh);
-    int n = e->ch->n;
-    tidal__sh_unlock(&e->ch->sh);
-    if (e->ch->cap)
+    tidal__sh_lock(&CH(e)->sh);
+    int n = CH(e)->n;
+    tidal__sh_unlock(&CH(e)->sh);
+    if (CH(e)->cap)
       lua_pushfstring(L, "tidal.%s (capacity %d, %d buffered%s%s)",
-                      sender ? "Sender" : "Receiver", e->ch->cap, n,
-                      e->ch->sh.on ? ", shared" : "",
-                      e->closed ? ", closed" : "");
+                      sender ? "Sender" : "Receiver", CH(e)->cap, n,
+                      CH(e)->sh.on ? ", shared" : "",
+                      e->h.closed ? ", closed" : "");
     else
       lua_pushfstring(L, "tidal.%s (unbounded, %d buffered%s%s)",
                       sender ? "Sender" : "Receiver", n,
-                      e->ch->sh.on ? ", shared" : "",
-                      e->closed ? ", closed" : "");
+                      CH(e)->sh.on ? ", shared" : "",
+                      e->h.closed ? ", closed" : "");
   }
   return 1;
 }
@@ -865,7 +852,7 @@ static int l_receiver_tostring(lua_State *L) {
 static void *share_end(lua_State *L, int idx, int sender) {
   end *e = (end *)lua_touserdata(L, idx);
   chan *ch;
-  if (e == NULL || (ch = e->ch) == NULL || e->closed) return NULL;
+  if (e == NULL || (ch = CH(e)) == NULL || e->h.closed) return NULL;
   if (!make_shared(L, ch, idx)) return NULL;
   uv_mutex_lock(&ch->sh.mu);
   if (sender)

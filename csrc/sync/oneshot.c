@@ -29,9 +29,10 @@ typedef struct oneshot {
 } oneshot;
 
 typedef struct end {
-  oneshot *o;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the oneshot (NULL once finalized) */
 } end;
+
+#define OS(e) ((oneshot *)(e)->h.core)
 
 
 /* cur: the worker running on this thread, or NULL */
@@ -60,11 +61,12 @@ static int fail(lua_State *L, const char *kind, const char *msg) {
 }
 
 /* Pushes a new end, closed (harmless until it gets its oneshot). */
+static const tidal_htype tx_type, rx_type;
+
 static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->o = NULL;
-  e->closed = 1;
-  tidal__setmt(L, &ctx->aux, tt);
+  end *e = (end *)tidal__handle_new(L, &ctx->aux,
+                                    tt == TT_ONESHOT_TX ? &tx_type : &rx_type,
+                                    sizeof *e, 1);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -73,8 +75,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
 static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
                      int holder) {
   end *e = new_end(L, ctx, tt, holder);
-  e->o = o;
-  e->closed = 0;
+  tidal__handle_attach(&e->h, o);
   atomic_fetch_add(&o->refs, 1);
 }
 
@@ -88,8 +89,8 @@ static int l_oneshot(lua_State *L) {
   if (o == NULL) return luaL_error(L, "tidal.oneshot: not enough memory");
   atomic_init(&o->refs, 2); /* the ends hold it */
   o->ntx = o->nrx = 1;
-  tx->o = rx->o = o;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, o);
+  tidal__handle_attach(&rx->h, o);
   return 2;
 }
 
@@ -111,18 +112,21 @@ static void rx_gone(oneshot *o, tidal_worker *cur) {
 /* The oneshot ends when every copy of its sender is closed: a sender
 ** copied to another state (a pool job, a worker) may still send after the
 ** original is closed or collected. */
-static void close_tx(end *e, tidal_worker *cur) {
-  if (e->closed) return;
-  e->closed = 1;
-  tidal__sh_lock(&e->o->sh);
-  tx_gone(e->o, cur);
-  tidal__sh_unlock(&e->o->sh);
+static void tx_closed(oneshot *o, tidal_worker *cur) {
+  tidal__sh_lock(&o->sh);
+  tx_gone(o, cur);
+  tidal__sh_unlock(&o->sh);
 }
 
-static void close_rx(end *e, tidal_worker *cur, int explicit) {
-  oneshot *o = e->o;
-  if (e->closed) return;
-  e->closed = 1;
+/* (once: the handle helper marks the end closed) */
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)explicit;
+  tx_closed((oneshot *)h->core, tidal__cur_worker(L));
+}
+
+static void close_rx(lua_State *L, tidal_handle *h, int explicit) {
+  oneshot *o = (oneshot *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
   tidal__sh_lock(&o->sh);
   if (explicit && !o->rx_closed) {
     o->rx_closed = 1;
@@ -132,52 +136,38 @@ static void close_rx(end *e, tidal_worker *cur, int explicit) {
   tidal__sh_unlock(&o->sh);
 }
 
-/* The end at 1 of type tt, from __gc or __close; NULL once finalized (a
-** finalized end is a closed one without its core: every method checks). */
-static end *close_end(lua_State *L, int tt, int explicit, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, tt, fname);
-  if (e->o == NULL) return NULL;
-  if (tt == TT_ONESHOT_TX)
-    close_tx(e, ctx->w);
-  else
-    close_rx(e, ctx->w, explicit);
-  return e;
+static void unref_core(lua_State *L, void *core) {
+  unref((oneshot *)core, tidal__cur_worker(L));
 }
 
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  end *e = close_end(L, tt, 0, fname);
-  if (e != NULL) {
-    unref(e->o, tidal__cur_worker(L));
-    e->o = NULL;
-  }
-  return 0;
-}
+/* A finalized end is a closed one without its core: every method checks.
+** __close closes the end but keeps the core until the end is collected. */
+static const tidal_htype tx_type = {TT_ONESHOT_TX, "sender", close_tx,
+                                    unref_core};
+static const tidal_htype rx_type = {TT_ONESHOT_RX, "receiver", close_rx,
+                                    unref_core};
 
 static int l_tx_gc(lua_State *L) {
-  return end_gc(L, TT_ONESHOT_TX, "OneshotSender:__gc");
+  return tidal__handle_gc(L, &tx_type, "OneshotSender:__gc");
 }
 
 static int l_rx_gc(lua_State *L) {
-  return end_gc(L, TT_ONESHOT_RX, "OneshotReceiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "OneshotReceiver:__gc");
 }
 
-/* __close: closes the end but keeps the core until the end is collected */
 static int l_tx_close(lua_State *L) {
-  close_end(L, TT_ONESHOT_TX, 1, "OneshotSender:__close");
-  return 0;
+  return tidal__handle_close(L, &tx_type, "OneshotSender:__close");
 }
 
 static int l_rx_close(lua_State *L) {
-  close_end(L, TT_ONESHOT_RX, 1, "OneshotReceiver:__close");
-  return 0;
+  return tidal__handle_close(L, &rx_type, "OneshotReceiver:__close");
 }
 
 /* tx:send(v) -> true | nil, err */
 static int l_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:send");
-  oneshot *o = e->o;
+  oneshot *o = OS(e);
   tidal_buf b = {NULL, 0, 0};
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "OneshotSender:send: cannot send nil (a receiver "
@@ -193,7 +183,7 @@ static int l_send(lua_State *L) {
   tidal__sh_lock(&o->sh);
   const char *misuse = o->sent    ? "a value was sent already (a oneshot "
                                     "carries one value)"
-                       : e->closed ? "attempt to use a closed sender"
+                       : e->h.closed ? "attempt to use a closed sender"
                                    : NULL;
   if (misuse != NULL || o->rx_closed) {
     tidal__sh_unlock(&o->sh);
@@ -212,16 +202,14 @@ static int l_send(lua_State *L) {
   o->sent = 1;
   wake_all(o, ctx->w); /* the receiver takes it */
   tidal__sh_unlock(&o->sh);
-  close_tx(e, ctx->w); /* a oneshot's sender is used up */
+  e->h.closed = 1; /* a oneshot's sender is used up */
+  tx_closed(o, ctx->w);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_close_tx(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close");
-  if (e->o != NULL) close_tx(e, ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "OneshotSender:close");
 }
 
 static int recv_cancel(tidal_task *t) {
@@ -293,7 +281,7 @@ static int finalized(lua_State *L) {
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  oneshot *o = ((end *)lua_touserdata(L, 1))->o;
+  oneshot *o = OS((end *)lua_touserdata(L, 1));
   int n;
   (void)status;
   if (o == NULL) { /* its __gc was called while it waited */
@@ -315,7 +303,7 @@ static const tidal_restart recv_again = {l_recv};
 /* rx:recv() -> value | nil, err (closed) */
 static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:recv");
-  oneshot *o = e->o;
+  oneshot *o = OS(e);
   int n;
   if (o == NULL) return finalized(L);
   tidal_task *t = tidal__wait_begin(L, "OneshotReceiver:recv");
@@ -332,28 +320,25 @@ static int l_try_recv(lua_State *L) {
                                   "OneshotReceiver:try_recv");
   int n;
   lua_settop(L, 1);
-  if (e->o == NULL) return finalized(L);
-  tidal__sh_lock(&e->o->sh);
-  if ((n = recv_now(L, e->o)) >= 0) return n;
-  tidal__sh_unlock(&e->o->sh);
+  if (OS(e) == NULL) return finalized(L);
+  tidal__sh_lock(&OS(e)->sh);
+  if ((n = recv_now(L, OS(e))) >= 0) return n;
+  tidal__sh_unlock(&OS(e)->sh);
   return fail(L, "empty", "no value yet");
 }
 
 static int l_close_rx(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close");
-  if (e->o != NULL) close_rx(e, ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "OneshotReceiver:close");
 }
 
 static int l_tx_is_closed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX,
                                   "OneshotSender:is_closed");
   int closed = 1;
-  if (e->o != NULL) {
-    tidal__sh_lock(&e->o->sh);
-    closed = e->closed || e->o->rx_closed;
-    tidal__sh_unlock(&e->o->sh);
+  if (OS(e) != NULL) {
+    tidal__sh_lock(&OS(e)->sh);
+    closed = e->h.closed || OS(e)->rx_closed;
+    tidal__sh_unlock(&OS(e)->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -363,10 +348,10 @@ static int l_rx_is_closed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX,
                                   "OneshotReceiver:is_closed");
   int closed = 1;
-  if (e->o != NULL) {
-    tidal__sh_lock(&e->o->sh);
-    closed = e->closed || e->o->taken || (e->o->tx_closed && !e->o->sent);
-    tidal__sh_unlock(&e->o->sh);
+  if (OS(e) != NULL) {
+    tidal__sh_lock(&OS(e)->sh);
+    closed = e->h.closed || OS(e)->taken || (OS(e)->tx_closed && !OS(e)->sent);
+    tidal__sh_unlock(&OS(e)->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -376,8 +361,8 @@ static int l_rx_is_closed(lua_State *L) {
 
 static void *share(lua_State *L, int idx, int tx) {
   end *e = (end *)lua_touserdata(L, idx);
-  oneshot *o = e ? e->o : NULL;
-  if (o == NULL || e->closed) return NULL;
+  oneshot *o = e ? OS(e) : NULL;
+  if (o == NULL || e->h.closed) return NULL;
   if (!o->sh.on) { /* on the owning thread: nobody else sees it yet */
     if (o->sent && !o->taken) { /* encode the value already sent */
       if (!lua_checkstack(L, 4)) return NULL;

@@ -37,13 +37,16 @@ static void watch_unref(watch *w) {
   free(w);
 }
 
-static void close_tx(tidal_handle *h) {
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)L;
+  (void)explicit;
   watch *w = (watch *)h->core;
   w->tx_closed = 1;
   wake_all(&w->waiters);
 }
 
-static void unref(void *core) {
+static void unref(lua_State *L, void *core) {
+  (void)L;
   watch_unref((watch *)core);
 }
 
