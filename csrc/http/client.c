@@ -1,8 +1,8 @@
 /*
-** http.c: the Lua side of tidal.http's C core (the public module is
+** client.c: the Lua side of tidal.http's C core (the public module is
 ** lua/tidal/http.lua). A client userdata ("tidal.http.Client") holds the
 ** settings of its pool and its request defaults; its pool is one multi
-** handle per worker (http_glue.c), made on first use. A request parks the
+** handle per worker (glue.c), made on first use. A request parks the
 ** task until its transfer is done (or, streamed, until the final headers
 ** arrived) and its continuation builds the response table; a streamed body
 ** is a "tidal.http.Body" userdata read chunk by chunk.

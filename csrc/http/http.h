@@ -1,26 +1,36 @@
 /*
-** http_int.h: the internal interface of tidal.http's C core, shared by
-**   http_glue.c  libcurl's multi interface on the worker's libuv loop:
-**                per-worker state (share handle), one multi handle per
-**                client and worker, sockets, timers, completions (no Lua)
-**   http_xfer.c  one transfer: its easy handle, options, callbacks,
-**                buffers, limits, and what failures mean (no Lua)
-**   http.c       the Lua bindings: clients, requests, responses, streams
-**   http_json.c  resp:json()'s decoder (JSON integers stay integers)
+** http/http.h: the http layer -- tidal.http's C core (its Lua facade is
+** lua/tidal/http.lua).
+**
+** Files and their concepts:
+**   glue.c     libcurl's multi interface on the worker's libuv loop:
+**              per-worker state (a worker extension: share handle), one
+**              multi handle per client and worker, sockets, timers,
+**              completions (no Lua)
+**   easy.c     one transfer: its easy handle, options, callbacks,
+**              buffers, limits, and what failures mean (no Lua)
+**   client.c   the Lua bindings: clients, requests, responses, streams
+**   options.c  one table-driven parser for the options of clients and
+**              requests, the checks of their values
+**   json.c     resp:json()'s decoder (JSON integers stay integers)
+**
+** May use: kernel (tasks, park / wake, worker extensions), auxlib, xfer
+** (the byte buffer only), libcurl. Knows nothing of sync, flow, parallel
+** or lib.
 **
 ** Nothing here calls Lua from a libuv or libcurl callback: callbacks record
 ** results in C and wake the waiting task (tidal__wake only queues it); the
 ** task's continuation builds the Lua values when it runs.
 */
-#ifndef TIDAL_HTTP_INT_H
-#define TIDAL_HTTP_INT_H
+#ifndef TIDAL_HTTP_H
+#define TIDAL_HTTP_H
 
 #include "kernel/kernel.h"
 #include "xfer/xfer.h"
 
 #include <curl/curl.h>
 
-/* http.c */
+/* client.c */
 void tidal__http_open(lua_State *L);
 
 
@@ -207,7 +217,7 @@ struct http_xfer {
   char errbuf[CURL_ERROR_SIZE];
 };
 
-/* http_glue.c */
+/* glue.c */
 http_worker *http__worker(tidal_worker *w); /* created on first use */
 http_multi *http__multi_new(http_worker *hw, const http_config *cfg,
                             http_multi **owner);
@@ -219,7 +229,7 @@ void http__multi_remove(http_multi *m, http_xfer *x);
 void http__sockopts(http_multi *m, CURL *easy); /* open/close callbacks */
 void http__orphan_remove(http_xfer *x);
 
-/* http_xfer.c */
+/* easy.c */
 void http__url_cache_free(http_multi *m);
 http_xfer *http__xfer_get(http_multi *m); /* NULL: ENOMEM */
 /* Options for request r: 0, or -1 with *uerr set (a malformed URL). */
@@ -266,7 +276,7 @@ curl_off_t http__opt_body(lua_State *L, int idx, const char *fname);
 char *http__opt_string(lua_State *L, int idx, const char *fname,
                        const char *opt);
 
-/* http_json.c: core._http_json(s) -> value | nil, message */
+/* json.c: core._http_json(s) -> value | nil, message */
 int http__json_decode(lua_State *L);
 
 #endif

@@ -3,6 +3,11 @@
 ** broadcast, watch, mutex / rwlock (lock.c), semaphore, notify; the ones
 ** that cross workers share one cross-worker mode (shared.h).
 **
+** Files: channel.c, oneshot.c, broadcast.c, watch.c, lock.c (Mutex,
+** RwLock, Guard), semaphore.c (Semaphore, Permit), notify.c; shared.c
+** (+ shared.h, internal to sync) the cross-worker mode of channel,
+** oneshot, lock and semaphore.
+**
 ** Offers: their type ids and open functions.
 ** May use: flow (tidal__op_new only: their wait operations), kernel,
 ** auxlib, xfer (their handles cross states by reference). Knows nothing
