@@ -8,6 +8,8 @@
 #   make bench       tidal's own bench workloads (bench/run)
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
+#   make layers      csrc/'s layer rules (tools/check_layers.py; also run
+#                    by spec/build_spec.lua)
 #   make fuzz        libFuzzer over transfer.c's serialized form for
 #                    FUZZ_SECONDS (default 60); corpus in build/fuzz
 #
@@ -53,7 +55,7 @@ HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
-.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint clean \
+.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint layers clean \
         fuzz fuzz-deps
 
 all: build
@@ -141,6 +143,9 @@ docs:
 
 lint:
 	luacheck lua spec examples bench
+
+layers:
+	python3 tools/check_layers.py csrc
 
 # The fuzzer links the value layer alone (transfer.c, buf.c: no handle type
 # is known to it until one registers, here the test probe) with the
