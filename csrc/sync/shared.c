@@ -16,20 +16,6 @@ void tidal__sh_destroy(tidal_shared *s) {
   if (s->on) uv_mutex_destroy(&s->mu);
 }
 
-int tidal__sh_park(lua_State *L, tidal_shared *s, tidal_task *t, tidal_wq *q,
-                   int front, const tidal_waitop *op, void *obj,
-                   lua_KFunction k) {
-  if (front)
-    tidal__wq_push_front(q, t);
-  else
-    tidal__wq_push(q, t);
-  if (s->on) {
-    uv_mutex_unlock(&s->mu);
-    return tidal__park_shared(L, t, op, obj, k);
-  }
-  return tidal__park(L, t, op, obj, k);
-}
-
 int tidal__sh_withdraw(tidal_shared *s, tidal_wq *q, tidal_task *t,
                        void (*after)(void *obj, tidal_worker *cur),
                        void *obj) {

@@ -48,10 +48,22 @@ void tidal__sh_destroy(tidal_shared *s);
 
 /* Queues t on q (front: keeps its turn, e.g. a woken waiter that found
 ** nothing), then parks it on obj: locked on entry when shared, the lock
-** is released before parking (tidal__park_shared). */
-int tidal__sh_park(lua_State *L, tidal_shared *s, tidal_task *t, tidal_wq *q,
-                   int front, const tidal_waitop *op, void *obj,
-                   lua_KFunction k);
+** is released before parking (tidal__park_shared). Inline: every wait of
+** the four primitives goes through it. */
+static inline int tidal__sh_park(lua_State *L, tidal_shared *s, tidal_task *t,
+                                 tidal_wq *q, int front,
+                                 const tidal_waitop *op, void *obj,
+                                 lua_KFunction k) {
+  if (front)
+    tidal__wq_push_front(q, t);
+  else
+    tidal__wq_push(q, t);
+  if (s->on) {
+    uv_mutex_unlock(&s->mu);
+    return tidal__park_shared(L, t, op, obj, k);
+  }
+  return tidal__park(L, t, op, obj, k);
+}
 
 /* A waitop's cancel: under the lock, takes t out of q unless a waker
 ** already did (tidal__wq_has), then runs after(obj, t's worker) -- still
