@@ -42,8 +42,10 @@ typedef struct lock {
 
 
 typedef struct lockud {
-  lock *l;
+  tidal_handle h; /* first; h.core: the lock (NULL once finalized) */
 } lockud;
+
+#define LK(u) ((lock *)(u)->h.core)
 
 typedef struct guard {
   lock *l;
@@ -161,16 +163,25 @@ static int l_guard_tostring(lua_State *L) {
 
 /* ------------------------------------------------------------------ locks */
 
+static void unref(lua_State *L, void *core) {
+  lock_unref((lock *)core, tidal__cur_worker(L));
+}
+
+/* A lock is never closed, only finalized: a finalized lock has no core
+** (every method checks). */
+static const tidal_htype mutex_type = {TT_MUTEX, "mutex", NULL, unref};
+static const tidal_htype rwlock_type = {TT_RWLOCK, "rwlock", NULL, unref};
+
 static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw,
                       const char *fname) {
-  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->l = NULL;
-  tidal__setmt(L, &ctx->aux, rw ? TT_RWLOCK : TT_MUTEX);
-  u->l = (lock *)calloc(1, sizeof *u->l);
-  if (u->l == NULL) luaL_error(L, "%s: not enough memory", fname);
-  atomic_init(&u->l->refs, 1);
-  u->l->rw = (uint8_t)rw;
-  return u->l;
+  lockud *u = (lockud *)tidal__handle_new(
+      L, &ctx->aux, rw ? &rwlock_type : &mutex_type, sizeof *u, 0);
+  lock *l = (lock *)calloc(1, sizeof *l);
+  if (l == NULL) luaL_error(L, "%s: not enough memory", fname);
+  atomic_init(&l->refs, 1);
+  l->rw = (uint8_t)rw;
+  tidal__handle_attach(&u->h, l);
+  return l;
 }
 
 static int l_mutex(lua_State *L) {
@@ -185,34 +196,22 @@ static int l_rwlock(lua_State *L) {
   return 1;
 }
 
-static const char *lock_noun(int tt) {
-  return tt == TT_MUTEX ? "mutex" : "rwlock";
+static const tidal_htype *lock_type(int tt) {
+  return tt == TT_MUTEX ? &mutex_type : &rwlock_type;
 }
 
 /* The lock of the Mutex or RwLock at 1, which must be of type tt; raises
 ** once it was finalized. */
 static lock *check_lock(lua_State *L, int tt, const char *fname) {
-  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
-  if (l == NULL) tidal__closed_error(L, fname, lock_noun(tt));
-  return l;
-}
-
-/* __gc: a finalized lock has no core (u->l == NULL): every method checks */
-static int lock_gc(lua_State *L, int tt, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lockud *u = (lockud *)tidal__checkud(L, 1, tt, fname);
-  if (TIDAL_HOT(&ctx->aux, tt, u) == u) TIDAL_HOT(&ctx->aux, tt, u) = NULL;
-  if (u->l != NULL) lock_unref(u->l, ctx->w);
-  u->l = NULL;
-  return 0;
+  return LK((lockud *)tidal__handle_check(L, 1, lock_type(tt), fname));
 }
 
 static int l_mutex_gc(lua_State *L) {
-  return lock_gc(L, TT_MUTEX, "Mutex:__gc");
+  return tidal__handle_gc(L, &mutex_type, "Mutex:__gc");
 }
 
 static int l_rwlock_gc(lua_State *L) {
-  return lock_gc(L, TT_RWLOCK, "RwLock:__gc");
+  return tidal__handle_gc(L, &rwlock_type, "RwLock:__gc");
 }
 
 /* readers queued behind a cancelled writer may go */
@@ -233,7 +232,7 @@ static const tidal_waitop write_op = {"RwLock:write", lock_cancel, NULL};
 static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
+  lock *l = (lock *)LK((lockud *)lua_touserdata(L, 1));
   if (l == NULL) { /* its __gc was called while it waited */
     tidal__resumed(L, t);
     return tidal__closed_error(L, kind == G_MUTEX ? "Mutex:lock"
@@ -283,8 +282,8 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   static const lua_KFunction ks[] = {mutex_k, read_k, write_k};
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__self(L, &ctx->aux, tt, fname);
-  lock *l = u->l;
-  if (l == NULL) return tidal__closed_error(L, fname, lock_noun(tt));
+  lock *l = LK(u);
+  if (l == NULL) return tidal__closed_error(L, fname, lock_type(tt)->what);
   TIDAL_HOT(&ctx->aux, tt, u) = u; /* cleared by its __gc */
   tidal_task *t = tidal__wait_ok(L, ctx->cur, fname);
   TIDAL_SPEND(L, t, again);
@@ -348,7 +347,7 @@ static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
 /* select's fast path for m:lock_op() */
 static int try_lock_op(lua_State *L, int base) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lock *l = ((lockud *)lua_touserdata(L, base))->l;
+  lock *l = LK((lockud *)lua_touserdata(L, base));
   if (l == NULL) return -1; /* finalized: run() raises */
   new_guard(L, ctx);
   tidal__sh_lock(&l->sh);
@@ -397,7 +396,7 @@ static int l_rwlock_is_locked(lua_State *L) {
 }
 
 static int lock_tostring(lua_State *L, int tt, const char *fname) {
-  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  lock *l = LK((lockud *)tidal__checkud(L, 1, tt, fname));
   if (l == NULL)
     lua_pushfstring(L, "tidal.%s (closed)",
                     tt == TT_MUTEX ? "Mutex" : "RwLock");
@@ -422,7 +421,7 @@ static int l_rwlock_tostring(lua_State *L) {
 
 static void *share(lua_State *L, int idx) {
   lockud *u = (lockud *)lua_touserdata(L, idx);
-  lock *l = u ? u->l : NULL;
+  lock *l = u ? LK(u) : NULL;
   if (l == NULL) return NULL;
   tidal_wq *q = &l->waiters;
   /* on the owning thread: nobody else sees it yet */
@@ -433,11 +432,10 @@ static void *share(lua_State *L, int idx) {
 
 static void push_copy(lua_State *L, void *obj) {
   lock *l = (lock *)obj;
-  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->l = NULL;
-  tidal__setmt(L, NULL, l->rw ? TT_RWLOCK : TT_MUTEX);
+  lockud *u = (lockud *)tidal__handle_new(
+      L, NULL, l->rw ? &rwlock_type : &mutex_type, sizeof *u, 0);
   atomic_fetch_add(&l->refs, 1);
-  u->l = l;
+  tidal__handle_attach(&u->h, l);
 }
 
 static void drop(void *obj) {

@@ -43,8 +43,10 @@ typedef struct sem {
 
 
 typedef struct semud {
-  sem *s;
+  tidal_handle h; /* first; h.core: the semaphore (NULL once finalized) */
 } semud;
+
+#define SM(u) ((sem *)(u)->h.core)
 
 typedef struct permit {
   sem *s;
@@ -150,6 +152,14 @@ static int try_take(lua_State *L, sem *s, lua_Integer k) {
   return -1;
 }
 
+static void unref(lua_State *L, void *core) {
+  sem_unref((sem *)core, tidal__cur_worker(L));
+}
+
+/* A finalized semaphore has no core: every method checks (close() closes
+** the semaphore itself, for every handle, not the handle). */
+static const tidal_htype sem_type = {TT_SEMAPHORE, "semaphore", NULL, unref};
+
 /* tidal.semaphore(n) */
 static int l_semaphore(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
@@ -160,19 +170,19 @@ static int l_semaphore(lua_State *L) {
                       "integer >= 0 and <= %I, got %s",
                       (LUAI_UACINT)TIDAL_SEM_MAX, tidal__describe(L, 1));
   lua_Integer n = lua_tointeger(L, 1);
-  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
-  tidal__setmt(L, &ctx->aux, TT_SEMAPHORE);
-  u->s = (sem *)calloc(1, sizeof *u->s);
-  if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
-  atomic_init(&u->s->refs, 1);
-  u->s->avail = u->s->total = n;
+  semud *u = (semud *)tidal__handle_new(L, &ctx->aux, &sem_type, sizeof *u,
+                                        0);
+  sem *s = (sem *)calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
+  atomic_init(&s->refs, 1);
+  s->avail = s->total = n;
+  tidal__handle_attach(&u->h, s);
   return 1;
 }
 
 /* The core of the Semaphore at 1; NULL once finalized. */
 static sem *check_sem(lua_State *L, const char *fname) {
-  return ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname))->s;
+  return SM((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname));
 }
 
 /* smaller requests behind a cancelled large one may go */
@@ -190,7 +200,7 @@ static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel, NULL};
 
 static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   tidal_task *t = (tidal_task *)ctxk;
-  sem *s = ((semud *)lua_touserdata(L, 1))->s;
+  sem *s = SM((semud *)lua_touserdata(L, 1));
   lua_Integer k = lua_isnoneornil(L, 2) ? 1 : lua_tointeger(L, 2);
   (void)status;
   if (s == NULL) { /* its __gc was called while it waited */
@@ -296,13 +306,8 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
-/* __gc: a finalized semaphore has no core (u->s == NULL): every method
-** checks */
 static int l_sem_gc(lua_State *L) {
-  semud *u = (semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:__gc");
-  if (u->s != NULL) sem_unref(u->s, tidal__cur_worker(L));
-  u->s = NULL;
-  return 0;
+  return tidal__handle_gc(L, &sem_type, "Semaphore:__gc");
 }
 
 static int l_sem_tostring(lua_State *L) {
@@ -322,7 +327,7 @@ static int l_sem_tostring(lua_State *L) {
 
 static void *share(lua_State *L, int idx) {
   semud *u = (semud *)lua_touserdata(L, idx);
-  sem *s = u ? u->s : NULL;
+  sem *s = u ? SM(u) : NULL;
   (void)L;
   if (s == NULL) return NULL;
   tidal_wq *q = &s->waiters;
@@ -333,11 +338,9 @@ static void *share(lua_State *L, int idx) {
 }
 
 static void push_copy(lua_State *L, void *obj) {
-  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
-  tidal__setmt(L, NULL, TT_SEMAPHORE);
+  semud *u = (semud *)tidal__handle_new(L, NULL, &sem_type, sizeof *u, 0);
   atomic_fetch_add(&((sem *)obj)->refs, 1);
-  u->s = (sem *)obj;
+  tidal__handle_attach(&u->h, obj);
 }
 
 static void drop(void *obj) {
