@@ -8,13 +8,15 @@
 #   make bench       tidal's own bench workloads (bench/run)
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
+#   make layers      csrc/'s layer rules (tools/check_layers.py; also run
+#                    by spec/build_spec.lua)
 #   make fuzz        libFuzzer over transfer.c's serialized form for
 #                    FUZZ_SECONDS (default 60); corpus in build/fuzz
 #
 # Builds install the rock into a project-local tree with luarocks, so what is
 # tested is what `luarocks make` installs. The test trees also get
-# tidal.testhooks (csrc/xfer_hooks.c, csrc/xprobe.c), a test-only module the
-# rockspec never builds: tidal.core itself carries no test hooks.
+# tidal.testhooks (csrc/test/), a test-only module the rockspec never
+# builds: tidal.core itself carries no test hooks.
 
 LUA        ?= lua5.4
 LUAROCKS   ?= luarocks --lua-version=5.4
@@ -48,13 +50,14 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev \
 lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;" \
           LUA_CPATH_5_4="$(1)/lib/lua/5.4/?.so;;"
 
-C_SOURCES := $(wildcard csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h)
-HOOKS_SRC := csrc/xfer_hooks.c csrc/xprobe.c csrc/test/procs.c
+C_SOURCES := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h)
+# the test-only module tidal.testhooks: csrc/test/, never in the rockspec
+HOOKS_SRC := $(wildcard csrc/test/*.c)
 HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
-.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint clean \
+.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint layers clean \
         fuzz fuzz-deps
 
 all: build
@@ -93,7 +96,8 @@ $(TSAN_TREE)/.built: $(C_SOURCES) $(LUA_SOURCES) $(ROCKSPEC)
 
 # tidal.testhooks, built beside tidal.core in a test tree (flags: $(2))
 define hooks_rule
-$(call HOOKS_SO,$(1)): $(HOOKS_SRC) csrc/tidal_int.h csrc/tidal.h $(1)/.built
+$(call HOOKS_SO,$(1)): $(HOOKS_SRC) $(wildcard csrc/*.h csrc/xfer/*.h csrc/test/*.h) \
+  $(1)/.built
 	$$(CC) $(DEV_CFLAGS) $(2) -Icsrc $(LUA_CFLAGS) -shared -o $$@ \
 	  $(HOOKS_SRC) -luv -ldl
 endef
@@ -142,6 +146,9 @@ docs:
 lint:
 	luacheck lua spec examples bench
 
+layers:
+	python3 tools/check_layers.py csrc
+
 # The fuzzer links the value layer alone (transfer.c, buf.c: no handle type
 # is known to it until one registers, here the test probe) with the
 # system's static Lua; TIDAL_XFER_FIXED_KEY lets the seeds, written by
@@ -153,7 +160,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRC     := csrc/transfer.c csrc/buf.c csrc/xprobe.c
+FUZZ_SRC     := csrc/xfer/*.c csrc/test/xprobe.c
 ifdef LUA_SRC
 FUZZ_BIN     := $(FUZZ_DIR)/transfer_fuzz-checked
 FUZZ_LUA     := $(FUZZ_DIR)/liblua-checked.a
@@ -186,12 +193,14 @@ fuzz-deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(FUZZ_BIN): fuzz/transfer_fuzz.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
+$(FUZZ_BIN): fuzz/transfer_fuzz.c $(FUZZ_SRC) $(wildcard csrc/*.h csrc/xfer/*.h csrc/test/*.h) \
+  $(FUZZ_LUA)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ \
 	  fuzz/transfer_fuzz.c $(FUZZ_SRC) $(FUZZ_LIBS)
 
-$(FUZZ_DIR)/seeds/.done: fuzz/seeds.c $(FUZZ_SRC) csrc/tidal_int.h $(FUZZ_LUA)
+$(FUZZ_DIR)/seeds/.done: fuzz/seeds.c $(FUZZ_SRC) $(wildcard csrc/*.h csrc/xfer/*.h csrc/test/*.h) \
+  $(FUZZ_LUA)
 	@mkdir -p $(FUZZ_DIR)/seeds
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -o $(FUZZ_DIR)/seeds-gen \
 	  fuzz/seeds.c $(FUZZ_SRC) $(FUZZ_LIBS)
@@ -205,4 +214,5 @@ fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 
 clean:
-	rm -rf $(TREE) build csrc/*.o csrc/*/*.o tidal build.log build-asan.log build-tsan.log
+	rm -rf $(TREE) build tidal build.log build-asan.log build-tsan.log
+	find csrc -name '*.o' -delete

@@ -5,7 +5,8 @@
 ** runtime once per frame.
 **
 ** Build (from the project root; the core is compiled into the host):
-**   gcc -std=c11 -Icsrc -I/usr/include/lua5.4 examples/host.c csrc/[a-z]*.c \
+**   gcc -std=c11 -Icsrc -I/usr/include/lua5.4 examples/host.c \
+**       $(find csrc -name \*.c -not -path csrc/test/\*) \
 **       -llua5.4 -luv -lcurl -lm -o host
 ** Run with LUA_PATH_5_4 pointing at lua/?.lua;lua/?/init.lua.
 */

@@ -4,7 +4,7 @@
 ** same fixed MAC key as the fuzzer. No handles: a handle record carries a
 ** pointer into the process that wrote it.
 */
-#include "tidal_int.h"
+#include "xfer/xfer.h"
 
 #include <lualib.h>
 #include <stdio.h>

@@ -12,7 +12,7 @@
 ** by another process (seeds.c), then carries valid MACs, so the fuzzer gets
 ** past them and exercises the loading of well-formed bytecode.
 */
-#include "tidal_int.h"
+#include "test/xprobe.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -81,7 +81,7 @@ describe("examples", function()
   it("host.c: a C host drives the runtime from its own poll loop", function()
     local exe = os.tmpname()
     local cc = "gcc -std=c11 -Wall -Wextra -Werror -Icsrc -I/usr/include/lua5.4 " ..
-      "examples/host.c csrc/*.c csrc/*/*.c -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
+      "examples/host.c $(ls csrc/*/*.c | grep -v ^csrc/test/) -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
     local p = assert(io.popen(cc))
     local log = p:read("a")
     assert.is_true(p:close(), log)

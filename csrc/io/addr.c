@@ -126,7 +126,7 @@ static int resolve_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop resolve_op = {"tidal.net.resolve", resolve_cancel};
+static const tidal_waitop resolve_op = {"tidal.net.resolve", resolve_cancel, NULL};
 
 /* Pushes the list of unique address strings of r->res. */
 static void push_list(lua_State *L, const struct addrinfo *res) {

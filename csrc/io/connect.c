@@ -44,9 +44,9 @@ static int connect_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop tcp_op = {"tidal.net.connect", connect_cancel};
+static const tidal_waitop tcp_op = {"tidal.net.connect", connect_cancel, NULL};
 static const tidal_waitop unix_op = {"tidal.net.connect_unix",
-                                     connect_cancel};
+                                     connect_cancel, NULL};
 
 /* stack: 1 = ip or path, 2 = port or nil, ..., name at 6 (TCP); the
 ** Stream userdata below the request's lightuserdata on top */

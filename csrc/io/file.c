@@ -670,8 +670,8 @@ static int body_read(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_read = {"File:read",
                               body_read,
-                              {"File:read (queued)", queued_cancel},
-                              {"File:read", job_cancel}};
+                              {"File:read (queued)", queued_cancel, NULL},
+                              {"File:read", job_cancel, NULL}};
 
 static const tidal_restart r_read;
 
@@ -705,8 +705,8 @@ static int body_lines(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_lines = {"File:lines",
                                body_lines,
-                               {"File:lines (queued)", queued_cancel},
-                               {"File:lines", job_cancel}};
+                               {"File:lines (queued)", queued_cancel, NULL},
+                               {"File:lines", job_cancel, NULL}};
 
 static const tidal_restart r_lines_iter;
 
@@ -811,8 +811,8 @@ static int body_write(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_write = {"File:write",
                                body_write,
-                               {"File:write (queued)", queued_cancel},
-                               {"File:write", job_cancel}};
+                               {"File:write (queued)", queued_cancel, NULL},
+                               {"File:write", job_cancel, NULL}};
 
 static const tidal_restart r_write;
 
@@ -856,8 +856,8 @@ static int body_flush(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_flush = {"File:flush",
                                body_flush,
-                               {"File:flush (queued)", queued_cancel},
-                               {"File:flush", job_cancel}};
+                               {"File:flush (queued)", queued_cancel, NULL},
+                               {"File:flush", job_cancel, NULL}};
 
 static int l_flush(lua_State *L) {
   return enter(L, &m_flush);
@@ -914,8 +914,8 @@ static int seek_k(lua_State *L, int status, lua_KContext kc) {
 
 static const method m_seek = {"File:seek",
                               body_seek,
-                              {"File:seek (queued)", queued_cancel},
-                              {"File:seek", job_cancel}};
+                              {"File:seek (queued)", queued_cancel, NULL},
+                              {"File:seek", job_cancel, NULL}};
 
 static const tidal_restart r_seek;
 
@@ -989,8 +989,8 @@ static int body_stat(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_stat = {"File:stat",
                               body_stat,
-                              {"File:stat (queued)", queued_cancel},
-                              {"File:stat", job_cancel}};
+                              {"File:stat (queued)", queued_cancel, NULL},
+                              {"File:stat", job_cancel, NULL}};
 
 static int l_stat(lua_State *L) {
   return enter(L, &m_stat);
@@ -1064,13 +1064,13 @@ static int body_tbc(lua_State *L, tidal_task *t, io_file *f) {
 
 static const method m_close = {"File:close",
                                body_close,
-                               {"File:close (queued)", queued_cancel},
-                               {"File:close", job_cancel}};
+                               {"File:close (queued)", queued_cancel, NULL},
+                               {"File:close", job_cancel, NULL}};
 
 static const method m_tbc = {"File:__close",
                              body_tbc,
-                             {"File:__close (queued)", queued_cancel},
-                             {"File:__close", job_cancel}};
+                             {"File:__close (queued)", queued_cancel, NULL},
+                             {"File:__close", job_cancel, NULL}};
 
 static int l_close(lua_State *L) {
   io_ud *u = io__ud(L, TT_FILE, m_close.name);
@@ -1186,7 +1186,7 @@ static int open_k(lua_State *L, int status, lua_KContext kc) {
   return 1;
 }
 
-static const tidal_waitop open_op = {"tidal.fs.open", job_cancel};
+static const tidal_waitop open_op = {"tidal.fs.open", job_cancel, NULL};
 
 /* core._fs_open(path [, mode]) */
 static int l_open(lua_State *L) {
@@ -1258,6 +1258,6 @@ static const luaL_Reg funcs[] = {{"_fs_open", l_open}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void io__file_open(lua_State *L) {
-  tidal__newtype(L, TT_FILE, "tidal.File", meta, methods);
+  tidal__newtype(L, TT_FILE, "tidal.File", "File", meta, methods);
   tidal__register(L, funcs);
 }

@@ -142,7 +142,7 @@ static int read_file_k(lua_State *L, int status, lua_KContext kc) {
 }
 
 static const tidal_waitop read_file_op = {"tidal.fs.read_file",
-                                          io__fsreq_cancel};
+                                          io__fsreq_cancel, NULL};
 
 /* core._fs_read_file(path, max) */
 static int l_read_file(lua_State *L) {
@@ -208,7 +208,7 @@ static void job_write_file(io_fsreq *r) {
 }
 
 static const tidal_waitop write_file_op = {"tidal.fs.write_file",
-                                           io__fsreq_cancel};
+                                           io__fsreq_cancel, NULL};
 
 /* core._fs_write_file(path, data, atomic, append, mode, sync) */
 static int l_write_file(lua_State *L) {
@@ -292,8 +292,8 @@ static int stat_k(lua_State *L, int status, lua_KContext kc) {
   return 1;
 }
 
-static const tidal_waitop stat_op = {"tidal.fs.stat", io__fsreq_cancel};
-static const tidal_waitop lstat_op = {"tidal.fs.lstat", io__fsreq_cancel};
+static const tidal_waitop stat_op = {"tidal.fs.stat", io__fsreq_cancel, NULL};
+static const tidal_waitop lstat_op = {"tidal.fs.lstat", io__fsreq_cancel, NULL};
 
 static int do_stat(lua_State *L, const tidal_waitop *op, int link) {
   const char *path = io__path_check(L, 1, op->name);
@@ -347,7 +347,7 @@ static void job_mkdir(io_fsreq *r) {
   r->result = mkdir_exist_ok(p, r->mode, 0);
 }
 
-static const tidal_waitop mkdir_op = {"tidal.fs.mkdir", io__fsreq_cancel};
+static const tidal_waitop mkdir_op = {"tidal.fs.mkdir", io__fsreq_cancel, NULL};
 
 /* core._fs_mkdir(path, parents, mode) */
 static int l_mkdir(lua_State *L) {
@@ -486,7 +486,7 @@ static int readdir_k(lua_State *L, int status, lua_KContext kc) {
   return 1;
 }
 
-static const tidal_waitop readdir_op = {"tidal.fs.readdir", io__fsreq_cancel};
+static const tidal_waitop readdir_op = {"tidal.fs.readdir", io__fsreq_cancel, NULL};
 
 /* core._fs_readdir(path, types) */
 static int l_readdir(lua_State *L) {
@@ -552,7 +552,7 @@ static void job_remove(io_fsreq *r) {
     r->result = ERR;
 }
 
-static const tidal_waitop remove_op = {"tidal.fs.remove", io__fsreq_cancel};
+static const tidal_waitop remove_op = {"tidal.fs.remove", io__fsreq_cancel, NULL};
 
 /* core._fs_remove(path, recursive) */
 static int l_remove(lua_State *L) {
@@ -573,7 +573,7 @@ static void job_rename(io_fsreq *r) {
   r->result = rename(r->path, r->path2) == 0 ? 0 : ERR;
 }
 
-static const tidal_waitop rename_op = {"tidal.fs.rename", io__fsreq_cancel};
+static const tidal_waitop rename_op = {"tidal.fs.rename", io__fsreq_cancel, NULL};
 
 /* core._fs_rename(from, to) */
 static int l_rename(lua_State *L) {

@@ -4,8 +4,9 @@
 **
 ** io sits above the kernel (tasks, park/wake/cancel, workers), the
 ** auxiliary layer (context, types, errors) and the value layer (buffers,
-** transfer); nothing below calls into io except through the hooks it
-** registers (the worker's close hook, the xtypes).
+** transfer), and below lib, which calls its open functions; nothing below
+** calls into io except through the hooks it registers (the worker
+** extension class "io" with its close hook, the xtypes).
 **
 **   err.c       errno -> error kind table, error objects for io failures
 **   worker.c    per-worker io state: read scratch, live objects, request
@@ -24,15 +25,23 @@
 #ifndef TIDAL_IO_H
 #define TIDAL_IO_H
 
-/* Stand-in until the layered headers land: then kernel/kernel.h (with
-** auxlib/auxlib.h) and xfer/xfer.h. */
-#include "../tidal_int.h"
+#include "xfer/xfer.h" /* (first: it sets the POSIX feature macros) */
+#include "kernel/kernel.h"
 
 #include <sys/socket.h>
 
-/* Type ids: TT_STREAM, TT_LISTENER, TT_UDP, TT_FILE, TT_CHILD,
-** TT_SIGLISTEN (in tidal_int.h's enum until each layer numbers its own
-** types in its range). */
+/* io's userdata types, numbered in its range (auxlib.h) */
+enum {
+  TT_STREAM = TIDAL_TT_IO, TT_LISTENER, TT_UDP, TT_FILE, TT_CHILD,
+  TT_SIGLISTEN, TT_IO_END
+};
+_Static_assert((int)TT_IO_END <= (int)TIDAL_TT_LIB, "io type ids");
+
+/* The open functions (lib/init.c calls them; stack: module, ctx). */
+void tidal__net_open(lua_State *L);
+void tidal__fs_open(lua_State *L);
+void tidal__process_open(lua_State *L);
+void tidal__signal_open(lua_State *L);
 
 #define IO_SCRATCH (64 * 1024)    /* per-worker read scratch */
 #define IO_READ_MAX (64 * 1024)   /* default read_buffer */
@@ -158,7 +167,7 @@ void *io__check(lua_State *L, int tt, const char *fname);
 static inline void *io__self(lua_State *L, tidal_ctx *ctx, int tt,
                              const char *fname) {
   io_ud *u = (io_ud *)lua_touserdata(L, 1);
-  if (u != NULL && lua_rawlen(L, 1) == sizeof *u && u->tag == ctx->mt[tt] &&
+  if (u != NULL && lua_rawlen(L, 1) == sizeof *u && u->tag == ctx->aux.mt[tt] &&
       u->core != NULL && ((io_obj *)u->core)->iw->w == ctx->w)
     return u->core;
   return io__check(L, tt, fname);

@@ -160,7 +160,7 @@ static int accept_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop accept_op = {"Listener:accept", accept_cancel};
+static const tidal_waitop accept_op = {"Listener:accept", accept_cancel, NULL};
 
 static int accept_k(lua_State *L, int status, lua_KContext k);
 
@@ -581,6 +581,6 @@ static const luaL_Reg funcs[] = {{"_net_listen", l_listen},
 
 /* stack: module, ctx */
 void io__listener_open(lua_State *L) {
-  tidal__newtype(L, TT_LISTENER, LISTENER_MT, meta, methods);
+  tidal__newtype(L, TT_LISTENER, LISTENER_MT, "Listener", meta, methods);
   tidal__register(L, funcs);
 }

@@ -163,8 +163,8 @@ static void push(lua_State *L, void *obj) {
   u->move = NULL;
   u->tag = NULL;
   u->state = IO_UD_CLOSED;
-  tidal__setmt(L, ctx, m->tt);
-  u->tag = ctx->mt[m->tt];
+  tidal__setmt(L, &ctx->aux, m->tt);
+  u->tag = ctx->aux.mt[m->tt];
   atomic_fetch_add(&m->refs, 1);
   u->move = m;
   u->state = IO_UD_PENDING;

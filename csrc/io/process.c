@@ -188,7 +188,7 @@ static int wait_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop wait_op = {"Child:wait", wait_cancel};
+static const tidal_waitop wait_op = {"Child:wait", wait_cancel, NULL};
 
 static int wait_k(lua_State *L, int status, lua_KContext kc) {
   tidal_task *t = (tidal_task *)kc;
@@ -628,10 +628,10 @@ static const luaL_Reg funcs[] = {{"_process_spawn", l_spawn},
 /* stack: module, ctx */
 void tidal__process_open(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
-  int fresh = ctx->mt[TT_CHILD] == NULL;
-  tidal__newtype(L, TT_CHILD, "tidal.Child", meta, methods);
+  int fresh = ctx->aux.mt[TT_CHILD] == NULL;
+  tidal__newtype(L, TT_CHILD, "tidal.Child", "Child", meta, methods);
   if (fresh) { /* __index: methods, then the pipes */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->mt_ref[TT_CHILD]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->aux.mt_ref[TT_CHILD]);
     lua_pushvalue(L, -2); /* ctx */
     lua_getfield(L, -2, "__index");
     lua_pushcclosure(L, l_index, 2);

@@ -274,7 +274,7 @@ static int wait_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop wait_op = {"tidal.signal.wait", wait_cancel};
+static const tidal_waitop wait_op = {"tidal.signal.wait", wait_cancel, NULL};
 
 static int wait_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
@@ -387,7 +387,7 @@ static int recv_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop recv_op = {"SignalListener:recv", recv_cancel};
+static const tidal_waitop recv_op = {"SignalListener:recv", recv_cancel, NULL};
 
 static int recv_k(lua_State *L, int status, lua_KContext k);
 
@@ -473,6 +473,6 @@ static const luaL_Reg funcs[] = {{"_signal_wait", l_wait},
 
 /* stack: module, ctx */
 void tidal__signal_open(lua_State *L) {
-  tidal__newtype(L, TT_SIGLISTEN, SIGLISTEN_MT, meta, methods);
+  tidal__newtype(L, TT_SIGLISTEN, SIGLISTEN_MT, "SignalListener", meta, methods);
   tidal__register(L, funcs);
 }

@@ -376,9 +376,9 @@ static int read_cancel(tidal_task *t) {
 }
 
 static const tidal_waitop read_ops[RD_N] = {
-    {"Stream:read", read_cancel},     {"Stream:read_exactly", read_cancel},
-    {"Stream:read_line", read_cancel}, {"Stream:read_all", read_cancel},
-    {"Stream:lines", read_cancel}};
+    {"Stream:read", read_cancel, NULL},     {"Stream:read_exactly", read_cancel, NULL},
+    {"Stream:read_line", read_cancel, NULL}, {"Stream:read_all", read_cancel, NULL},
+    {"Stream:lines", read_cancel, NULL}};
 
 static const lua_KFunction read_ks[RD_N];
 
@@ -649,7 +649,7 @@ static int wreq_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop wreq_op = {"Stream:write", wreq_cancel};
+static const tidal_waitop wreq_op = {"Stream:write", wreq_cancel, NULL};
 
 static int hwm_cancel(tidal_task *t) {
   io_stream *s = (io_stream *)t->wobj;
@@ -658,7 +658,7 @@ static int hwm_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop hwm_op = {"Stream:write", hwm_cancel};
+static const tidal_waitop hwm_op = {"Stream:write", hwm_cancel, NULL};
 
 static int wreq_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
@@ -869,7 +869,7 @@ static int shut_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop shut_op = {"Stream:shutdown", shut_cancel};
+static const tidal_waitop shut_op = {"Stream:shutdown", shut_cancel, NULL};
 
 static int shut_result(lua_State *L, io_stream *s) {
   if (s == NULL || s->shut_status == UV_ECANCELED)
@@ -1197,5 +1197,5 @@ static const luaL_Reg meta[] = {{"__gc", l_gc},
 
 /* stack: module, ctx */
 void io__stream_open(lua_State *L) {
-  tidal__newtype(L, TT_STREAM, STREAM_MT, meta, methods);
+  tidal__newtype(L, TT_STREAM, STREAM_MT, "Stream", meta, methods);
 }

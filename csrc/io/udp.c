@@ -159,8 +159,8 @@ static int recv_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop recvfrom_op = {"UdpSocket:recv_from", recv_cancel};
-static const tidal_waitop recv_op = {"UdpSocket:recv", recv_cancel};
+static const tidal_waitop recvfrom_op = {"UdpSocket:recv_from", recv_cancel, NULL};
+static const tidal_waitop recv_op = {"UdpSocket:recv", recv_cancel, NULL};
 
 static int recv_k(lua_State *L, int status, lua_KContext k);
 
@@ -279,7 +279,7 @@ static int send_cancel(tidal_task *t) {
   return 1;
 }
 
-static const tidal_waitop send_op = {"UdpSocket:send_to", send_cancel};
+static const tidal_waitop send_op = {"UdpSocket:send_to", send_cancel, NULL};
 
 static int send_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
@@ -586,6 +586,6 @@ static const luaL_Reg funcs[] = {{"_net_udp", l_udp}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void io__udp_open(lua_State *L) {
-  tidal__newtype(L, TT_UDP, UDP_MT, meta, methods);
+  tidal__newtype(L, TT_UDP, UDP_MT, "UdpSocket", meta, methods);
   tidal__register(L, funcs);
 }

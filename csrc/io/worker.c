@@ -62,9 +62,10 @@ static void io_close(tidal_worker *w, void *data) {
   io__release(iw);
 }
 
+static const tidal_ext_class io_ext = {"io", io_close, NULL};
+
 io_worker *io__worker(tidal_worker *w) {
-  tidal_ext *e = &w->ext[TIDAL_EXT_IO];
-  io_worker *iw = (io_worker *)e->data;
+  io_worker *iw = (io_worker *)tidal__ext_get(w, &io_ext);
   if (iw != NULL) return iw;
   if (!w->handles_open) return NULL; /* closing */
   uv_once(&sigpipe_once, sigpipe_ignore);
@@ -76,8 +77,11 @@ io_worker *io__worker(tidal_worker *w) {
     return NULL;
   }
   iw->w = w;
-  e->data = iw;
-  e->close = io_close;
+  if (tidal__ext_set(w, &io_ext, iw) != 0) {
+    free(iw->scratch);
+    free(iw);
+    return NULL;
+  }
   return iw;
 }
 
@@ -129,8 +133,8 @@ io_ud *io__ud_new(lua_State *L, int tt, int nuv) {
   u->move = NULL;
   u->tag = NULL;
   u->state = IO_UD_CLOSED;
-  tidal__setmt(L, ctx, tt);
-  u->tag = ctx->mt[tt];
+  tidal__setmt(L, &ctx->aux, tt);
+  u->tag = ctx->aux.mt[tt];
   return u;
 }
 
@@ -150,13 +154,13 @@ void io__ud_detach(io_obj *o, int st) {
 void io__ud_unhot(lua_State *L, int tt, io_ud *u) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   u->tag = NULL;
-  if (ctx != NULL && TIDAL_HOT(ctx, tt, u) == u) TIDAL_HOT(ctx, tt, u) = NULL;
+  if (ctx != NULL && TIDAL_HOT(&ctx->aux, tt, u) == u) TIDAL_HOT(&ctx->aux, tt, u) = NULL;
 }
 
 io_ud *io__ud(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  io_ud *u = (io_ud *)tidal__self(L, ctx, tt, fname);
-  TIDAL_HOT(ctx, tt, u) = u;
+  io_ud *u = (io_ud *)tidal__self(L, &ctx->aux, tt, fname);
+  TIDAL_HOT(&ctx->aux, tt, u) = u;
   return u;
 }
 
@@ -164,9 +168,9 @@ void *io__check(lua_State *L, int tt, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   io_ud *u = (io_ud *)lua_touserdata(L, 1);
   io_obj *o;
-  if (u == NULL || TIDAL_HOT(ctx, tt, u) != u) {
+  if (u == NULL || TIDAL_HOT(&ctx->aux, tt, u) != u) {
     u = (io_ud *)tidal__checkud(L, 1, tt, fname);
-    TIDAL_HOT(ctx, tt, u) = u;
+    TIDAL_HOT(&ctx->aux, tt, u) = u;
   }
   o = (io_obj *)u->core;
   if (o == NULL && u->state == IO_UD_PENDING)

@@ -148,7 +148,7 @@ describe("issue 9 item 21: error paths and stack hygiene", function()
     f:close()
     local cc = "gcc -std=c11 -O0 -fsanitize=undefined,float-cast-overflow " ..
       "-fno-sanitize-recover=all -Icsrc -I/usr/include/lua5.4 " .. src ..
-      " csrc/*.c csrc/*/*.c -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
+      " $(ls csrc/*/*.c | grep -v ^csrc/test/) -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
     local p = assert(io.popen(cc))
     local log = p:read("a")
     assert.is_true(p:close(), log)

@@ -1,0 +1,948 @@
+/*
+** task.c: tasks and their JoinHandles. A task is a Lua coroutine owned by
+** the C struct tidal_task, which is the payload of the JoinHandle userdata
+** (see kernel.h for the layout of its uservalues).
+**
+** A task gets its coroutine only when it first runs, from the worker's pool
+** of idle coroutines; when it ends the coroutine goes back to the pool. So a
+** burst of short tasks spawned before any runs costs one userdata each, not
+** one coroutine each.
+**
+** The body runs under lua_pcallk inside the coroutine (task_main): errors and
+** cancellations unwind there, <close> variables run (and may still wait),
+** and the message handler records the traceback where the error was raised.
+*/
+#include "kernel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UV_FN 1  /* uservalue: function, then coroutine */
+#define UV_OUT 2 /* uservalue: first result, or packed results / failure */
+
+const char *tidal__state_name(const tidal_task *t) {
+  static const char *const names[] = {"new", "runnable", "running", "parked",
+                                      "done"};
+  return names[t->state];
+}
+
+/* Pushes the handle of alive task t. */
+void tidal__push_handle(lua_State *L, tidal_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->anchors_ref);
+  lua_rawgeti(L, -1, t->slot);
+  lua_remove(L, -2);
+}
+
+void tidal__push_label(lua_State *L, tidal_task *t, int handle) {
+  if (t->flags & TF_NAMED) {
+    tidal_ctx *ctx = tidal__ctx(L);
+    if (handle)
+      lua_pushvalue(L, handle);
+    else
+      tidal__push_handle(L, t);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
+    lua_insert(L, -2);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (lua_isstring(L, -1)) {
+      lua_pushfstring(L, "task %I (%s)", (lua_Integer)t->id,
+                      lua_tostring(L, -1));
+      lua_remove(L, -2);
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushfstring(L, "task %I", (lua_Integer)t->id);
+}
+
+/* Pushes "source:line" where task t (handle at ud) is: the innermost Lua
+** frame of its coroutine, or where its function is defined if it has not
+** started. */
+void tidal__push_where(lua_State *L, tidal_task *t, int ud) {
+  lua_Debug ar;
+  ud = lua_absindex(L, ud);
+  if (t->state == TS_NEW) {
+    lua_getiuservalue(L, ud, 1);
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+      lua_getinfo(L, ">S", &ar);
+      lua_pushfstring(L, "%s:%d (not started)", ar.short_src, ar.linedefined);
+    } else {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "? (not started)");
+    }
+    return;
+  }
+  if (t->co != NULL) {
+    for (int level = 0; lua_getstack(t->co, level, &ar); level++) {
+      lua_getinfo(t->co, "Sl", &ar);
+      if (ar.currentline > 0) {
+        lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+        return;
+      }
+    }
+  }
+  lua_pushliteral(L, "?");
+}
+
+/* ----------------------------------------------------------------- spawn */
+
+/* t, whose handle is on top, becomes a live task of w: the anchors table
+** keeps the handle (and so its coroutine) while it lives. */
+static void anchor(lua_State *L, tidal_worker *w, tidal_task *t) {
+  t->w = w;
+  t->slot = tidal__slot_alloc(w);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  w->st.alive++;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+}
+
+/* Spawns stack[first] (options table optional) with the values above it as
+** arguments; pushes the JoinHandle. */
+tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
+  tidal_ctx *ctx = w->ctx;
+  int top = lua_gettop(L);
+  int fn = first;
+  if (lua_type(L, fn) == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
+  if (fn > top || !tidal__is_callable(L, fn))
+    luaL_error(L,
+               "tidal.spawn: expected a function to run as the task%s, got %s",
+               fn > first ? " after the options table" : "",
+               fn > top ? "no value" : luaL_typename(L, fn));
+  int nargs = top - fn;
+  int nuv = 1 + (nargs > 1 ? nargs : 1);
+  int name = 0;
+  if (nargs > TIDAL_MAX_ARGS) /* they live in the handle's uservalues */
+    luaL_error(L, "tidal.spawn: too many arguments (%d; at most %d: pass a "
+                  "table instead)", nargs, TIDAL_MAX_ARGS);
+  if (fn > first) {
+    static const char *const known[] = {"name", NULL};
+    tidal__check_option_names(L, first, "tidal.spawn", known);
+    int ty = lua_getfield(L, first, "name");
+    if (ty == LUA_TSTRING)
+      name = 1;
+    else if (ty != LUA_TNIL)
+      luaL_error(L, "tidal.spawn: option 'name' must be a string, got %s",
+                 luaL_typename(L, -1));
+    else
+      lua_pop(L, 1);
+    /* the name string stays on the stack until it is in the names table */
+  }
+  tidal_task *t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, nuv);
+  memset(t, 0, sizeof *t);
+  t->nuv = nuv;
+  t->nres = nargs; /* until it starts */
+  t->state = TS_NEW;
+  tidal__setmt(L, &ctx->aux, TT_HANDLE);
+  for (int i = 0; i <= nargs; i++) {
+    lua_pushvalue(L, fn + i);
+    lua_setiuservalue(L, -2, UV_FN + i);
+  }
+  if (name) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_remove(L, -2); /* the name: now kept alive by names[handle] */
+    t->flags |= TF_NAMED;
+  }
+  t->id = w->next_id++;
+  w->st.spawned++;
+  if (w->closing) { /* shutting down: cancelled before it could start */
+    t->state = TS_DONE;
+    t->flags |= TF_CANCELLED | TF_NOSTART;
+    t->cancel = CK_SHUTDOWN;
+    w->st.cancelled++;
+    return t;
+  }
+  anchor(L, w, t);
+  tidal__runq_push(w, t);
+  return t;
+}
+
+tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
+  tidal_task *t;
+  fnidx = lua_absindex(L, fnidx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  if (w->nipool > 0) {
+    lua_rawgeti(L, -1, w->nipool);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, w->nipool--);
+    lua_remove(L, -2);
+    t = (tidal_task *)lua_touserdata(L, -1);
+  } else {
+    lua_pop(L, 1);
+    t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, 2);
+    tidal__setmt(L, &w->ctx->aux, TT_HANDLE);
+  }
+  memset(t, 0, sizeof *t);
+  t->nuv = 2;
+  t->state = TS_NEW;
+  t->flags = TF_INTERNAL;
+  lua_pushvalue(L, fnidx);
+  lua_setiuservalue(L, -2, UV_FN);
+  t->id = w->next_id++;
+  w->st.spawned++;
+  anchor(L, w, t);
+  return t;
+}
+
+void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, hidx);
+  if (t->state != TS_DONE || t->w != NULL) return; /* not released: keep */
+  hidx = lua_absindex(L, hidx);
+  for (int i = 1; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, hidx, i);
+  }
+  if (w->nipool >= TIDAL_POOL_MAX) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
+  lua_pushvalue(L, hidx);
+  lua_rawseti(L, -2, ++w->nipool);
+  lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------- task body */
+
+/* Message handler: runs where the error was raised, stack intact. */
+static int task_msgh(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  if (t == NULL) return 1;
+  if (t->cancel && tidal__error_kind(L, 1) != NULL) return 1; /* our own */
+  if (t->flags & TF_RERAISE) {
+    t->flags &= ~TF_RERAISE;
+    /* recorded where first raised */
+    if (tidal__traceback_get(L, &ctx->aux, 1)) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  lua_pushliteral(L, "in ");
+  tidal__push_label(L, t, 0);
+  lua_concat(L, 2);
+  luaL_traceback(L, L, lua_tostring(L, -1), 1);
+  tidal__traceback_set(L, &ctx->aux, 1, lua_gettop(L));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static void store_results(lua_State *L, tidal_task *t, int first, int n) {
+  t->nres = n;
+  if (n <= t->nuv - 1) {
+    for (int i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_setiuservalue(L, 1, UV_OUT + i);
+    }
+  } else {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setiuservalue(L, 1, UV_OUT);
+    t->flags |= TF_PACKED;
+  }
+}
+
+/* stack: handle, msgh, error */
+static void store_failure(lua_State *L, tidal_task *t, int err) {
+  tidal_ctx *ctx = t->w->ctx;
+  const char *kind = tidal__error_kind(L, err);
+  if (t->cancel && kind &&
+      (strcmp(kind, "cancelled") == 0 || strcmp(kind, "deadlock") == 0 ||
+       strcmp(kind, "interrupted") == 0))
+    t->flags |= TF_CANCELLED;
+  else
+    t->flags |= TF_FAILED;
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, err);
+  lua_rawseti(L, -2, 1);
+  if (tidal__traceback_get(L, &ctx->aux, err)) lua_rawseti(L, -2, 2);
+  if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL)) {
+    /* Handles have no __gc (a finalizer would cost every task): a failed
+    ** one gets a report object instead, collected with it, whose __gc says
+    ** the error if nobody observed it. It refers back to the handle. */
+    lua_newuserdatauv(L, 0, 1);
+    tidal__setmt(L, &ctx->aux, TT_REPORT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawseti(L, -2, 3);
+  }
+  lua_setiuservalue(L, 1, UV_OUT);
+  if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
+      (t->ext == NULL || (t->ext->joiners == NULL && t->ext->set == NULL &&
+                          t->ext->subs == NULL))) {
+    /* nobody waits for it yet: report it if nobody ever does, once its
+    ** handle is dropped (the scheduler looks for that soon: sched.c) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->side_ref);
+    lua_rawgeti(L, -1, SIDE_UNOBSERVED);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+    t->w->report_every = TIDAL_REPORT_AFTER;
+    if (t->w->report_at == 0)
+      t->w->report_at = uv_hrtime() + TIDAL_REPORT_AFTER;
+  }
+}
+
+static int task_main_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+  (void)k;
+  if (status == LUA_OK || status == LUA_YIELD)
+    store_results(L, t, 4, lua_gettop(L) - 3);
+  else
+    store_failure(L, t, 4);
+  lua_settop(L, 0); /* (closes the closer: the task ends) */
+  return 0;
+}
+
+/* stack: handle, function, arguments... */
+static int task_main(lua_State *L) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+  tidal_ctx *ctx = t->w->ctx;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->closer_ref);
+  lua_insert(L, 2);
+  lua_toclose(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->msgh_ref);
+  lua_insert(L, 3);
+  int status =
+      lua_pcallk(L, lua_gettop(L) - 4, LUA_MULTRET, 3, 0, task_main_k);
+  return task_main_k(L, status, 0);
+}
+
+/* Closes t's coroutine for the scheduler (the closer then stays quiet). */
+static void reset_co(tidal_worker *w, tidal_task *t) {
+  tidal_ctx *ctx = w->ctx;
+  tidal_task *prev = ctx->cur;
+  ctx->cur = t;
+  lua_resetthread(t->co);
+  ctx->cur = prev;
+}
+
+/* Finds the live task of w whose coroutine is co, or NULL. */
+static tidal_task *task_of(lua_State *L, tidal_worker *w, lua_State *co) {
+  tidal_task *found = NULL;
+  if (w == NULL || !lua_checkstack(L, 4)) return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (t != NULL && t->co == co && t->state != TS_DONE) {
+      found = t;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
+/* Finds the live task whose coroutine is co: on the worker running now,
+** or on another open runtime of this state (Lua code may close a task's
+** coroutine between two steps of its runtime, or from another runtime). */
+static tidal_task *task_anywhere(lua_State *L, tidal_ctx *ctx,
+                                 lua_State *co) {
+  tidal_task *t = task_of(L, ctx->w, co);
+  for (tidal_worker *w = ctx->runtimes; t == NULL && w != NULL;
+       w = w->rt_next)
+    if (w != ctx->w) t = task_of(L, w, co);
+  return t;
+}
+
+/*
+** __close of the value every task body keeps at its base (the closer). It
+** runs when the task ends, and when Lua code closes the task's coroutine
+** (coroutine.close on a captured coroutine.running(), which Lua allows on
+** any suspended coroutine) or runs it to its end (coroutine.resume on a
+** task that did a plain coroutine.yield). Then the task's frames are gone:
+** its wait is withdrawn at once (so nothing is handed to it any more), and
+** the scheduler finishes it as cancelled when it next comes to it; the
+** code that did it gets an error.
+*/
+static int l_task_closed(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  lua_Debug ar;
+  if (t != NULL && t->co == L) return 0; /* the task ends */
+  if ((t = task_anywhere(L, ctx, L)) == NULL || t->cancel == CK_CLOSED)
+    return 0;
+  t->cancel = CK_CLOSED;
+  int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */
+  const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
+  if (t->state == TS_PARKED) {
+    const tidal_waitop *op = t->op;
+    void *obj = t->wobj;
+    int withdrawn = op->cancel == NULL || op->cancel(t);
+    if ((op->abandon != NULL && op->abandon(t, obj)) || withdrawn)
+      tidal__wake(t, 0); /* the scheduler finishes it */
+  }
+  tidal__push_label(L, t, 0);
+  if (!closing) /* still inside task_main: raise here, out of the resume */
+    return luaL_error(L,
+                      "coroutine.resume: ran the coroutine of %s outside "
+                      "tidal's scheduler to its end: the task is cancelled "
+                      "(only the scheduler may resume a task)",
+                      lua_tostring(L, -1));
+  /* An error raised here would go through the message handler of a call
+  ** that lua_closethread has already discarded: raised in the closer. */
+  lua_pushfstring(L,
+                  "coroutine.close: closed the coroutine of %s%s%s: the task "
+                  "is cancelled (to cancel a task, use its JoinHandle's "
+                  "abort())",
+                  lua_tostring(L, -1), where ? " while it waited in " : "",
+                  where ? where : "");
+  tidal__refuse(L);
+  return 0;
+}
+
+/* ------------------------------------------------------------- scheduler */
+
+static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
+                  tidal_task *t) {
+  lua_State *co;
+  int nargs = t->nres; /* before the start, nres counts the arguments */
+  if (w->npool > 0) {
+    lua_rawgeti(L, pool, w->npool);
+    co = lua_tothread(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, pool, w->npool--);
+  } else {
+    co = lua_newthread(L);
+  }
+  if (!lua_checkstack(co, nargs + 3)) /* (nargs is at most TIDAL_MAX_ARGS) */
+    luaL_error(L, "tidal: not enough memory to start a task");
+  lua_rawgeti(L, anchors, t->slot); /* L: co, handle */
+  lua_pushcfunction(co, task_main);
+  lua_pushvalue(L, -1);
+  lua_xmove(L, co, 1); /* co: task_main, handle */
+  for (int i = 0; i <= nargs; i++) lua_getiuservalue(co, 2, UV_FN + i);
+  /* the handle holds the coroutine now; fn and arguments live on its stack */
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, UV_FN);
+  for (int i = UV_OUT; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, i);
+  }
+  lua_pop(L, 2);
+  t->co = co;
+  t->nres = 2 + nargs; /* resume with: handle, fn, args */
+}
+
+/* Tells t's subscribers that it is done (its handle at hidx). */
+static void publish(lua_State *L, tidal_task *t, int hidx) {
+  tidal_sub *sub;
+  while ((sub = t->ext->subs) != NULL) {
+    t->ext->subs = sub->next;
+    sub->next = NULL;
+    sub->cls->release(sub, L, t, hidx);
+  }
+}
+
+static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
+                    tidal_task *t, int recycle) {
+  lua_rawgeti(L, anchors, t->slot); /* the handle */
+  if (w->ctx->rf_thread != NULL) { /* it resumed a task and ended at once? */
+    lua_getiuservalue(L, -1, UV_FN);
+    if (lua_tothread(L, -1) == w->ctx->rf_thread) tidal__unhook(L, w->ctx);
+    lua_pop(L, 1);
+  }
+  if (t->ext != NULL && t->ext->subs != NULL) /* they read the outcome */
+    publish(L, t, lua_gettop(L));
+  if (recycle && w->npool < TIDAL_POOL_MAX) {
+    lua_getiuservalue(L, -1, UV_FN);
+    lua_rawseti(L, pool, ++w->npool);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, UV_FN);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawseti(L, anchors, t->slot);
+  tidal__slot_free(w, t->slot);
+  t->slot = 0;
+  t->w = NULL;
+  if (t->ext != NULL) { /* back to the free list, chained through joiners */
+    t->ext->joiners = (tidal_task *)w->free_exts;
+    w->free_exts = t->ext;
+    t->ext = NULL;
+  }
+}
+
+tidal_task_ext *tidal__task_ext(tidal_task *t) {
+  tidal_worker *w = t->w;
+  if (t->ext != NULL) return t->ext;
+  if (w->free_exts != NULL) {
+    t->ext = w->free_exts;
+    w->free_exts = (tidal_task_ext *)t->ext->joiners;
+  } else if ((t->ext = (tidal_task_ext *)malloc(sizeof *t->ext)) == NULL) {
+    return NULL;
+  }
+  memset(t->ext, 0, sizeof *t->ext);
+  return t->ext;
+}
+
+static void done(tidal_worker *w, tidal_task *t) {
+  tidal_task *j;
+  t->state = TS_DONE;
+  t->co = NULL;
+  w->st.alive--;
+  atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
+  w->st.finished++;
+  if (t->flags & TF_FAILED) w->st.failed++;
+  if (t->flags & TF_CANCELLED) w->st.cancelled++;
+  if (t->ext != NULL) {
+    tidal_taskset *set = t->ext->set;
+    while ((j = t->ext->joiners) != NULL) {
+      tidal__list_remove(&t->ext->joiners, j);
+      tidal__wake(j, 0);
+    }
+    if (set != NULL) {
+      tidal__taskset_remove(set, t);
+      set->member_done(set, t);
+    }
+  }
+}
+
+int tidal__taskset_add(tidal_taskset *s, tidal_task *t) {
+  tidal_task_ext *e = tidal__task_ext(t);
+  if (e == NULL) return -1;
+  e->set = s;
+  e->sprev = NULL;
+  e->snext = s->live;
+  if (s->live) s->live->ext->sprev = t;
+  s->live = t;
+  s->nlive++;
+  return 0;
+}
+
+void tidal__taskset_remove(tidal_taskset *s, tidal_task *t) {
+  tidal_task_ext *e = t->ext;
+  if (e->sprev)
+    e->sprev->ext->snext = e->snext;
+  else
+    s->live = e->snext;
+  if (e->snext) e->snext->ext->sprev = e->sprev;
+  e->snext = e->sprev = NULL;
+  e->set = NULL;
+  s->nlive--;
+}
+
+int tidal__task_subscribe(tidal_task *t, tidal_sub *sub) {
+  tidal_task_ext *e = tidal__task_ext(t);
+  if (e == NULL) return -1;
+  sub->next = e->subs;
+  e->subs = sub;
+  return 0;
+}
+
+tidal_sub *tidal__task_sub_find(tidal_task *t, const tidal_subclass *cls) {
+  if (t->ext == NULL) return NULL;
+  for (tidal_sub *sub = t->ext->subs; sub != NULL; sub = sub->next)
+    if (sub->cls == cls) return sub;
+  return NULL;
+}
+
+void tidal__task_finish_unstarted(tidal_task *t) {
+  t->flags |= TF_CANCELLED | TF_NOSTART;
+  done(t->w, t); /* still queued: released when the scheduler pops it */
+}
+
+/* An error escaped task_main itself (out of memory while storing results):
+** record it as the task's failure. */
+static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
+  lua_rawgeti(L, anchors, t->slot);
+  lua_createtable(L, 2, 0);
+  lua_xmove(t->co, L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_OUT);
+  lua_pop(L, 1);
+  t->nres = 0;
+  t->flags = (uint16_t)((t->flags & ~TF_PACKED) | TF_FAILED);
+  reset_co(w, t);
+}
+
+/* t's coroutine was closed (or run to its end) by Lua code, not by the
+** scheduler: it ends as cancelled, with an error that says so. */
+static void finish_closed(tidal_worker *w, lua_State *L, int anchors,
+                          tidal_task *t) {
+  lua_rawgeti(L, anchors, t->slot);
+  lua_createtable(L, 1, 0);
+  tidal__error_push(L, "cancelled",
+                    "task %I was cancelled: Lua code closed its coroutine "
+                    "or resumed it outside the scheduler",
+                    (lua_Integer)t->id);
+  lua_rawseti(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_OUT);
+  lua_pop(L, 1);
+  t->nres = 0;
+  t->flags = (t->flags & ~(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
+  t->cancel = CK_CLOSED;
+  tidal__scopes_drop(w, t); /* their continuations will never run */
+  tidal__irq_quiesce(w);    /* its coroutine is dropped below */
+  done(w, t);
+  release(w, L, anchors, 0, t, 0);
+}
+
+/* t ran for dt ns in one go: other tasks, timers and I/O waited that long.
+** Said once per task, with where it finally waited. */
+static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
+  int top = lua_gettop(L);
+  t->flags |= TF_SLOW;
+  tidal__push_label(L, t, 0);
+  if (st == LUA_YIELD)
+    luaL_traceback(L, t->co, "it then waited at:", 0);
+  else
+    lua_pushliteral(L, "it then finished");
+  fprintf(stderr,
+          "tidal: %s ran %.2f s without waiting (other tasks, timers and "
+          "I/O waited meanwhile; move CPU-heavy work to "
+          "tidal.spawn_blocking or yield now and then); %s\n",
+          lua_tostring(L, -2), (double)dt / 1e9, lua_tostring(L, -1));
+  fflush(stderr);
+  lua_settop(L, top);
+}
+
+/* Runs t (popped from the run queue, or never queued) until it waits or
+** ends. Returns 1 when it is done. */
+static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
+                tidal_task *t) {
+  tidal_ctx *ctx = w->ctx;
+  tidal_task *prev = ctx->cur;
+  int nres, st;
+  if (t->state == TS_DONE) { /* cancelled before it started */
+    lua_rawgeti(L, anchors, t->slot);
+    for (int i = 1; i <= t->nuv; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, i);
+    }
+    lua_pop(L, 1);
+    release(w, L, anchors, pool, t, 0);
+    return 1;
+  }
+  if (t->state == TS_NEW) {
+    start(w, L, anchors, pool, t);
+  } else if (t->cancel == CK_CLOSED || lua_status(t->co) != LUA_YIELD) {
+    finish_closed(w, L, anchors, t); /* Lua code closed its coroutine */
+    return 1;
+  }
+  t->state = TS_RUNNING;
+  t->budget = TIDAL_BUDGET;
+  t->flags &= ~TF_HANDOFF;
+  ctx->cur = t;
+  uint64_t saved = w->slice0;
+  w->slice0 = w->slow_ns ? tidal__coarse_ns() : 0;
+  lua_State *prev_co = tidal__irq_enter(w, t->co);
+  st = lua_resume(t->co, L, t->nres, &nres);
+  tidal__irq_leave(w, prev_co);
+  if (st != LUA_YIELD && (st != LUA_OK || w->npool >= TIDAL_POOL_MAX))
+    tidal__irq_quiesce(w); /* co is about to be reset or dropped */
+  ctx->cur = prev;
+  w->st.resumes++;
+  uint64_t t0 = w->slice0; /* a handoff restarts the slice */
+  w->slice0 = saved;
+  if (t0 && !(t->flags & TF_SLOW) && tidal__coarse_ns() - t0 > w->slow_ns)
+    report_slow(L, t, tidal__coarse_ns() - t0, st);
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    /* a plain coroutine.yield() from the task body: treat as tidal.yield */
+    if (t->state == TS_RUNNING) tidal__requeue(t);
+    return 0;
+  }
+  if (st != LUA_OK) escaped(w, L, anchors, t);
+  done(w, t);
+  release(w, L, anchors, pool, t, st == LUA_OK);
+  return 1;
+}
+
+int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
+  tidal_task *t;
+  int n = 0;
+  luaL_checkstack(L, 8, "tidal: scheduler");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  int anchors = lua_gettop(L) - 1, pool = anchors + 1;
+  while (n < max && (t = tidal__runq_pop(w)) != NULL) {
+    int fin;
+    n++;
+    w->top = t;
+    w->nested = 0; /* (left raised by an error out of a nested step) */
+    w->handing = NULL;
+    fin = step(w, L, anchors, pool, t);
+    w->top = NULL;
+    n += w->handoffs;
+    w->handoffs = 0;
+    if (fin && t == w->main) break;
+  }
+  lua_pop(L, 2);
+  return n;
+}
+
+/*
+** Handoff. t, the task the loop resumed, is about to park, and the loop would
+** run the queue's head next. Run it here instead, nested on t's C stack; if
+** that woke t and t is now first in line, t goes on without yielding at all:
+** the loop would have resumed it next anyway. Two tasks that hand work to
+** each other (a request and its reply) so cost one coroutine switch instead
+** of two, and the order tasks run in is the same as without it. One level
+** only (a nested task never hands off), and every nested step counts against
+** the loop's batch, so I/O is polled as often as before. Returns 1 when t
+** continues: it is running again, out of the queue.
+*/
+int tidal__handoff(lua_State *L, tidal_task *t) {
+  tidal_worker *w = t->w;
+  tidal_task *u = w->rq_head;
+  int top;
+  /* the 2 tables below, and the 6 slots a step uses (as in run_batch) */
+  if (u == w->main || !lua_checkstack(L, 8)) return 0;
+  tidal__runq_pop(w);
+  w->nested++;
+  w->handoffs++;
+  w->handing = t; /* parked, yet on the C stack: not to be resumed */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  top = lua_gettop(L);
+  step(w, L, top - 1, top, u);
+  lua_settop(L, top - 2);
+  w->handing = NULL;
+  w->nested--;
+  if (w->slow_ns) w->slice0 = tidal__coarse_ns(); /* u's time is not t's */
+  if (w->rq_head != t || t->nres != 0) return 0;
+  tidal__runq_pop(w);
+  t->state = TS_RUNNING; /* (ctx->cur is t again: step restored it) */
+  w->st.resumes++;
+  return 1;
+}
+
+/* From inside the running task (stack L): run t now, nested, instead of
+** waiting for its turn. Used by select to start branches eagerly, and to let
+** cancelled branches unwind at once. Returns 1 when t is done. A running
+** task (the caller, or one that resumed it nested) is not resumed again:
+** it unwinds when control comes back to it. */
+int tidal__run_now(lua_State *L, tidal_task *t) {
+  tidal_worker *w = t->w;
+  int fin;
+  if (t->state == TS_PARKED || t->state == TS_RUNNING || t == w->handing)
+    return 0; /* not now */
+  if (t->flags & TF_QUEUED) tidal__runq_remove(w, t);
+  luaL_checkstack(L, 8, "tidal: nested run");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  w->nested++;
+  fin = step(w, L, lua_gettop(L) - 1, lua_gettop(L), t);
+  w->nested--;
+  lua_pop(L, 2);
+  return fin;
+}
+
+/* Shutdown found t parked with nothing left to wake it: close its coroutine
+** without letting it run again (its <close> handlers run, but cannot
+** wait). */
+void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
+  tidal__irq_quiesce(w); /* its coroutine is reset below */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  int anchors = lua_gettop(L);
+  if (t->state == TS_PARKED) {
+    if (t->op && t->op->cancel) t->op->cancel(t);
+    w->st.parked--;
+    if (t->op && t->op->abandon) t->op->abandon(t, t->wobj);
+  }
+  if (t->flags & TF_XWAIT) {
+    t->flags &= ~TF_XWAIT;
+    tidal__external(w, -1);
+  }
+  if (t->co) reset_co(w, t);
+  tidal__scopes_drop(w, t); /* their continuations will never run */
+  t->flags |= TF_CANCELLED;
+  done(w, t);
+  release(w, L, anchors, 0, t, 0);
+  lua_pop(L, 1);
+}
+
+/* -------------------------------------------------------------- outcomes */
+
+/* Pushes the outcome of done task t (handle at idx). raise: results, or
+** raise the error; else true, results... / false, err. */
+int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
+  t->flags |= TF_OBSERVED;
+  if (t->flags & (TF_FAILED | TF_CANCELLED)) {
+    if (!raise) lua_pushboolean(L, 0);
+    if (t->flags & TF_NOSTART) {
+      tidal__push_cancel_error(L, t);
+    } else {
+      lua_getiuservalue(L, idx, UV_OUT);
+      lua_rawgeti(L, -1, 1);
+      lua_remove(L, -2);
+    }
+    if (!raise) return 2;
+    tidal_ctx *ctx = tidal__ctx(L);
+    if (ctx->cur && ctx->cur->co == L) ctx->cur->flags |= TF_RERAISE;
+    return lua_error(L);
+  }
+  int n = t->nres;
+  luaL_checkstack(L, n + 1, "tidal: too many results");
+  if (!raise) lua_pushboolean(L, 1);
+  if (t->flags & TF_PACKED) {
+    lua_getiuservalue(L, idx, UV_OUT);
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+  } else {
+    for (int i = 0; i < n; i++) lua_getiuservalue(L, idx, UV_OUT + i);
+  }
+  return n + !raise;
+}
+
+/* The failure of task t (handle at idx): "error\ntraceback" on stderr. */
+static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
+  int top = lua_gettop(L);
+  t->flags |= TF_REPORTED;
+  lua_getiuservalue(L, idx, UV_OUT);
+  lua_rawgeti(L, -1, 1);
+  tidal__push_errstring(L, -1);
+  lua_rawgeti(L, -3, 2);
+  tidal__push_label(L, t, idx);
+  fprintf(stderr, "tidal: %s failed and %s:\n%s\n%s\n", lua_tostring(L, -1),
+          why, lua_tostring(L, -3),
+          lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
+  fflush(stderr);
+  lua_settop(L, top);
+}
+
+static int unobserved(const tidal_task *t) {
+  return (t->flags & (TF_FAILED | TF_OBSERVED | TF_REPORTED)) == TF_FAILED;
+}
+
+/* A full collection finalizes the report objects of the failed tasks whose
+** handles were dropped: they say the error (l_report_gc). */
+int tidal__report_dropped(lua_State *L, tidal_worker *w) {
+  int left = 0;
+  lua_gc(L, LUA_GCCOLLECT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->side_ref);
+  lua_rawgeti(L, -1, SIDE_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (unobserved(t)) {
+      left = 1;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  lua_pop(L, 2);
+  return left;
+}
+
+/* At runtime close: report failed tasks whose error nobody observed. */
+void tidal__report_unobserved(lua_State *L, tidal_worker *w) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->side_ref);
+  lua_rawgeti(L, -1, SIDE_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (unobserved(t))
+      report(L, t, lua_gettop(L), "its error was never observed");
+  }
+  lua_pop(L, 2);
+}
+
+/* __gc of a failed task's report object: its handle is being collected */
+static int l_report_gc(lua_State *L) {
+  tidal__checkud(L, 1, TT_REPORT, "FailureReport:__gc");
+  if (lua_getiuservalue(L, 1, 1) == LUA_TUSERDATA) {
+    tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    if (t->state == TS_DONE && unobserved(t))
+      report(L, t, lua_gettop(L), "its error was never observed");
+  }
+  return 0;
+}
+
+static const luaL_Reg report_meta[] = {{"__gc", l_report_gc}, {NULL, NULL}};
+
+static const luaL_Reg closer_meta[] = {{"__close", l_task_closed},
+                                       {NULL, NULL}};
+
+static int nothing(lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+/* Remembers lcorolib's resume, close and wrap functions (sched.c knows
+** them on the stack of a thread that resumes or closes a task's coroutine).
+*/
+static void find_corolib(lua_State *L, tidal_ctx *ctx) {
+  int top = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "resume") == LUA_TFUNCTION)
+      ctx->co_resume = lua_tocfunction(L, -1);
+    if (lua_getfield(L, -2, "close") == LUA_TFUNCTION)
+      ctx->co_close = lua_tocfunction(L, -1);
+    lua_pop(L, 2);
+    if (lua_getfield(L, -1, "wrap") == LUA_TFUNCTION &&
+        lua_tocfunction(L, -1) != NULL) {
+      lua_pushcfunction(L, nothing); /* any function will do */
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+        ctx->co_wrap = lua_tocfunction(L, -1);
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* stack: module, ctx. The kernel's part of the state: the tasks' message
+** handler and closer, FailureReport, and lcorolib's functions. */
+void tidal__kernel_open(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, -1);
+  if (ctx->msgh_ref != LUA_NOREF) return; /* loaded before */
+  ctx->co_resume = ctx->co_close = ctx->co_wrap = NULL;
+  ctx->rf_thread = NULL;
+  ctx->rf_hook = NULL;
+  ctx->rf_mask = ctx->rf_count = 0;
+  find_corolib(L, ctx);
+  lua_newuserdatauv(L, 0, 0); /* the closer */
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, closer_meta, 1);
+  lua_pushliteral(L, "tidal.TaskCloser");
+  lua_setfield(L, -2, "__name");
+  lua_setmetatable(L, -2);
+  ctx->closer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  tidal__newtype(L, TT_REPORT, "tidal.FailureReport", "FailureReport",
+                 report_meta, NULL);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, task_msgh, 1);
+  ctx->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* ---------------------------------------------------------------- joiners */
+
+int tidal__task_join(tidal_task *h, tidal_task *waiter) {
+  if (tidal__task_ext(h) == NULL) return -1;
+  tidal__list_push(&h->ext->joiners, waiter);
+  return 0;
+}
+
+void tidal__task_unjoin(tidal_task *h, tidal_task *waiter) {
+  tidal__list_remove(&h->ext->joiners, waiter);
+}
+
+void tidal__task_release(lua_State *L, tidal_task *t, int started) {
+  /* a handle kept by the program must not keep what the task held (a lock
+  ** guard, a permit, a sender) from being collected and released */
+  for (int i = 1; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, i);
+  }
+  if (started) { /* its outcome, as a task that failed: {err} */
+    lua_createtable(L, 2, 0);
+    tidal__push_cancel_error(L, t);
+    lua_rawseti(L, -2, 1);
+    lua_setiuservalue(L, -2, UV_OUT);
+  }
+}
