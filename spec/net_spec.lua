@@ -421,6 +421,25 @@ describe("tidal.net TCP", function()
     end)
   end)
 
+  it("gives IPv4 addresses in dotted form (every digit count)", function()
+    run_io(function()
+      for _, ip in ipairs({ "0.0.0.0", "127.0.0.1", "127.10.200.5", "127.255.1.99",
+        "127.100.0.9" }) do
+        local l <close> = assert(net.listen(ip, 0))
+        local host, port = l:local_addr()
+        assert.equal(ip, host)
+        assert.equal(l:port(), port)
+        if ip ~= "0.0.0.0" then
+          local c <close> = assert(net.connect(ip, port))
+          local s <close>, peer = assert(l:accept())
+          assert.equal(ip, (s:local_addr()))
+          assert.equal("127.0.0.1", peer) -- (the client's source address)
+          assert.equal(ip, (c:peer()))
+        end
+      end
+    end)
+  end)
+
   it("shows what a task waits in", function()
     run_io(function()
       local c, s = pair()
