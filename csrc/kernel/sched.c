@@ -27,6 +27,7 @@ void tidal__runq_push(tidal_worker *w, tidal_task *t) {
   else
     w->rq_head = t;
   w->rq_tail = t;
+  if (w->hostloop && !w->running) tidal__host_kick(w); /* (a host's loop) */
 }
 
 tidal_task *tidal__runq_pop(tidal_worker *w) {
@@ -226,8 +227,7 @@ void tidal__refuse(lua_State *L) {
     x = co;
   }
   if (r == NULL) {
-    fprintf(stderr, "tidal: %s\n", lua_tostring(L, -1));
-    fflush(stderr);
+    tidal__report_text(L, ctx->w, TIDAL_REPORT_OTHER, -1);
     lua_pop(L, 1);
     return;
   }
