@@ -104,6 +104,11 @@ TIDAL_API int luaopen_tidal_core(lua_State *L);
 TIDAL_API tidal_runtime *tidal_runtime_new(lua_State *L,
                                            struct uv_loop_s *loop);
 
+/* The runtime at stack index idx (a Runtime made in Lua too, e.g.
+** require("tidal").runtime({workers = 2}) for options), or NULL when the
+** value there is not one. */
+TIDAL_API tidal_runtime *tidal_toruntime(lua_State *L, int idx);
+
 /* Spawns a task: the function below nargs arguments on top of L's stack
 ** is popped with them, and the task's JoinHandle is pushed (call
 ** h:await() from another task, or keep it; a task whose error nobody

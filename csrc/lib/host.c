@@ -28,6 +28,13 @@ tidal_runtime *tidal_runtime_new(lua_State *L, struct uv_loop_s *loop) {
   return (tidal_runtime *)lua_touserdata(L, -1);
 }
 
+tidal_runtime *tidal_toruntime(lua_State *L, int idx) {
+  tidal_ctx *ctx = tidal__ctx(L);
+  return ctx == NULL ? NULL
+                     : (tidal_runtime *)tidal__toud(L, &ctx->aux, idx,
+                                                    TT_RUNTIME);
+}
+
 /* stack: rt (light), nargs, fn, args... */
 static int host_spawn(lua_State *L) {
   tidal_runtime *rt = (tidal_runtime *)lua_touserdata(L, 1);
