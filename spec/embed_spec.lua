@@ -146,7 +146,8 @@ describe("C hosts built from the installed rock", function()
     }, "\n"), out)
   end)
 
-  it("examples/uv_host.c: the host's own libuv loop runs the tasks; uv_run returns; reports go to its log", function()
+  it("examples/uv_host.c: the host's own libuv loop runs the tasks; uv_run returns; reports go to its log",
+    function()
     if need_host() ~= true then return end
     local exe = build_host("examples/uv_host.c")
     local out = run_valgrind(exe)
@@ -182,7 +183,8 @@ describe("C hosts built from the installed rock", function()
       1, true), out)
   end)
 
-  it("two states on two threads, each with a runtime, then closed with tasks parked: no leak, no late callback", function()
+  it("two states on two threads, each with a runtime, then closed with tasks parked: no leak, no late callback",
+    function()
     if need_host() ~= true then return end
     local exe = build_host("spec/fixtures/embed_threads.c")
     local out = run_valgrind(exe)
