@@ -136,14 +136,15 @@ describe("C hosts built from the installed rock", function()
     local exe = build_host("examples/host.c")
     local out = run_valgrind(exe)
     os.remove(exe)
-    assert.are.equal(table.concat({
-      "task A: tick 1",
-      "task A: tick 2",
-      "task B: done",
-      "task A: tick 3",
-      "host: every task finished after at least 8 frames",
-      "",
-    }, "\n"), out)
+    -- task A's ticks come in order; B's line (0.25 s) falls between ticks 2
+    -- and 3 when the machine keeps up (not checked: valgrind under load)
+    local got = lines(out)
+    assert.are.equal("host: every task finished after at least 8 frames", table.remove(got), out)
+    local a = {}
+    for _, l in ipairs(got) do if l:match("^task A") then a[#a + 1] = l end end
+    assert.are.same({ "task A: tick 1", "task A: tick 2", "task A: tick 3" }, a)
+    table.sort(got)
+    assert.are.same({ "task A: tick 1", "task A: tick 2", "task A: tick 3", "task B: done" }, got)
   end)
 
   it("examples/uv_host.c: the host's own libuv loop runs the tasks; uv_run returns; reports go to its log",
@@ -178,7 +179,7 @@ describe("C hosts built from the installed rock", function()
       assert.is_nil(l:match("FAILED"), out)
     end
     assert.are.equal(23, #lines(out), out)
-    assert.truthy(out:find("slow reports: 1\n", 1, true), out)
+    assert.truthy(out:find("the busy task (task 2) was reported slow: yes\n", 1, true), out)
     assert.truthy(out:find("error reports: 1: task 3 failed and its error was never observed:",
       1, true), out)
   end)
