@@ -52,10 +52,11 @@
 ** - lua_close(L) with the runtime open is allowed: it drops the tasks
 **   without running them (nothing leaks, no callback runs afterwards).
 ** - Threads: a runtime belongs to the thread that drives its Lua state
-**   (stock Lua states are not thread-safe). Every function here must be
-**   called on that thread, never from inside a tidal task (they return an
-**   error then). Several runtimes in several Lua states may run in parallel
-**   on several threads. The report hook may be called from the runtime's
+**   (stock Lua states are not thread-safe): every function here must be
+**   called on that thread. _new, _step and _close must not be called from
+**   inside a task (from a C function a task calls): they return an error
+**   then. Several runtimes in several Lua states may run at once, each on
+**   its own thread. The report hook may be called from the runtime's
 **   worker threads (the "workers" option): make it thread-safe then.
 */
 #ifndef TIDAL_H
