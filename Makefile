@@ -8,6 +8,8 @@
 #   make bench       tidal's own bench workloads (bench/run)
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
+#   make layers      csrc/'s layer rules (tools/check_layers.py; also run
+#                    by spec/build_spec.lua)
 #   make fuzz        libFuzzer over transfer.c's serialized form for
 #                    FUZZ_SECONDS (default 60); corpus in build/fuzz
 #   make rock        the source rock of the versioned rockspec, in build/
@@ -57,7 +59,7 @@ HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
-.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint clean \
+.PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint layers clean \
         fuzz fuzz-deps rock rock-build rock-install modules-install install-host host-files
 
 all: build
@@ -158,6 +160,9 @@ docs:
 lint:
 	$(call need_tool,luacheck,lua-check)
 	luacheck lua spec examples bench
+
+layers:
+	python3 tools/check_layers.py csrc
 
 # ------------------------------------------------------------ the rock
 #

@@ -139,6 +139,51 @@ void tidal__check_option_names(lua_State *L, int idx, const char *fname,
 ** hand), and at lua_close finalizers run in any order. */
 int tidal__closed_error(lua_State *L, const char *fname, const char *what);
 
+/* ------------------------------------------------------------- handles */
+
+/* The life of a handle: a userdata over a C core that other handles may
+** share (handle.c). tidal_handle is the userdata's first member; what is
+** specific to the type is in its tidal_htype. A handle is made closed and
+** empty (nothing to undo if what follows raises) and then attached; a
+** method checks it is open (else "fname: attempt to use a closed <what>");
+** close() / __close close it once; __gc closes it and drops its core once
+** (core NULL: finalized, every method checks). */
+typedef struct tidal_handle {
+  void *core; /* NULL once finalized (or before it is attached) */
+  uint8_t closed;
+} tidal_handle;
+
+typedef struct tidal_htype {
+  int tt;           /* its type id */
+  const char *what; /* for the use-after-close error: "sender" */
+  /* closes an open handle (h->closed is already set): explicit from
+  ** close() / __close, else from __gc; NULL: closing it does nothing but
+  ** mark it (a broadcast receiver's __close) */
+  void (*close)(lua_State *L, tidal_handle *h, int explicit);
+  void (*unref)(lua_State *L, void *core); /* drops the handle's reference */
+} tidal_htype;
+
+/* Pushes a zeroed userdata of size bytes (tidal_handle first) with nuv
+** uservalues and c's metatable, closed and without core. */
+void *tidal__handle_new(lua_State *L, tidal_actx *a, const tidal_htype *c,
+                        size_t size, int nuv);
+/* The handle is open over core (the caller took its reference). */
+static inline void tidal__handle_attach(tidal_handle *h, void *core) {
+  h->core = core;
+  h->closed = 0;
+}
+/* The handle at idx, of c's type (else raises); open, else raises the
+** use-after-close error. */
+tidal_handle *tidal__handle_check(lua_State *L, int idx, const tidal_htype *c,
+                                  const char *fname);
+/* close() and __close of the handle at 1: closes it unless it is closed or
+** finalized. 0 results. */
+int tidal__handle_close(lua_State *L, const tidal_htype *c,
+                        const char *fname);
+/* __gc of the handle at 1: forgets it in the TIDAL_HOT cache, closes it
+** (if open) and drops its core, once. */
+int tidal__handle_gc(lua_State *L, const tidal_htype *c, const char *fname);
+
 /* -------------------------------------------------------------- errors */
 
 /* Failures of an expected kind are tables {kind = "...", message = "..."}

@@ -200,17 +200,25 @@ void *tidal__toud(lua_State *L, const tidal_actx *a, int idx, int tt) {
   return NULL;
 }
 
-void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname) {
+/* checkud's error, out of its hot path (a context's type names, not a
+** static table: keeping the context in a register cost every check) */
+#if defined(__GNUC__)
+__attribute__((noinline, cold))
+#endif
+static int bad_ud(lua_State *L, int idx, int tt, const char *fname) {
   tidal_actx *a = (tidal_actx *)lua_touserdata(L, lua_upvalueindex(1));
-  void *p = tidal__toud(L, a, idx, tt);
-  if (p == NULL) {
-    if (idx == 1)
-      luaL_error(L, "%s: expected a %s as self, got %s (call it with ':')",
-                 fname, a->tname[tt], luaL_typename(L, idx));
-    else
-      luaL_error(L, "%s: argument #%d must be a %s, got %s", fname, idx - 1,
-                 a->tname[tt], luaL_typename(L, idx));
-  }
+  if (idx == 1)
+    return luaL_error(L, "%s: expected a %s as self, got %s (call it with "
+                         "':')",
+                      fname, a->tname[tt], luaL_typename(L, idx));
+  return luaL_error(L, "%s: argument #%d must be a %s, got %s", fname,
+                    idx - 1, a->tname[tt], luaL_typename(L, idx));
+}
+
+void *tidal__checkud(lua_State *L, int idx, int tt, const char *fname) {
+  void *p = tidal__toud(
+      L, (tidal_actx *)lua_touserdata(L, lua_upvalueindex(1)), idx, tt);
+  if (p == NULL) bad_ud(L, idx, tt, fname);
   return p;
 }
 

@@ -14,7 +14,7 @@
 ** shielded: the waiting task's own cancellation does not interrupt it; it is
 ** raised once the members are gone.
 */
-#include "tidal_int.h"
+#include "flow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -263,7 +263,7 @@ static void drop_scratch_group(tidal_group *g) {
 static int abandon(tidal_task *t, void *obj) {
   tidal_group *g = (tidal_group *)obj;
   int waited = 0;
-  if (g->waiters.head == t || t->qprev != NULL) {
+  if (tidal__wq_has(&g->waiters, t)) {
     tidal__wq_remove(&g->waiters, t);
     waited = 1;
   }

@@ -11,7 +11,7 @@
 ** functions of its primitive: run (the waiting method) and try (complete
 ** without waiting, or report "not ready").
 */
-#include "tidal_int.h"
+#include "flow.h"
 
 #include <string.h>
 

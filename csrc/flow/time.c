@@ -1,7 +1,7 @@
 /*
 ** time.c: tidal.sleep, tidal.yield, tidal.now.
 */
-#include "tidal_int.h"
+#include "flow.h"
 
 #include <math.h>
 

@@ -7,7 +7,7 @@
 ** The scope catches only its own expiry, so nested timeouts work: an outer
 ** expiry unwinds through the inner scope to the outer one.
 */
-#include "tidal_int.h"
+#include "flow.h"
 
 #include <math.h>
 

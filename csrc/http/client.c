@@ -1,8 +1,8 @@
 /*
-** http.c: the Lua side of tidal.http's C core (the public module is
+** client.c: the Lua side of tidal.http's C core (the public module is
 ** lua/tidal/http.lua). A client userdata ("tidal.http.Client") holds the
 ** settings of its pool and its request defaults; its pool is one multi
-** handle per worker (http_glue.c), made on first use. A request parks the
+** handle per worker (glue.c), made on first use. A request parks the
 ** task until its transfer is done (or, streamed, until the final headers
 ** arrived) and its continuation builds the response table; a streamed body
 ** is a "tidal.http.Body" userdata read chunk by chunk.
@@ -42,25 +42,6 @@ typedef struct http_body {
 
 /* ---------------------------------------------------------------- misuse */
 
-/* Raises "where: message" like luaL_error, but "where" is the first caller
-** outside tidal/http.lua (the facade), i.e. the user's code. */
-static int herr(lua_State *L, const char *fmt, ...) {
-  lua_Debug ar;
-  int level = 1;
-  va_list ap;
-  while (lua_getstack(L, level, &ar)) {
-    lua_getinfo(L, "S", &ar);
-    if (strstr(ar.source, "tidal/http.lua") == NULL) break;
-    level++;
-  }
-  luaL_where(L, level);
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_concat(L, 2);
-  return lua_error(L);
-}
-
 static int wait_probe(lua_State *L) {
   tidal__wait_begin(L, lua_tostring(L, 1)); /* raises */
   return 0;
@@ -78,57 +59,11 @@ static tidal_task *wait_begin(lua_State *L, const char *fname) {
   lua_pushstring(L, fname);
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) /* (cannot happen) */
     return tidal__wait_begin(L, fname);
-  herr(L, "%s", lua_tostring(L, -1));
+  http__err(L, "%s", lua_tostring(L, -1));
   return NULL;
 }
 
 /* ------------------------------------------------------------- options */
-
-static long seconds_to_ms(lua_State *L, int idx, const char *fname,
-                          const char *opt) {
-  double s;
-  if (lua_isnil(L, idx)) return 0;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    herr(L, "%s: option '%s' must be a number of seconds, got %s", fname, opt,
-         luaL_typename(L, idx));
-  s = lua_tonumber(L, idx);
-  if (isnan(s)) herr(L, "%s: option '%s' is nan", fname, opt);
-  if (s == HUGE_VAL) return 0; /* no limit */
-  if (s <= 0) return 1;        /* a negative duration counts as 0 */
-  s = ceil(s * 1000);
-  return s >= (double)LONG_MAX ? 0 : (long)s;
-}
-
-static long count_opt(lua_State *L, int idx, const char *fname,
-                      const char *opt) {
-  if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-    herr(L, "%s: option '%s' must be a non-negative integer, got %s", fname,
-         opt,
-         lua_type(L, idx) == LUA_TNUMBER ? "a fraction or negative"
-                                         : luaL_typename(L, idx));
-  lua_Integer v = lua_tointeger(L, idx);
-  return v > LONG_MAX ? LONG_MAX : (long)v;
-}
-
-static int bool_opt(lua_State *L, int idx, const char *fname, const char *opt) {
-  if (!lua_isboolean(L, idx))
-    herr(L, "%s: option '%s' must be a boolean, got %s", fname, opt,
-         luaL_typename(L, idx));
-  return lua_toboolean(L, idx);
-}
-
-/* max_body: bytes, or false / math.huge for no limit */
-static curl_off_t body_opt(lua_State *L, int idx, const char *fname) {
-  if (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) return -1;
-  if (lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) == HUGE_VAL)
-    return -1;
-  if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-    herr(L,
-         "%s: option 'max_body' must be a byte count (a non-negative "
-         "integer), or false for no limit, got %s",
-         fname, luaL_typename(L, idx));
-  return (curl_off_t)lua_tointeger(L, idx);
-}
 
 static int is_tchar(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -137,10 +72,10 @@ static int is_tchar(unsigned char c) {
 
 static void check_token(lua_State *L, const char *s, size_t n,
                         const char *fname, const char *what) {
-  if (n == 0) herr(L, "%s: %s is empty", fname, what);
+  if (n == 0) http__err(L, "%s: %s is empty", fname, what);
   for (size_t i = 0; i < n; i++)
     if (!is_tchar((unsigned char)s[i]))
-      herr(L,
+      http__err(L,
            "%s: %s '%s' has a character not allowed in an HTTP token "
            "(byte %d)%s",
            fname, what, s, (int)(unsigned char)s[i],
@@ -174,7 +109,7 @@ static void slist_add(lua_State *L, struct curl_slist **list, const char *name,
   if (nl == NULL) {
     curl_slist_free_all(*list);
     *list = NULL;
-    herr(L, "%s: not enough memory", fname);
+    http__err(L, "%s: not enough memory", fname);
   }
   *list = nl;
 }
@@ -193,7 +128,7 @@ static void header_value(lua_State *L, struct curl_slist **list,
     } else if (lua_type(L, vidx) == LUA_TNUMBER) {
       v = lua_tolstring(L, vidx, &vn); /* a value slot, not a key */
     } else if (!build) {
-      herr(L,
+      http__err(L,
            "%s: header '%s' must be a string, a number, a list of "
            "them, or false, got %s",
            fname, name, luaL_typename(L, vidx));
@@ -201,7 +136,7 @@ static void header_value(lua_State *L, struct curl_slist **list,
     if (!build)
       for (size_t i = 0; i < vn; i++)
         if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
-          herr(L,
+          http__err(L,
                "%s: header '%s' has a %s in its value; CR/LF would "
                "inject headers (remove it, or encode the value)",
                fname, name, v[i] == '\0' ? "NUL byte" : "CR or LF");
@@ -216,13 +151,13 @@ static void header_table(lua_State *L, int idx, struct curl_slist **list,
                          int build, const char *fname) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE)
-    herr(L, "%s: option 'headers' must be a table of name = value, got %s",
+    http__err(L, "%s: option 'headers' must be a table of name = value, got %s",
          fname, luaL_typename(L, idx));
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nn;
     if (lua_type(L, -2) != LUA_TSTRING)
-      herr(L, "%s: header names must be strings, got %s", fname,
+      http__err(L, "%s: header names must be strings, got %s", fname,
            luaL_typename(L, -2));
     const char *name = lua_tolstring(L, -2, &nn);
     if (!build) check_token(L, name, nn, fname, "header name");
@@ -261,7 +196,7 @@ static void merge_defaults(lua_State *L, struct curl_slist **list,
     if (nl == NULL) {
       curl_slist_free_all(*list);
       *list = NULL;
-      herr(L, "%s: not enough memory", fname);
+      http__err(L, "%s: not enough memory", fname);
     }
     *list = nl;
   }
@@ -272,7 +207,7 @@ static void merge_defaults(lua_State *L, struct curl_slist **list,
 static http_client *check_client(lua_State *L, int idx, const char *fname) {
   http_client *c = (http_client *)luaL_testudata(L, idx, CLIENT_MT);
   if (c == NULL)
-    herr(L, "%s: expected an HTTP client (from tidal.http.client), got %s",
+    http__err(L, "%s: expected an HTTP client (from tidal.http.client), got %s",
          fname, luaL_typename(L, idx));
   return c;
 }
@@ -316,21 +251,6 @@ static int l_client_tostring(lua_State *L) {
   return 1;
 }
 
-static char *dup_string(lua_State *L, int idx, const char *fname,
-                        const char *opt) {
-  size_t n;
-  if (lua_type(L, idx) != LUA_TSTRING)
-    herr(L, "%s: option '%s' must be a string, got %s", fname, opt,
-         luaL_typename(L, idx));
-  const char *s = lua_tolstring(L, idx, &n);
-  if (strlen(s) != n || strpbrk(s, "\r\n"))
-    herr(L, "%s: option '%s' has a NUL, CR or LF byte", fname, opt);
-  char *d = (char *)malloc(n + 1);
-  if (d == NULL) herr(L, "%s: not enough memory", fname);
-  memcpy(d, s, n + 1);
-  return d;
-}
-
 /* No proxy option: libcurl reads the proxy variables of the environment
 ** (http_proxy, https_proxy, all_proxy, no_proxy, ...) for every request.
 ** When none is set, say so once here and spare each request the lookups. */
@@ -340,8 +260,46 @@ static void proxy_from_env(lua_State *L, http_client *c, const char *fname) {
                                      "NO_PROXY",   NULL};
   for (int i = 0; vars[i]; i++)
     if (getenv(vars[i])) return;
-  c->cfg.proxy = dup_string(L, lua_upvalueindex(2), fname, "proxy");
+  c->cfg.proxy = http__opt_string(L, lua_upvalueindex(2), fname, "proxy");
 }
+
+static void client_headers(lua_State *L, int v, void *target,
+                           const char *fname) {
+  http_client *c = (http_client *)target;
+  header_table(L, v, NULL, 0, fname);
+  header_table(L, v, &c->headers, 1, fname); /* c's __gc frees it */
+}
+
+/* false: no proxy, not even from the environment */
+static void client_proxy(lua_State *L, int v, void *target,
+                         const char *fname) {
+  http_client *c = (http_client *)target;
+  free(c->cfg.proxy);
+  c->cfg.proxy = NULL;
+  if (lua_type(L, v) == LUA_TBOOLEAN && !lua_toboolean(L, v))
+    c->cfg.proxy = http__opt_string(L, lua_upvalueindex(2), fname, "proxy");
+  else
+    c->cfg.proxy = http__opt_string(L, v, fname, "proxy");
+}
+
+#define CO(f) offsetof(http_client, f)
+static const http_opt client_opts[] = {
+    {"headers", HO_CUSTOM, 0, client_headers},
+    {"timeout", HO_MS, CO(timeout_ms), NULL},
+    {"connect_timeout", HO_MS, CO(connect_timeout_ms), NULL},
+    {"follow_redirects", HO_BOOL, CO(follow), NULL},
+    {"max_redirects", HO_COUNT, CO(max_redirects), NULL},
+    {"max_body", HO_BODY_LIMIT, CO(max_body), NULL},
+    {"ca_file", HO_STRING, CO(cfg.ca_file), NULL},
+    {"user_agent", HO_STRING, CO(cfg.user_agent), NULL},
+    {"max_connections", HO_COUNT, CO(cfg.max_connections), NULL},
+    {"max_host_connections", HO_COUNT, CO(cfg.max_host_connections), NULL},
+    {"pool_size", HO_COUNT, CO(cfg.pool_size), NULL},
+    {"http2", HO_BOOL, CO(cfg.http2), NULL},
+    {"decompress", HO_BOOL, CO(cfg.decompress), NULL},
+    {"proxy", HO_CUSTOM, 0, client_proxy},
+    {NULL, 0, 0, NULL}};
+#undef CO
 
 /* core._http_client([opts]) */
 static int l_client_new(lua_State *L) {
@@ -349,7 +307,7 @@ static int l_client_new(lua_State *L) {
   int has = !lua_isnoneornil(L, 1);
   http_client *c;
   if (has && !lua_istable(L, 1))
-    herr(L, "%s: expected an options table or nothing, got %s", fname,
+    http__err(L, "%s: expected an options table or nothing, got %s", fname,
          luaL_typename(L, 1));
   lua_settop(L, 1);
   c = (http_client *)lua_newuserdatauv(L, sizeof *c, 0);
@@ -364,56 +322,7 @@ static int l_client_new(lua_State *L) {
     proxy_from_env(L, c, fname);
     return 1;
   }
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-    int v = lua_gettop(L);
-    if (strcmp(k, "headers") == 0) {
-      header_table(L, v, NULL, 0, fname);
-      header_table(L, v, &c->headers, 1, fname); /* c's __gc frees it */
-    } else if (strcmp(k, "timeout") == 0) {
-      c->timeout_ms = seconds_to_ms(L, v, fname, k);
-    } else if (strcmp(k, "connect_timeout") == 0) {
-      c->connect_timeout_ms = seconds_to_ms(L, v, fname, k);
-    } else if (strcmp(k, "follow_redirects") == 0) {
-      c->follow = bool_opt(L, v, fname, k);
-    } else if (strcmp(k, "max_redirects") == 0) {
-      c->max_redirects = count_opt(L, v, fname, k);
-    } else if (strcmp(k, "max_body") == 0) {
-      c->max_body = body_opt(L, v, fname);
-    } else if (strcmp(k, "ca_file") == 0) {
-      free(c->cfg.ca_file);
-      c->cfg.ca_file = dup_string(L, v, fname, k);
-    } else if (strcmp(k, "user_agent") == 0) {
-      free(c->cfg.user_agent);
-      c->cfg.user_agent = dup_string(L, v, fname, k);
-    } else if (strcmp(k, "max_connections") == 0) {
-      c->cfg.max_connections = count_opt(L, v, fname, k);
-    } else if (strcmp(k, "max_host_connections") == 0) {
-      c->cfg.max_host_connections = count_opt(L, v, fname, k);
-    } else if (strcmp(k, "pool_size") == 0) {
-      c->cfg.pool_size = count_opt(L, v, fname, k);
-    } else if (strcmp(k, "http2") == 0) {
-      c->cfg.http2 = bool_opt(L, v, fname, k);
-    } else if (strcmp(k, "decompress") == 0) {
-      c->cfg.decompress = bool_opt(L, v, fname, k);
-    } else if (strcmp(k, "proxy") == 0) {
-      free(c->cfg.proxy);
-      c->cfg.proxy = NULL;
-      if (lua_type(L, v) == LUA_TBOOLEAN && !lua_toboolean(L, v))
-        c->cfg.proxy = dup_string(L, lua_upvalueindex(2), fname, k);
-      else
-        c->cfg.proxy = dup_string(L, v, fname, k);
-    } else {
-      herr(L,
-           "%s: unknown option '%s' (known: headers, timeout, "
-           "connect_timeout, follow_redirects, max_redirects, max_body, "
-           "ca_file, user_agent, max_connections, max_host_connections, "
-           "pool_size, http2, decompress, proxy)",
-           fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
-    }
-    lua_settop(L, v - 1);
-  }
+  http__opts_parse(L, 1, client_opts, c, fname);
   if (c->cfg.proxy == NULL) proxy_from_env(L, c, fname);
   return 1;
 }
@@ -426,9 +335,9 @@ static http_multi *client_pool(lua_State *L, http_client *c, tidal_worker *w,
   for (; m; m = m->cnext)
     if (m->hw->w == w) return m;
   http_worker *hw = http__worker(w);
-  if (hw == NULL) herr(L, "%s: cannot initialise libcurl", fname);
+  if (hw == NULL) http__err(L, "%s: cannot initialise libcurl", fname);
   m = http__multi_new(hw, &c->cfg, &c->pools);
-  if (m == NULL) herr(L, "%s: cannot create a curl multi handle", fname);
+  if (m == NULL) http__err(L, "%s: cannot create a curl multi handle", fname);
   return m;
 }
 
@@ -569,7 +478,7 @@ static int send_finish(lua_State *L, http_xfer *x, int stream) {
   const char *method = lua_tostring(L, S_METHOD);
   if (x->flags & XF_NOMEM) {
     http__xfer_release(x);
-    return herr(L, "%s: not enough memory for the response of %s %s", fname,
+    return http__err(L, "%s: not enough memory for the response of %s %s", fname,
                 method, push_url(L, lua_tostring(L, S_URL)));
   }
   /* a stream whose headers arrived reports a later failure when read */
@@ -626,6 +535,27 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
 static int l_send(lua_State *L);
 static const tidal_restart send_again = {l_send};
 
+
+/* A request's options (the ones the Lua side handles are only accepted;
+** headers are checked later, once the URL is). */
+#define RO(f) offsetof(http_req, f)
+static const http_opt request_opts[] = {
+    {"method", HO_LUA, 0, NULL},
+    {"url", HO_LUA, 0, NULL},
+    {"headers", HO_LUA, 0, NULL},
+    {"body", HO_LUA, 0, NULL},
+    {"json", HO_LUA, 0, NULL},
+    {"query", HO_LUA, 0, NULL},
+    {"timeout", HO_MS, RO(timeout_ms), NULL},
+    {"connect_timeout", HO_MS, RO(connect_timeout_ms), NULL},
+    {"follow_redirects", HO_BOOL, RO(follow), NULL},
+    {"max_redirects", HO_COUNT, RO(max_redirects), NULL},
+    {"max_body", HO_BODY_LIMIT, RO(max_body), NULL},
+    {"on_progress", HO_LUA, 0, NULL},
+    {"stream", HO_LUA, 0, NULL},
+    {NULL, 0, 0, NULL}};
+#undef RO
+
 /* core._http_send(client, fname, method, url, opts, body, mode, ctype)
 ** -> response | nil, err */
 static int l_send(lua_State *L) {
@@ -638,21 +568,21 @@ static int l_send(lua_State *L) {
   struct curl_slist *own = NULL;
   TIDAL_SPEND(L, t, &send_again);
   lua_settop(L, 8);
-  if (c->closed) herr(L, "%s: the client is closed", fname);
+  if (c->closed) http__err(L, "%s: the client is closed", fname);
   size_t mlen;
   const char *method = luaL_checklstring(L, S_METHOD, &mlen);
   check_token(L, method, mlen, fname, "method");
   if (lua_type(L, S_URL) != LUA_TSTRING)
-    herr(L, "%s: url must be a string, got %s", fname, luaL_typename(L, S_URL));
+    http__err(L, "%s: url must be a string, got %s", fname, luaL_typename(L, S_URL));
   size_t ulen;
   const char *url = lua_tolstring(L, S_URL, &ulen);
   if (strlen(url) != ulen || strpbrk(url, "\r\n \t"))
-    herr(L,
+    http__err(L,
          "%s: malformed URL '%s' (it has a space, CR, LF or NUL; "
          "percent-encode it)",
          fname, push_url(L, url));
   if (strstr(url, "://") == NULL)
-    herr(L,
+    http__err(L,
          "%s: malformed URL '%s' (expected an absolute URL such as "
          "http://host/path or https://host/path)",
          fname, url);
@@ -671,45 +601,17 @@ static int l_send(lua_State *L) {
   r.stream = mode != MODE_BUFFER;
   if (!lua_isnil(L, S_BODY)) {
     if (lua_type(L, S_BODY) != LUA_TSTRING)
-      herr(L,
+      http__err(L,
            "%s: body must be a string, got %s (use json = ... for "
            "a table)",
            fname, luaL_typename(L, S_BODY));
     r.body = lua_tolstring(L, S_BODY, &r.body_len);
   }
   if (lua_istable(L, 5)) {
-    int have_headers = 0;
-    lua_pushnil(L);
-    while (lua_next(L, 5)) {
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-      int v = lua_gettop(L);
-      if (strcmp(k, "headers") == 0) {
-        have_headers = 1;
-      } else if (strcmp(k, "timeout") == 0) {
-        r.timeout_ms = seconds_to_ms(L, v, fname, k);
-      } else if (strcmp(k, "connect_timeout") == 0) {
-        r.connect_timeout_ms = seconds_to_ms(L, v, fname, k);
-      } else if (strcmp(k, "follow_redirects") == 0) {
-        r.follow = bool_opt(L, v, fname, k);
-      } else if (strcmp(k, "max_redirects") == 0) {
-        r.max_redirects = count_opt(L, v, fname, k);
-      } else if (strcmp(k, "max_body") == 0) {
-        r.max_body = body_opt(L, v, fname);
-      } else if (strcmp(k, "body") == 0 || strcmp(k, "json") == 0 ||
-                 strcmp(k, "query") == 0 || strcmp(k, "method") == 0 ||
-                 strcmp(k, "url") == 0 || strcmp(k, "stream") == 0 ||
-                 strcmp(k, "on_progress") == 0) {
-        /* handled by the Lua side */
-      } else {
-        herr(L,
-             "%s: unknown option '%s' (known: method, url, headers, "
-             "body, json, query, timeout, connect_timeout, "
-             "follow_redirects, max_redirects, max_body, on_progress, "
-             "stream)",
-             fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
-      }
-      lua_settop(L, v - 1);
-    }
+    http__opts_parse(L, 5, request_opts, &r, fname);
+    lua_pushliteral(L, "headers");
+    int have_headers = lua_rawget(L, 5) != LUA_TNIL;
+    lua_pop(L, 1);
     if (have_headers) {
       lua_getfield(L, 5, "headers");
       header_table(L, -1, NULL, 0, fname); /* may raise: nothing built yet */
@@ -719,10 +621,10 @@ static int l_send(lua_State *L) {
       lua_replace(L, 5);
     }
   } else if (!lua_isnil(L, 5)) {
-    herr(L, "%s: options must be a table, got %s", fname, luaL_typename(L, 5));
+    http__err(L, "%s: options must be a table, got %s", fname, luaL_typename(L, 5));
   }
   if (!lua_isnil(L, 8) && lua_type(L, 8) != LUA_TSTRING)
-    herr(L, "%s: content type must be a string", fname);
+    http__err(L, "%s: content type must be a string", fname);
   if (r.max_body == MAX_BODY_DEFAULT)
     r.max_body = mode == MODE_STREAM ? -1 : HTTP_MAX_BODY;
   http_multi *m = client_pool(L, c, t->w, fname);
@@ -742,7 +644,7 @@ static int l_send(lua_State *L) {
   x = http__xfer_get(m);
   if (x == NULL) {
     curl_slist_free_all(own);
-    return herr(L, "%s: not enough memory", fname);
+    return http__err(L, "%s: not enough memory", fname);
   }
   x->flags |= XF_REQUEST; /* this frame owns it until the response */
   CURLUcode uerr = CURLUE_OK;
@@ -760,13 +662,13 @@ static int l_send(lua_State *L) {
       return 2;
     }
     if (uerr == CURLUE_OUT_OF_MEMORY)
-      return herr(L, "%s: not enough memory", fname);
-    return herr(L, "%s: malformed URL '%s' (%s)", fname, push_url(L, url),
+      return http__err(L, "%s: not enough memory", fname);
+    return http__err(L, "%s: malformed URL '%s' (%s)", fname, push_url(L, url),
                 curl_url_strerror(uerr));
   }
   if (http__xfer_start(x) != 0) {
     http__xfer_release(x);
-    return herr(L, "%s: libcurl refused the request for %s", fname,
+    return http__err(L, "%s: libcurl refused the request for %s", fname,
                 push_url(L, url));
   }
   lua_settop(L, 8);
@@ -803,7 +705,7 @@ static int push_body(lua_State *L, http_xfer *x) {
 static http_body *check_body(lua_State *L, const char *fname) {
   http_body *b = (http_body *)luaL_testudata(L, 1, BODY_MT);
   if (b == NULL)
-    herr(L,
+    http__err(L,
          "%s: expected a streamed response body, got %s (call it "
          "with ':')",
          fname, luaL_typename(L, 1));
@@ -854,12 +756,12 @@ static int read_now(lua_State *L, http_body *b, tidal_task *t) {
   http_xfer *x = b->x;
   if (x == NULL) return read_ended(L, "the response body was closed");
   if (x->flags & XF_NOMEM)
-    return herr(L, "%s: not enough memory", lua_tostring(L, 2));
+    return http__err(L, "%s: not enough memory", lua_tostring(L, 2));
   if (x->body.len > 0) {
     lua_pushlstring(L, x->body.data, x->body.len);
     x->body.len = 0;
     if (http__xfer_resume(x))
-      return herr(L, "%s: cannot resume the transfer", lua_tostring(L, 2));
+      return http__err(L, "%s: cannot resume the transfer", lua_tostring(L, 2));
     return 1;
   }
   switch (x->state) {
@@ -877,7 +779,7 @@ static int read_now(lua_State *L, http_body *b, tidal_task *t) {
     /* one reader at a time: a second registration would replace the
     ** first, which then never wakes */
     if (x->task != NULL)
-      return herr(L,
+      return http__err(L,
                   "%s: another task is already reading this body (read a "
                   "streamed body from one task at a time)",
                   lua_tostring(L, 2));

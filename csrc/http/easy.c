@@ -1,5 +1,5 @@
 /*
-** http_xfer.c: one HTTP transfer. Its easy handle (reused from the pool of
+** easy.c: one HTTP transfer. Its easy handle (reused from the pool of
 ** its multi handle, with its buffers), the options of a request, the
 ** header and body callbacks with the limits they enforce, completion, and
 ** what a failure means (the error kinds of DESIGN.md).
@@ -407,7 +407,7 @@ void http__xfer_release(http_xfer *x) {
 }
 
 /* The multi is closing: the transfer dies (see the ownership note in
-** http_int.h). Its owner keeps the struct: a stream's userdata, or a
+** http.h). Its owner keeps the struct: a stream's userdata, or a
 ** request (its frame may still run: the struct waits in the worker's
 ** orphan list); a transfer nobody owns is freed now. A task parked on it
 ** is woken and finds it dead. */

@@ -1,5 +1,5 @@
 /*
-** http_glue.c: libcurl's multi interface driven by the worker's libuv loop.
+** glue.c: libcurl's multi interface driven by the worker's libuv loop.
 **
 ** The shape is curl's docs/examples/multi-uv.c: curl's socket callback
 ** starts and stops one uv_poll per socket, its timer callback arms one

@@ -1,23 +1,38 @@
 /*
-** http_int.h: the internal interface of tidal.http's C core, shared by
-**   http_glue.c  libcurl's multi interface on the worker's libuv loop:
-**                per-worker state (share handle), one multi handle per
-**                client and worker, sockets, timers, completions (no Lua)
-**   http_xfer.c  one transfer: its easy handle, options, callbacks,
-**                buffers, limits, and what failures mean (no Lua)
-**   http.c       the Lua bindings: clients, requests, responses, streams
-**   http_json.c  resp:json()'s decoder (JSON integers stay integers)
+** http/http.h: the http layer -- tidal.http's C core (its Lua facade is
+** lua/tidal/http.lua).
+**
+** Files and their concepts:
+**   glue.c     libcurl's multi interface on the worker's libuv loop:
+**              per-worker state (a worker extension: share handle), one
+**              multi handle per client and worker, sockets, timers,
+**              completions (no Lua)
+**   easy.c     one transfer: its easy handle, options, callbacks,
+**              buffers, limits, and what failures mean (no Lua)
+**   client.c   the Lua bindings: clients, requests, responses, streams
+**   options.c  one table-driven parser for the options of clients and
+**              requests, the checks of their values
+**   json.c     resp:json()'s decoder (JSON integers stay integers)
+**
+** May use: kernel (tasks, park / wake, worker extensions), auxlib, xfer
+** (the byte buffer only), libcurl. Knows nothing of sync, flow, parallel
+** or lib.
 **
 ** Nothing here calls Lua from a libuv or libcurl callback: callbacks record
 ** results in C and wake the waiting task (tidal__wake only queues it); the
 ** task's continuation builds the Lua values when it runs.
 */
-#ifndef TIDAL_HTTP_INT_H
-#define TIDAL_HTTP_INT_H
+#ifndef TIDAL_HTTP_H
+#define TIDAL_HTTP_H
 
-#include "tidal_int.h"
+#include "kernel/kernel.h"
+#include "xfer/xfer.h"
 
 #include <curl/curl.h>
+
+/* client.c */
+void tidal__http_open(lua_State *L);
+
 
 /* Defaults, documented in docs/http.md. */
 #define HTTP_MAX_REDIRECTS 10
@@ -202,7 +217,7 @@ struct http_xfer {
   char errbuf[CURL_ERROR_SIZE];
 };
 
-/* http_glue.c */
+/* glue.c */
 http_worker *http__worker(tidal_worker *w); /* created on first use */
 http_multi *http__multi_new(http_worker *hw, const http_config *cfg,
                             http_multi **owner);
@@ -214,7 +229,7 @@ void http__multi_remove(http_multi *m, http_xfer *x);
 void http__sockopts(http_multi *m, CURL *easy); /* open/close callbacks */
 void http__orphan_remove(http_xfer *x);
 
-/* http_xfer.c */
+/* easy.c */
 void http__url_cache_free(http_multi *m);
 http_xfer *http__xfer_get(http_multi *m); /* NULL: ENOMEM */
 /* Options for request r: 0, or -1 with *uerr set (a malformed URL). */
@@ -230,7 +245,38 @@ const char *http__error_kind(const http_xfer *x);
 /* Whether the failure is a header block over the limits (too_large). */
 int http__headers_too_large(const http_xfer *x);
 
-/* http_json.c: core._http_json(s) -> value | nil, message */
+/* options.c: one table-driven parser for the options of a client and of a
+** request. Every key of the table must be in opts (else "<fname>: unknown
+** option '<key>' (known: <the names, in table order>)"); a value is checked
+** and stored at its offset in target by its kind. */
+typedef enum {
+  HO_MS,         /* long: seconds -> ms (0: none) */
+  HO_COUNT,      /* long: a non-negative integer */
+  HO_BOOL,       /* int */
+  HO_BODY_LIMIT, /* curl_off_t: bytes, or false / math.huge: -1 */
+  HO_STRING,     /* char *: a copy (the old one freed first) */
+  HO_CUSTOM,     /* custom(L, value index, target, fname) */
+  HO_LUA         /* accepted, left to the Lua side */
+} http_optkind;
+typedef struct http_opt {
+  const char *name;
+  uint8_t kind;
+  size_t off; /* offsetof into the target */
+  void (*custom)(lua_State *L, int v, void *target, const char *fname);
+} http_opt;
+void http__opts_parse(lua_State *L, int idx, const http_opt *opts,
+                      void *target, const char *fname);
+/* Raises "where: message", where being the user's code (not http.lua). */
+int http__err(lua_State *L, const char *fmt, ...);
+long http__opt_ms(lua_State *L, int idx, const char *fname, const char *opt);
+long http__opt_count(lua_State *L, int idx, const char *fname,
+                     const char *opt);
+int http__opt_bool(lua_State *L, int idx, const char *fname, const char *opt);
+curl_off_t http__opt_body(lua_State *L, int idx, const char *fname);
+char *http__opt_string(lua_State *L, int idx, const char *fname,
+                       const char *opt);
+
+/* json.c: core._http_json(s) -> value | nil, message */
 int http__json_decode(lua_State *L);
 
 #endif

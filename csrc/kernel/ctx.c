@@ -4,7 +4,7 @@
 ** runs in this state now, which task it resumes, and the kernel's
 ** registry tables.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 /* stack: module. Pushes the state's context, creating it on first use. */
 void tidal__ctx_open(lua_State *L) {

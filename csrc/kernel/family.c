@@ -12,7 +12,7 @@
 ** runtime's memory goes away, so a worker struct outlives every message
 ** that could be posted to it.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <lualib.h>
 

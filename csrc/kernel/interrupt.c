@@ -1,7 +1,7 @@
 /*
 ** interrupt.c: interrupting Lua code that runs without waiting, and Ctrl-C.
 **
-** A task is cancelled where it waits (tidal_int.h); Lua code that never
+** A task is cancelled where it waits (kernel.h); Lua code that never
 ** waits -- an endless loop, a long computation -- is reached with a count
 ** hook instead, as lua5.4 reaches a running script on Ctrl-C (lua.c's
 ** laction / lstop). Whoever wants it interrupted -- the SIGINT handler,
@@ -42,7 +42,7 @@
 ** A program that waits for SIGINT itself (the signal module) claims it with
 ** tidal__sigint_claim: then the handler leaves the interruption out.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <errno.h>
 #include <signal.h>

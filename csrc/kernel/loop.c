@@ -6,7 +6,7 @@
 ** runtime was collected. The Runtime object (lib/runtime.c) and the host C
 ** API (lib/host.c) are built on these.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <limits.h>
 #include <stdio.h>

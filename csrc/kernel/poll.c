@@ -4,7 +4,7 @@
 ** remote wake or the earliest deadline), due timers fire after the poll,
 ** and idle workers collect garbage.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 static void uvtimer_cb(uv_timer_t *t) {
   tidal_worker *w = tidal__container_of(t, tidal_uvh, timer)->w;

@@ -8,7 +8,7 @@
 ** the run queue, and the scheduler resumes them afterwards. So no error
 ** ever unwinds through libuv frames.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <stdio.h>
 #include <stdlib.h>

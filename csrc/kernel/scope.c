@@ -8,7 +8,7 @@
 ** through an inner scope to the outer one, and each scope's caller
 ** recognises only its own error (tidal__scope_owns).
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <math.h>
 #include <stdlib.h>

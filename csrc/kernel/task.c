@@ -1,7 +1,7 @@
 /*
 ** task.c: tasks and their JoinHandles. A task is a Lua coroutine owned by
 ** the C struct tidal_task, which is the payload of the JoinHandle userdata
-** (see tidal_int.h for the layout of its uservalues).
+** (see kernel.h for the layout of its uservalues).
 **
 ** A task gets its coroutine only when it first runs, from the worker's pool
 ** of idle coroutines; when it ends the coroutine goes back to the pool. So a
@@ -12,7 +12,7 @@
 ** cancellations unwind there, <close> variables run (and may still wait),
 ** and the message handler records the traceback where the error was raised.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <stdio.h>
 #include <stdlib.h>

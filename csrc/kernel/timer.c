@@ -4,7 +4,7 @@
 ** embedded in their owners, so arming a timer allocates nothing but the
 ** heap's pointer array. Insert and remove are O(log n).
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <math.h>
 #include <stdlib.h>

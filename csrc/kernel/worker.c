@@ -4,7 +4,7 @@
 ** it) and the wakes and calls that other threads post to it (its remote
 ** queue, drained after each poll).
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 #include <stdio.h>
 #include <stdlib.h>

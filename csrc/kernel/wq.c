@@ -4,7 +4,7 @@
 ** allocates), the unordered lists on the same links, and what becomes of
 ** a queue whose object is shared with other threads or freed.
 */
-#include "tidal_int.h"
+#include "kernel.h"
 
 void tidal__wq_push(tidal_wq *q, tidal_task *t) {
   t->qnext = NULL;

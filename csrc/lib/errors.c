@@ -2,7 +2,7 @@
 ** errors.c: tidal.error, tidal.is_error and tidal.traceback, the Lua side
 ** of the error objects and tracebacks of auxlib/error.c.
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 #include <string.h>
 

@@ -4,7 +4,7 @@
 ** tidal.spawn. A handle is the payload of its task's userdata, so its
 ** methods read the task directly.
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 static tidal_task *check_handle(lua_State *L, int idx, const char *fname) {
   return (tidal_task *)tidal__checkud(L, idx, TT_HANDLE, fname);

@@ -5,7 +5,7 @@
 ** own libuv loop (examples/uv_host.c). Each call runs protected: misuse
 ** and memory errors come back as -1 / NULL with a message pushed.
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 #include <math.h>
 

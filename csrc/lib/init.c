@@ -4,7 +4,7 @@
 ** function registers its functions in the module table and its types in
 ** the state's context (stack: module, ctx).
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 int luaopen_tidal_core(lua_State *L) {
   tidal__actx_opener(luaopen_tidal_core); /* for states that get handles */
@@ -26,6 +26,7 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__semaphore_open(L);
   tidal__notify_open(L);
   tidal__op_open(L);
+  tidal__rhandle_open(L);
   tidal__parallel_open(L);
   tidal__blocking_open(L);
   tidal__introspect_open(L);

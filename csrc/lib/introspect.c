@@ -1,7 +1,7 @@
 /*
 ** introspect.c: tidal.tasks() and tidal.stats().
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 static void set_str(lua_State *L, const char *k, const char *v) {
   lua_pushstring(L, v);

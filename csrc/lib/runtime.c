@@ -4,7 +4,7 @@
 ** kernel's run loops (kernel/loop.c): a runtime is worker 0 of a family of
 ** workers, and whether it is closed. The host C API is in host.c.
 */
-#include "tidal_int.h"
+#include "lib.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -14,7 +14,7 @@
 ** and interrupted the same way, so a runaway job cannot keep the process
 ** alive; a C function that does not return (a blocking read) can.
 */
-#include "tidal_int.h"
+#include "parallel.h"
 
 #include <lualib.h>
 
@@ -314,13 +314,14 @@ static void after_cb(uv_work_t *req, int status) {
   } else {
     tidal__record_finish(job->r, job->w, outcome, &job->out);
   }
-  tidal__record_clear_job(job->r);
-  tidal__record_unref(job->r);
+  tidal__record_unref(job->r); /* (finish cleared its cancel callback) */
   free(job);
 }
 
-void tidal__blocking_cancel(tidal_bjob *job) {
-  stop_job(job);
+/* The record's cancel callback while the job is queued or runs (w's
+** thread): an abort stops it. */
+static void cancel_job(void *arg) {
+  stop_job((tidal_bjob *)arg);
 }
 
 /* tidal.spawn_blocking(fn, ...) -> JoinHandle */
@@ -367,8 +368,7 @@ static int l_spawn_blocking(lua_State *L) {
   if (w->closing) { /* shutting down: cancelled before it could start */
     tidal_buf none = {NULL, 0, 0};
     free(job);
-    tidal__record_set_job(r, NULL, w,
-                          atomic_fetch_add(&w->family->next_id, 1));
+    tidal__record_target(r, w, atomic_fetch_add(&w->family->next_id, 1), 0);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     *slot = r; /* the handle (on top) takes the caller's reference */
     return 1;
@@ -386,11 +386,12 @@ static int l_spawn_blocking(lua_State *L) {
   job->pool = pool;
   job->w = w;
   job->req.data = job;
-  tidal__record_set_job(r, job, w, atomic_fetch_add(&w->family->next_id, 1));
+  tidal__record_target(r, w, atomic_fetch_add(&w->family->next_id, 1), 0);
+  tidal__record_on_cancel(r, cancel_job, job);
   tidal__record_ref(r); /* the job's */
   int rc = uv_queue_work(w->loop, &job->req, work_cb, after_cb);
   if (rc) {
-    tidal__record_clear_job(r);
+    tidal__record_on_cancel(r, NULL, NULL);
     tidal__record_unref(r);
     tidal__record_unref(r);
     free(job);

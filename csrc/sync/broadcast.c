@@ -8,7 +8,7 @@
 ** table that grows as values are sent, up to the capacity (a limit, not an
 ** allocation).
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -22,10 +22,11 @@ typedef struct bcast {
 } bcast;
 
 typedef struct end {
-  bcast *b;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the bcast */
   lua_Integer next; /* receiver: the next sequence it reads */
 } end;
+
+#define CORE(e) ((bcast *)(e)->h.core)
 
 static void wake_all(tidal_wq *q) {
   tidal_task *t;
@@ -34,25 +35,37 @@ static void wake_all(tidal_wq *q) {
 
 static void bcast_unref(bcast *b) {
   if (--b->refs > 0) return;
-  tidal__wq_orphan(&b->waiters, NULL); /* (see tidal_int.h) */
+  tidal__wq_orphan(&b->waiters, NULL); /* (see kernel.h) */
   free(b);
 }
 
-static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b, int tt,
-                     int ring) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->b = NULL;
-  e->closed = 1;
-  e->next = 0;
-  tidal__setmt(L, &ctx->aux, tt);
-  lua_pushvalue(L, ring);
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)L;
+  (void)explicit;
+  bcast *b = (bcast *)h->core;
+  if (--b->nsenders == 0) wake_all(&b->waiters);
+}
+
+static void unref(lua_State *L, void *core) {
+  (void)L;
+  bcast_unref((bcast *)core);
+}
+
+static const tidal_htype tx_type = {TT_BCAST_TX, "sender", close_tx, unref};
+static const tidal_htype rx_type = {TT_BCAST_RX, "receiver", NULL, unref};
+
+/* Pushes an end over b, or a closed one (completed by the caller) when b
+** is NULL. */
+static end *push_end(lua_State *L, tidal_ctx *ctx, bcast *b,
+                     const tidal_htype *c, int holder) {
+  end *e = (end *)tidal__handle_new(L, &ctx->aux, c, sizeof *e, 1);
+  lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
-  if (b == NULL) return e; /* closed until the caller completes it */
-  e->b = b;
-  e->closed = 0;
+  if (b == NULL) return e;
+  tidal__handle_attach(&e->h, b);
   e->next = b->tail;
   b->refs++;
-  if (tt == TT_BCAST_TX) b->nsenders++;
+  if (c == &tx_type) b->nsenders++;
   return e;
 }
 
@@ -67,66 +80,43 @@ static int l_broadcast(lua_State *L) {
   lua_settop(L, 0);
   lua_createtable(L, cap < 16 ? cap : 16, 0); /* the ring; grows */
   /* the ends first, so that nothing raises once the core is allocated */
-  end *tx = push_end(L, ctx, NULL, TT_BCAST_TX, 1);
-  end *rx = push_end(L, ctx, NULL, TT_BCAST_RX, 1);
+  end *tx = push_end(L, ctx, NULL, &tx_type, 1);
+  end *rx = push_end(L, ctx, NULL, &rx_type, 1);
   bcast *b = (bcast *)calloc(1, sizeof *b);
   if (b == NULL) return luaL_error(L, "tidal.broadcast: not enough memory");
   b->cap = cap;
   b->refs = 2;
   b->nsenders = 1;
-  tx->b = rx->b = b;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, b);
+  tidal__handle_attach(&rx->h, b);
   return 2;
 }
 
-static void close_tx(end *e) {
-  if (e->closed) return;
-  e->closed = 1;
-  if (--e->b->nsenders == 0) wake_all(&e->b->waiters);
-}
-
-/* __gc: a finalized end is a closed one without its core (e->b == NULL):
-** every method checks. */
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  end *e = (end *)tidal__checkud(L, 1, tt, fname);
-  if (e->b == NULL) return 0;
-  if (tt == TT_BCAST_TX) close_tx(e);
-  e->closed = 1;
-  bcast_unref(e->b);
-  e->b = NULL;
-  return 0;
-}
-
 static int l_tx_gc(lua_State *L) {
-  return end_gc(L, TT_BCAST_TX, "BroadcastSender:__gc");
+  return tidal__handle_gc(L, &tx_type, "BroadcastSender:__gc");
 }
 
 static int l_rx_gc(lua_State *L) {
-  return end_gc(L, TT_BCAST_RX, "BroadcastReceiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "BroadcastReceiver:__gc");
 }
 
 /* __close: closes a sender but keeps the core until the end is collected */
 static int l_tx_close(lua_State *L) {
-  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:__close");
-  if (e->b != NULL) close_tx(e);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "BroadcastSender:__close");
 }
 
 static int l_rx_close(lua_State *L) {
-  tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:__close");
-  return 0;
+  return tidal__handle_close(L, &rx_type, "BroadcastReceiver:__close");
 }
 
 static end *check_tx(lua_State *L, const char *fname) {
-  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, fname);
-  if (e->closed) tidal__closed_error(L, fname, "sender");
-  return e;
+  return (end *)tidal__handle_check(L, 1, &tx_type, fname);
 }
 
 /* tx:send(v) -> true; never waits */
 static int l_send(lua_State *L) {
   end *e = check_tx(L, "BroadcastSender:send");
-  bcast *b = e->b;
+  bcast *b = CORE(e);
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "BroadcastSender:send: cannot send nil (receivers "
                          "read nil as the end); send false or a table");
@@ -144,7 +134,7 @@ static int l_subscribe(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_tx(L, "BroadcastSender:subscribe");
   lua_getiuservalue(L, 1, 1);
-  push_end(L, ctx, e->b, TT_BCAST_RX, lua_gettop(L));
+  push_end(L, ctx, CORE(e), &rx_type, lua_gettop(L));
   return 1;
 }
 
@@ -152,19 +142,17 @@ static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_tx(L, "BroadcastSender:clone");
   lua_getiuservalue(L, 1, 1);
-  push_end(L, ctx, e->b, TT_BCAST_TX, lua_gettop(L));
+  push_end(L, ctx, CORE(e), &tx_type, lua_gettop(L));
   return 1;
 }
 
 static int l_close_tx(lua_State *L) {
-  end *e = (end *)tidal__checkud(L, 1, TT_BCAST_TX, "BroadcastSender:close");
-  if (e->b != NULL) close_tx(e);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "BroadcastSender:close");
 }
 
 /* Tries to read: pushes the results and returns their count, or -1. */
 static int recv_now(lua_State *L, end *e) {
-  bcast *b = e->b;
+  bcast *b = CORE(e);
   if (b == NULL) return 0; /* finalized: closed */
   if (e->next < b->head) {
     lua_Integer skipped = b->head - e->next;
@@ -201,8 +189,8 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
   tidal__resumed(L, t); /* every receiver was woken: nothing to pass on */
   if ((n = recv_now(L, e)) >= 0) return n; /* (0 if finalized meanwhile) */
-  tidal__wq_push(&e->b->waiters, t);
-  return tidal__park(L, t, &recv_op, e->b, recv_k);
+  tidal__wq_push(&CORE(e)->waiters, t);
+  return tidal__park(L, t, &recv_op, CORE(e), recv_k);
 }
 
 static int l_recv(lua_State *L);
@@ -212,13 +200,13 @@ static const tidal_restart recv_again = {l_recv};
 static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:recv");
   int n;
-  if (e->b == NULL) return 0; /* finalized: closed */
+  if (CORE(e) == NULL) return 0; /* finalized: closed */
   tidal_task *t = tidal__wait_begin(L, "BroadcastReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
   if ((n = recv_now(L, e)) >= 0) return n;
-  tidal__wq_push(&e->b->waiters, t);
-  return tidal__park(L, t, &recv_op, e->b, recv_k);
+  tidal__wq_push(&CORE(e)->waiters, t);
+  return tidal__park(L, t, &recv_op, CORE(e), recv_k);
 }
 
 /* rx:try_recv() -> value | nil, err (empty / lagged / closed) */
@@ -240,12 +228,12 @@ static int l_try_recv(lua_State *L) {
 /* #rx: values it has not read yet (0 once finalized) */
 static int l_len(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_BCAST_RX, "BroadcastReceiver:__len");
-  if (e->b == NULL) {
+  if (CORE(e) == NULL) {
     lua_pushinteger(L, 0);
     return 1;
   }
-  lua_Integer from = e->next > e->b->head ? e->next : e->b->head;
-  lua_pushinteger(L, e->b->tail - from);
+  lua_Integer from = e->next > CORE(e)->head ? e->next : CORE(e)->head;
+  lua_pushinteger(L, CORE(e)->tail - from);
   return 1;
 }
 

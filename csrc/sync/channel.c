@@ -8,7 +8,7 @@
 ** passed by reference. A capacity is a limit, not an allocation: the ring
 ** starts small and doubles as values arrive, up to the capacity (it does
 ** not shrink: it keeps the size of the largest backlog). Waits
-** follow wake-then-take (tidal_int.h): a sender puts the value in the buffer
+** follow wake-then-take (kernel.h): a sender puts the value in the buffer
 ** and wakes a waiting receiver, which takes it when it runs; a bounded
 ** channel wakes a waiting sender when room appears. A task cancelled between
 ** its wake and its turn leaves the channel as it was and passes the wake on,
@@ -28,7 +28,7 @@
 ** channel, so reading `shared` needs no lock. An end in flight (copied but
 ** not yet rebuilt) counts as an open end of its side.
 */
-#include "tidal_int.h"
+#include "shared.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -51,52 +51,42 @@ typedef struct chan {
                     them; their room is kept, so that one that cannot be
                     rebuilt goes back (n + reserved + taking <= cap) */
   uint8_t rx_closed;
-  uint8_t shared;
   tidal_wq recvq, sendq;
-  uv_mutex_t mu;   /* shared: guards all of the above but refs */
+  tidal_shared sh; /* cross-worker mode: its mutex guards all of the above
+                      but refs */
   tidal_buf *ring; /* shared: the values, encoded; slot i-1 for Lua slot i */
 } chan;
 
-#define LOCK(ch)                                                               \
-  do {                                                                         \
-    if ((ch)->shared) uv_mutex_lock(&(ch)->mu);                                \
-  } while (0)
-#define UNLOCK(ch)                                                             \
-  do {                                                                         \
-    if ((ch)->shared) uv_mutex_unlock(&(ch)->mu);                              \
-  } while (0)
 
 typedef struct end {
-  chan *ch;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the channel (NULL once finalized) */
 } end;
+
+#define CH(e) ((chan *)(e)->h.core)
 
 /* -------------------------------------------------------------- the core */
 
 /* cur: the worker running on this thread, or NULL */
 static void chan_unref(chan *ch, tidal_worker *cur) {
   if (atomic_fetch_sub(&ch->refs, 1) != 1) return;
-  tidal__wq_orphan(&ch->recvq, cur); /* (see tidal_int.h) */
+  tidal__wq_orphan(&ch->recvq, cur); /* (see kernel.h) */
   tidal__wq_orphan(&ch->sendq, cur);
-  if (ch->shared) {
+  if (ch->sh.on) {
     for (int i = 0; i < ch->n; i++) {
       tidal_buf *b = &ch->ring[(ch->head - 1 + i) % ch->size];
       tidal__xfer_discard(b->data, b->len);
       tidal__buf_free(b);
     }
     free(ch->ring);
-    uv_mutex_destroy(&ch->mu);
   }
+  tidal__sh_destroy(&ch->sh);
   free(ch);
 }
 
 
 /* Wake t: directly when it is ours, else through its worker. */
 static void wake(chan *ch, tidal_task *t, tidal_worker *cur) {
-  if (ch->shared)
-    tidal__wake_any(cur, t);
-  else
-    tidal__wake(t, 0);
+  tidal__sh_wake(&ch->sh, t, cur);
 }
 
 /* room for a value that was not promised to a woken sender */
@@ -121,11 +111,6 @@ static void wake_one(chan *ch, tidal_wq *q, tidal_worker *cur) {
 static void wake_all(chan *ch, tidal_wq *q, tidal_worker *cur) {
   tidal_task *t;
   while ((t = tidal__wq_pop(q)) != NULL) wake(ch, t, cur);
-}
-
-/* Whether t is still in q (not yet taken by a waker). Under the lock. */
-static int queued(tidal_wq *q, tidal_task *t) {
-  return q->head == t || t->qprev != NULL;
 }
 
 /* The ring's next size when it is full: double, up to the capacity. */
@@ -216,23 +201,23 @@ static int shared_take(lua_State *L, chan *ch, tidal_worker *cur,
                        const char *fname) {
   tidal_buf b = ring_take(ch);
   ch->taking++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   int n = tidal__xfer_decode(L, b.data, b.len);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   ch->taking--;
   if (n == 1) {
     wake_sender(ch, cur);
     /* receivers that waited for it to come back see the end */
     if (ch->n == 0 && ch->taking == 0 && ended(ch))
       wake_all(ch, &ch->recvq, cur);
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__xfer_discard(b.data, b.len);
     tidal__buf_free(&b);
     return 1;
   }
   ring_unshift(ch, &b);
   wake_one(ch, &ch->recvq, cur); /* it is there for others again */
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   if (n > 0) lua_pop(L, n); /* (a buffer of a channel holds one value) */
   if (n >= 0) lua_pushliteral(L, "not one value");
   return luaL_error(L,
@@ -246,7 +231,7 @@ static int shared_take(lua_State *L, chan *ch, tidal_worker *cur,
 static int make_shared(lua_State *L, chan *ch, int idx) {
   tidal_buf *r;
   int i, buf;
-  if (ch->shared) return 1;
+  if (ch->sh.on) return 1;
   r = (tidal_buf *)calloc((size_t)ch->size, sizeof *r);
   if (r == NULL) return 0;
   if (!lua_checkstack(L, 6)) {
@@ -263,7 +248,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     lua_pop(L, fail ? 2 : 1);
     if (fail) break;
   }
-  if (i < ch->n || uv_mutex_init(&ch->mu)) {
+  tidal_wq *qs[2] = {&ch->recvq, &ch->sendq};
+  if (i < ch->n || tidal__sh_enable(&ch->sh, qs, 2)) {
     while (i-- > 0) {
       int slot = (ch->head - 1 + i) % ch->size;
       tidal__xfer_discard(r[slot].data, r[slot].len);
@@ -278,10 +264,7 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     lua_rawseti(L, buf, i);
   }
   lua_settop(L, buf - 2);
-  ch->ring = r;
-  ch->shared = 1;
-  tidal__wq_shared(&ch->recvq);
-  tidal__wq_shared(&ch->sendq);
+  ch->ring = r; /* (shared now: tidal__sh_enable) */
   return 1;
 }
 
@@ -292,17 +275,18 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
 /* self of a hot method: checked once per object (see TIDAL_SELF) */
 static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
   end *e = (end *)tidal__self(L, &ctx->aux, tt, fname);
-  if (e->ch != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
+  if (CH(e) != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
   return e;
 }
+
+static const tidal_htype tx_type, rx_type;
 
 /* Pushes a new end, closed (harmless until it gets its channel); buf:
 ** its ring holder. */
 static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->ch = NULL;
-  e->closed = 1;
-  tidal__setmt(L, &ctx->aux, tt);
+  end *e = (end *)tidal__handle_new(L, &ctx->aux,
+                                    tt == TT_SENDER ? &tx_type : &rx_type,
+                                    sizeof *e, 1);
   lua_pushvalue(L, buf);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -312,8 +296,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
 static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
                      int buf) {
   end *e = new_end(L, ctx, tt, buf);
-  e->ch = ch;
-  e->closed = 0;
+  tidal__handle_attach(&e->h, ch);
   atomic_fetch_add(&ch->refs, 1);
 }
 
@@ -331,13 +314,14 @@ static void sender_gone(chan *ch, tidal_worker *cur) {
   if (--ch->nsenders == 0) wake_all(ch, &ch->recvq, cur); /* see the end */
 }
 
-static void close_sender(end *e, tidal_worker *cur) {
-  chan *ch = e->ch;
-  if (e->closed) return;
-  e->closed = 1;
-  LOCK(ch);
+/* A sender end is closed (once: the handle helper marks it). */
+static void close_sender(lua_State *L, tidal_handle *h, int explicit) {
+  chan *ch = (chan *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
+  (void)explicit;
+  tidal__sh_lock(&ch->sh);
   sender_gone(ch, cur);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
 }
 
 /* rx:close(): no more sends, for every receiver */
@@ -352,54 +336,43 @@ static void receiver_gone(chan *ch, tidal_worker *cur) {
   if (--ch->nreceivers == 0 && !ch->rx_closed) shut(ch, cur);
 }
 
-static void close_receiver(end *e, tidal_worker *cur, int explicit) {
-  chan *ch = e->ch;
-  if (e->closed) return;
-  e->closed = 1;
-  LOCK(ch);
+/* A receiver end is closed: explicitly (close(), <close>) it closes the
+** channel for every receiver; collected, it only counts as gone. */
+static void close_receiver(lua_State *L, tidal_handle *h, int explicit) {
+  chan *ch = (chan *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
+  tidal__sh_lock(&ch->sh);
   receiver_gone(ch, cur);
   if (explicit && !ch->rx_closed) shut(ch, cur);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
 }
 
-/* __gc: closes the end's side and drops the channel. A finalized end is
-** a closed one with no channel (e->ch == NULL): every method checks. */
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, tt, fname);
-  if (TIDAL_HOT(&ctx->aux, tt, e) == e) TIDAL_HOT(&ctx->aux, tt, e) = NULL;
-  if (e->ch == NULL) return 0;
-  if (tt == TT_SENDER)
-    close_sender(e, ctx->w);
-  else
-    close_receiver(e, ctx->w, 0);
-  chan_unref(e->ch, ctx->w);
-  e->ch = NULL;
-  return 0;
+static void unref(lua_State *L, void *core) {
+  chan_unref((chan *)core, tidal__cur_worker(L));
 }
+
+/* A finalized end is a closed one with no channel (core NULL): every
+** method checks. __close closes the end's side but keeps the channel, so
+** the end stays usable (as a closed end) through other references until it
+** is collected. */
+static const tidal_htype tx_type = {TT_SENDER, "sender", close_sender, unref};
+static const tidal_htype rx_type = {TT_RECEIVER, "receiver", close_receiver,
+                                    unref};
 
 static int l_sender_gc(lua_State *L) {
-  return end_gc(L, TT_SENDER, "Sender:__gc");
+  return tidal__handle_gc(L, &tx_type, "Sender:__gc");
 }
 
 static int l_receiver_gc(lua_State *L) {
-  return end_gc(L, TT_RECEIVER, "Receiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "Receiver:__gc");
 }
 
-/* __close: closes the end's side but keeps the channel, so the end stays
-** usable (as a closed end) through other references until it is collected */
 static int l_sender_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, TT_SENDER, "Sender:__close");
-  if (e->ch != NULL) close_sender(e, ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "Sender:__close");
 }
 
 static int l_receiver_close(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = check_end(L, 1, TT_RECEIVER, "Receiver:__close");
-  if (e->ch != NULL) close_receiver(e, ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "Receiver:__close");
 }
 
 /* tidal.channel([capacity]) -> tx, rx */
@@ -432,8 +405,8 @@ static int l_channel(lua_State *L) {
   ch->nsenders = 1;
   ch->nreceivers = 1;
   atomic_init(&ch->refs, 2);
-  tx->ch = rx->ch = ch;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, ch);
+  tidal__handle_attach(&rx->h, ch);
   return 2;
 }
 
@@ -449,20 +422,13 @@ static int fail(lua_State *L, const char *kind, const char *msg) {
 
 static int send_cancel(tidal_task *t) {
   chan *ch = (chan *)t->wobj;
-  int in;
-  LOCK(ch);
-  if ((in = queued(&ch->sendq, t)) != 0) tidal__wq_remove(&ch->sendq, t);
-  UNLOCK(ch);
-  return in; /* else a wake is on its way */
+  /* 0: a wake is on its way */
+  return tidal__sh_withdraw(&ch->sh, &ch->sendq, t, NULL, NULL);
 }
 
 static int recv_cancel(tidal_task *t) {
   chan *ch = (chan *)t->wobj;
-  int in;
-  LOCK(ch);
-  if ((in = queued(&ch->recvq, t)) != 0) tidal__wq_remove(&ch->recvq, t);
-  UNLOCK(ch);
-  return in;
+  return tidal__sh_withdraw(&ch->sh, &ch->recvq, t, NULL, NULL);
 }
 
 static const tidal_waitop send_op = {"Sender:send", send_cancel, NULL};
@@ -471,15 +437,7 @@ static const tidal_waitop recv_op = {"Receiver:recv", recv_cancel, NULL};
 /* Parks t on q (the lock held when shared; released here). */
 static int park_on(lua_State *L, tidal_task *t, chan *ch, tidal_wq *q,
                    int front, const tidal_waitop *op, lua_KFunction k) {
-  if (front)
-    tidal__wq_push_front(q, t);
-  else
-    tidal__wq_push(q, t);
-  if (ch->shared) {
-    uv_mutex_unlock(&ch->mu);
-    return tidal__park_shared(L, t, op, ch, k);
-  }
-  return tidal__park(L, t, op, ch, k);
+  return tidal__sh_park(L, &ch->sh, t, q, front, op, ch, k);
 }
 
 /* --------------------------------------------------------------- Sender */
@@ -502,22 +460,22 @@ static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
 ** (returns 1 result), else returns -1 with the lock still held. */
 static int shared_put(lua_State *L, chan *ch, tidal_worker *cur,
                       tidal_buf *b, int fair) {
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (ch->rx_closed) {
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__xfer_discard(b->data, b->len);
     tidal__buf_free(b);
     return fail(L, "closed", "channel closed");
   }
   if (has_room(ch) && (!fair || ch->sendq.head == NULL)) {
     if (ring_push(ch, b)) {
-      uv_mutex_unlock(&ch->mu);
+      uv_mutex_unlock(&ch->sh.mu);
       tidal__xfer_discard(b->data, b->len);
       tidal__buf_free(b);
       return luaL_error(L, "Sender:send: not enough memory");
     }
     if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -537,23 +495,23 @@ static void encode_value(lua_State *L, int v, tidal_buf *b,
 
 static int send_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, 1));
   tidal_worker *cur = t->w;
   (void)status;
   if (ch == NULL) { /* its __gc was called while it waited */
     tidal__resumed(L, t);
     return closed_sender(L, "Sender:send");
   }
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   /* woken for room (not by its cancellation, nor by the receiver closing):
   ** the room kept for it is its own now */
   if (!(t->flags & TF_WAKECANCEL) && !ch->rx_closed && ch->reserved > 0)
     ch->reserved--;
   if (tidal__wake_lost(t)) wake_sender(ch, cur); /* pass the room on */
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
   lua_settop(L, 2);
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:send");
     int n = shared_put(L, ch, cur, &b, 0);
@@ -584,16 +542,16 @@ static int l_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = self_end(L, ctx, TT_SENDER, "Sender:send");
   tidal_task *t = ctx->cur;
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   if (lua_type(L, 2) <= LUA_TNIL) check_value(L, "Sender:send");
-  if (e->closed) return closed_sender(L, "Sender:send");
+  if (e->h.closed) return closed_sender(L, "Sender:send");
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
       if (lua_isyieldable(L)) return tidal__budget_yield(L, t, &send_again);
       t->budget = 1;
     }
   }
-  if (ch->shared) {
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     lua_settop(L, 2);
     encode_value(L, 2, &b, "Sender:send");
@@ -601,7 +559,7 @@ static int l_send(lua_State *L) {
     int n = shared_put(L, ch, ctx->w, &b, 1);
     if (n >= 0) return n;
     if (t == NULL || !lua_isyieldable(L)) {
-      uv_mutex_unlock(&ch->mu);
+      uv_mutex_unlock(&ch->sh.mu);
       t = tidal__wait_begin(L, "Sender:send"); /* raises */
     }
     return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
@@ -616,16 +574,16 @@ static int l_send(lua_State *L) {
 /* select's fast path for tx:send_op(v): the sender at base, v above */
 static int try_send_op(lua_State *L, int base) {
   end *e = (end *)lua_touserdata(L, base);
-  chan *ch = e->ch;
-  if (e->closed) return -1; /* run() raises the misuse */
-  if (ch->shared) {
+  chan *ch = CH(e);
+  if (e->h.closed) return -1; /* run() raises the misuse */
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     if (tidal__xfer_encode(L, base + 1, 1, "message", &b)) {
       lua_pop(L, 1);
       return -1; /* run() raises with the reason */
     }
     int n = shared_put(L, ch, tidal__cur_worker(L), &b, 1);
-    if (n < 0) uv_mutex_unlock(&ch->mu);
+    if (n < 0) uv_mutex_unlock(&ch->sh.mu);
     return n;
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
@@ -651,16 +609,16 @@ static int l_send_op(lua_State *L) {
 static int l_try_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_SENDER, "Sender:try_send");
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   check_value(L, "Sender:try_send");
   lua_settop(L, 2);
-  if (e->closed) return closed_sender(L, "Sender:try_send");
-  if (ch->shared) {
+  if (e->h.closed) return closed_sender(L, "Sender:try_send");
+  if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:try_send");
     int n = shared_put(L, ch, ctx->w, &b, 1);
     if (n >= 0) return n;
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return fail(L, "full", "channel full");
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
@@ -672,19 +630,17 @@ static int l_try_send(lua_State *L) {
 static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_SENDER, "Sender:clone");
-  if (e->closed) return closed_sender(L, "Sender:clone");
+  if (e->h.closed) return closed_sender(L, "Sender:clone");
   lua_getiuservalue(L, 1, 1);
-  push_end(L, ctx, e->ch, TT_SENDER, lua_gettop(L));
-  LOCK(e->ch);
-  e->ch->nsenders++;
-  UNLOCK(e->ch);
+  push_end(L, ctx, CH(e), TT_SENDER, lua_gettop(L));
+  tidal__sh_lock(&CH(e)->sh);
+  CH(e)->nsenders++;
+  tidal__sh_unlock(&CH(e)->sh);
   return 1;
 }
 
 static int l_close_sender(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_sender(check_end(L, 1, TT_SENDER, "Sender:close"), ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "Sender:close");
 }
 
 static int ended(const chan *ch) {
@@ -692,13 +648,13 @@ static int ended(const chan *ch) {
 }
 
 static int is_closed(lua_State *L, end *e, int sender) {
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   int closed = 1;
   if (ch != NULL) {
-    LOCK(ch);
-    closed = e->closed || ch->rx_closed ||
+    tidal__sh_lock(&ch->sh);
+    closed = e->h.closed || ch->rx_closed ||
              (!sender && ch->nsenders == 0 && ch->n == 0 && ch->taking == 0);
-    UNLOCK(ch);
+    tidal__sh_unlock(&ch->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -720,7 +676,7 @@ static const tidal_restart recv_again = {l_recv};
 /* Takes a buffered value (top), waking a sender now that there is room.
 ** Local mode, or shared with the lock held (released here). */
 static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
-  if (ch->shared) return shared_take(L, ch, cur, fname);
+  if (ch->sh.on) return shared_take(L, ch, cur, fname);
   int buf = push_buf(L, 1);
   buf_take(L, ch, buf);
   wake_sender(ch, cur);
@@ -729,21 +685,21 @@ static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  chan *ch = ((end *)lua_touserdata(L, 1))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, 1));
   (void)status;
   if (ch == NULL) { /* its __gc was called while it waited: closed */
     tidal__resumed(L, t);
     return 0;
   }
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
   lua_settop(L, 1);
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) {
-    UNLOCK(ch);
+    tidal__sh_unlock(&ch->sh);
     return 0;
   }
   /* the value was taken: keep our turn */
@@ -755,7 +711,7 @@ static int l_recv(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = self_end(L, ctx, TT_RECEIVER, "Receiver:recv");
   tidal_task *t = ctx->cur;
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   if (ch == NULL) return 0; /* finalized: closed */
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
@@ -766,7 +722,7 @@ static int l_recv(lua_State *L) {
       t->budget = 1;
     }
   }
-  if (!ch->shared) {
+  if (!ch->sh.on) {
     if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
     if (ended(ch)) return 0;
     lua_settop(L, 1);
@@ -774,14 +730,14 @@ static int l_recv(lua_State *L) {
     return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
   }
   lua_settop(L, 1);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) { /* (one taken may come back) */
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return 0;
   }
   if (t == NULL || t->co != L || !lua_isyieldable(L)) {
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     tidal__wait_begin(L, "Receiver:recv"); /* raises */
   }
   return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
@@ -789,14 +745,14 @@ static int l_recv(lua_State *L) {
 
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
-  chan *ch = ((end *)lua_touserdata(L, base))->ch;
+  chan *ch = CH((end *)lua_touserdata(L, base));
   tidal_worker *cur = tidal__cur_worker(L);
   if (ch == NULL) return 0; /* finalized: closed */
-  if (ch->shared) {
-    uv_mutex_lock(&ch->mu);
+  if (ch->sh.on) {
+    uv_mutex_lock(&ch->sh.mu);
     if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
     int e = ended(ch) && ch->taking == 0;
-    uv_mutex_unlock(&ch->mu);
+    uv_mutex_unlock(&ch->sh.mu);
     return e ? 0 : -1;
   }
   if (ch->n > 0) {
@@ -821,30 +777,28 @@ static int l_recv_op(lua_State *L) {
 static int l_try_recv(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_end(L, 1, TT_RECEIVER, "Receiver:try_recv");
-  chan *ch = e->ch;
+  chan *ch = CH(e);
   lua_settop(L, 1);
   if (ch == NULL) return fail(L, "closed", "channel closed");
-  LOCK(ch);
+  tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:try_recv");
   int end_ = ended(ch) && ch->taking == 0;
-  UNLOCK(ch);
+  tidal__sh_unlock(&ch->sh);
   if (end_) return fail(L, "closed", "channel closed");
   return fail(L, "empty", "channel empty");
 }
 
 static int l_close_receiver(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  close_receiver(check_end(L, 1, TT_RECEIVER, "Receiver:close"), ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "Receiver:close");
 }
 
 /* #tx, #rx: values buffered (0 once finalized) */
 static int len(lua_State *L, end *e) {
   int n = 0;
-  if (e->ch != NULL) {
-    LOCK(e->ch);
-    n = e->ch->n;
-    UNLOCK(e->ch);
+  if (CH(e) != NULL) {
+    tidal__sh_lock(&CH(e)->sh);
+    n = CH(e)->n;
+    tidal__sh_unlock(&CH(e)->sh);
   }
   lua_pushinteger(L, n);
   return 1;
@@ -864,23 +818,23 @@ static int l_call(lua_State *L) {
 }
 
 static int tostring(lua_State *L, end *e, int sender) {
-  if (e->ch == NULL) {
+  if (CH(e) == NULL) {
     lua_pushstring(L, sender ? "tidal.Sender (closed)"
                              : "tidal.Receiver (closed)");
   } else {
-    LOCK(e->ch);
-    int n = e->ch->n;
-    UNLOCK(e->ch);
-    if (e->ch->cap)
+    tidal__sh_lock(&CH(e)->sh);
+    int n = CH(e)->n;
+    tidal__sh_unlock(&CH(e)->sh);
+    if (CH(e)->cap)
       lua_pushfstring(L, "tidal.%s (capacity %d, %d buffered%s%s)",
-                      sender ? "Sender" : "Receiver", e->ch->cap, n,
-                      e->ch->shared ? ", shared" : "",
-                      e->closed ? ", closed" : "");
+                      sender ? "Sender" : "Receiver", CH(e)->cap, n,
+                      CH(e)->sh.on ? ", shared" : "",
+                      e->h.closed ? ", closed" : "");
     else
       lua_pushfstring(L, "tidal.%s (unbounded, %d buffered%s%s)",
                       sender ? "Sender" : "Receiver", n,
-                      e->ch->shared ? ", shared" : "",
-                      e->closed ? ", closed" : "");
+                      CH(e)->sh.on ? ", shared" : "",
+                      e->h.closed ? ", closed" : "");
   }
   return 1;
 }
@@ -898,14 +852,14 @@ static int l_receiver_tostring(lua_State *L) {
 static void *share_end(lua_State *L, int idx, int sender) {
   end *e = (end *)lua_touserdata(L, idx);
   chan *ch;
-  if (e == NULL || (ch = e->ch) == NULL || e->closed) return NULL;
+  if (e == NULL || (ch = CH(e)) == NULL || e->h.closed) return NULL;
   if (!make_shared(L, ch, idx)) return NULL;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (sender)
     ch->nsenders++; /* the end in flight counts as open */
   else
     ch->nreceivers++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   atomic_fetch_add(&ch->refs, 1);
   return ch;
 }
@@ -923,12 +877,12 @@ static void push_copy(lua_State *L, void *obj, int tt) {
   lua_newtable(L); /* an unused ring holder: the channel is shared */
   push_end(L, tidal__ctx_need(L), ch, tt, lua_gettop(L));
   lua_remove(L, -2);
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   if (tt == TT_SENDER)
     ch->nsenders++;
   else
     ch->nreceivers++;
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
 }
 
 static void push_sender(lua_State *L, void *obj) {
@@ -942,17 +896,17 @@ static void push_receiver(lua_State *L, void *obj) {
 /* A buffer with an end in flight is discarded: that end closes. */
 static void drop_sender(void *obj) {
   chan *ch = (chan *)obj;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   sender_gone(ch, NULL);
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   chan_unref(ch, NULL);
 }
 
 static void drop_receiver(void *obj) {
   chan *ch = (chan *)obj;
-  uv_mutex_lock(&ch->mu);
+  uv_mutex_lock(&ch->sh.mu);
   receiver_gone(ch, NULL);
-  uv_mutex_unlock(&ch->mu);
+  uv_mutex_unlock(&ch->sh.mu);
   chan_unref(ch, NULL);
 }
 

@@ -21,7 +21,7 @@
 ** worker's remote queue. A waiter's kind (read / write) is in its nres while
 ** it is queued, where the granting thread may read it under the mutex.
 */
-#include "tidal_int.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -36,23 +36,16 @@ typedef struct lock {
   int readers;     /* rwlock: read holders */
   uint8_t held;    /* mutex held, or rwlock held for writing */
   uint8_t rw;
-  uint8_t shared;
   tidal_wq waiters; /* waiting tasks; nres: their G_* kind */
-  uv_mutex_t mu;    /* shared: guards the above */
+  tidal_shared sh;  /* cross-worker mode: its mutex guards the above */
 } lock;
 
-#define LOCK(l)                                                                \
-  do {                                                                         \
-    if ((l)->shared) uv_mutex_lock(&(l)->mu);                                  \
-  } while (0)
-#define UNLOCK(l)                                                              \
-  do {                                                                         \
-    if ((l)->shared) uv_mutex_unlock(&(l)->mu);                                \
-  } while (0)
 
 typedef struct lockud {
-  lock *l;
+  tidal_handle h; /* first; h.core: the lock (NULL once finalized) */
 } lockud;
+
+#define LK(u) ((lock *)(u)->h.core)
 
 typedef struct guard {
   lock *l;
@@ -63,18 +56,15 @@ typedef struct guard {
 /* cur: the worker running on this thread, or NULL */
 static void lock_unref(lock *l, tidal_worker *cur) {
   if (atomic_fetch_sub(&l->refs, 1) != 1) return;
-  tidal__wq_orphan(&l->waiters, cur); /* (see tidal_int.h) */
-  if (l->shared) uv_mutex_destroy(&l->mu);
+  tidal__wq_orphan(&l->waiters, cur); /* (see kernel.h) */
+  tidal__sh_destroy(&l->sh);
   free(l);
 }
 
 
 static void wake(lock *l, tidal_task *t, tidal_worker *cur) {
   tidal__wq_pop(&l->waiters);
-  if (l->shared)
-    tidal__wake_any(cur, t);
-  else
-    tidal__wake(t, 0);
+  tidal__sh_wake(&l->sh, t, cur);
 }
 
 /* Grant the lock to waiters at the head of the queue, in order. Locked. */
@@ -129,9 +119,9 @@ static void new_guard(lua_State *L, tidal_ctx *ctx) {
 static int guard_release(guard *g, tidal_worker *cur) {
   if (!g->held) return 0;
   g->held = 0;
-  LOCK(g->l);
+  tidal__sh_lock(&g->l->sh);
   release(g->l, g->kind, cur);
-  UNLOCK(g->l);
+  tidal__sh_unlock(&g->l->sh);
   return 1;
 }
 
@@ -173,16 +163,25 @@ static int l_guard_tostring(lua_State *L) {
 
 /* ------------------------------------------------------------------ locks */
 
+static void unref(lua_State *L, void *core) {
+  lock_unref((lock *)core, tidal__cur_worker(L));
+}
+
+/* A lock is never closed, only finalized: a finalized lock has no core
+** (every method checks). */
+static const tidal_htype mutex_type = {TT_MUTEX, "mutex", NULL, unref};
+static const tidal_htype rwlock_type = {TT_RWLOCK, "rwlock", NULL, unref};
+
 static lock *new_lock(lua_State *L, tidal_ctx *ctx, int rw,
                       const char *fname) {
-  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->l = NULL;
-  tidal__setmt(L, &ctx->aux, rw ? TT_RWLOCK : TT_MUTEX);
-  u->l = (lock *)calloc(1, sizeof *u->l);
-  if (u->l == NULL) luaL_error(L, "%s: not enough memory", fname);
-  atomic_init(&u->l->refs, 1);
-  u->l->rw = (uint8_t)rw;
-  return u->l;
+  lockud *u = (lockud *)tidal__handle_new(
+      L, &ctx->aux, rw ? &rwlock_type : &mutex_type, sizeof *u, 0);
+  lock *l = (lock *)calloc(1, sizeof *l);
+  if (l == NULL) luaL_error(L, "%s: not enough memory", fname);
+  atomic_init(&l->refs, 1);
+  l->rw = (uint8_t)rw;
+  tidal__handle_attach(&u->h, l);
+  return l;
 }
 
 static int l_mutex(lua_State *L) {
@@ -197,47 +196,33 @@ static int l_rwlock(lua_State *L) {
   return 1;
 }
 
-static const char *lock_noun(int tt) {
-  return tt == TT_MUTEX ? "mutex" : "rwlock";
+static const tidal_htype *lock_type(int tt) {
+  return tt == TT_MUTEX ? &mutex_type : &rwlock_type;
 }
 
 /* The lock of the Mutex or RwLock at 1, which must be of type tt; raises
 ** once it was finalized. */
 static lock *check_lock(lua_State *L, int tt, const char *fname) {
-  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
-  if (l == NULL) tidal__closed_error(L, fname, lock_noun(tt));
-  return l;
-}
-
-/* __gc: a finalized lock has no core (u->l == NULL): every method checks */
-static int lock_gc(lua_State *L, int tt, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lockud *u = (lockud *)tidal__checkud(L, 1, tt, fname);
-  if (TIDAL_HOT(&ctx->aux, tt, u) == u) TIDAL_HOT(&ctx->aux, tt, u) = NULL;
-  if (u->l != NULL) lock_unref(u->l, ctx->w);
-  u->l = NULL;
-  return 0;
+  return LK((lockud *)tidal__handle_check(L, 1, lock_type(tt), fname));
 }
 
 static int l_mutex_gc(lua_State *L) {
-  return lock_gc(L, TT_MUTEX, "Mutex:__gc");
+  return tidal__handle_gc(L, &mutex_type, "Mutex:__gc");
 }
 
 static int l_rwlock_gc(lua_State *L) {
-  return lock_gc(L, TT_RWLOCK, "RwLock:__gc");
+  return tidal__handle_gc(L, &rwlock_type, "RwLock:__gc");
+}
+
+/* readers queued behind a cancelled writer may go */
+static void grant_after(void *obj, tidal_worker *cur) {
+  grant((lock *)obj, cur);
 }
 
 static int lock_cancel(tidal_task *t) {
   lock *l = (lock *)t->wobj;
-  int in;
-  LOCK(l);
-  in = l->waiters.head == t || t->qprev != NULL;
-  if (in) {
-    tidal__wq_remove(&l->waiters, t);
-    grant(l, t->w); /* readers queued behind a cancelled writer may go */
-  }
-  UNLOCK(l);
-  return in; /* else the grant is on its way */
+  /* 0: the grant is on its way */
+  return tidal__sh_withdraw(&l->sh, &l->waiters, t, grant_after, l);
 }
 
 static const tidal_waitop mutex_op = {"Mutex:lock", lock_cancel, NULL};
@@ -247,7 +232,7 @@ static const tidal_waitop write_op = {"RwLock:write", lock_cancel, NULL};
 static int acquired(lua_State *L, lua_KContext k, int kind) {
   tidal_task *t = (tidal_task *)k;
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lock *l = (lock *)((lockud *)lua_touserdata(L, 1))->l;
+  lock *l = (lock *)LK((lockud *)lua_touserdata(L, 1));
   if (l == NULL) { /* its __gc was called while it waited */
     tidal__resumed(L, t);
     return tidal__closed_error(L, kind == G_MUTEX ? "Mutex:lock"
@@ -256,9 +241,9 @@ static int acquired(lua_State *L, lua_KContext k, int kind) {
                                kind == G_MUTEX ? "mutex" : "rwlock");
   }
   if (tidal__wake_lost(t)) { /* granted, never observed: pass it on */
-    LOCK(l);
+    tidal__sh_lock(&l->sh);
     release(l, kind, t->w);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
   }
   tidal__resumed(L, t);
   lua_settop(L, 2); /* the guard made before parking */
@@ -297,26 +282,21 @@ static int acquire(lua_State *L, int tt, int kind, const char *fname,
   static const lua_KFunction ks[] = {mutex_k, read_k, write_k};
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lockud *u = (lockud *)tidal__self(L, &ctx->aux, tt, fname);
-  lock *l = u->l;
-  if (l == NULL) return tidal__closed_error(L, fname, lock_noun(tt));
+  lock *l = LK(u);
+  if (l == NULL) return tidal__closed_error(L, fname, lock_type(tt)->what);
   TIDAL_HOT(&ctx->aux, tt, u) = u; /* cleared by its __gc */
   tidal_task *t = tidal__wait_ok(L, ctx->cur, fname);
   TIDAL_SPEND(L, t, again);
   lua_settop(L, 1);
   new_guard(L, ctx); /* at 2: the lock is never taken without one */
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (free_for(l, kind)) {
     take(l, kind);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     return push_guard(L, ctx, l, kind);
   }
   t->nres = kind; /* for the granter, while queued */
-  tidal__wq_push(&l->waiters, t);
-  if (l->shared) {
-    uv_mutex_unlock(&l->mu);
-    return tidal__park_shared(L, t, op, l, ks[kind]);
-  }
-  return tidal__park(L, t, op, l, ks[kind]);
+  return tidal__sh_park(L, &l->sh, t, &l->waiters, 0, op, l, ks[kind]);
 }
 
 static int l_lock(lua_State *L);
@@ -344,22 +324,22 @@ static int l_write(lua_State *L) {
 static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   lock *l = check_lock(L, tt, fname);
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   int avail = free_for(l, kind);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   if (!avail) { /* (a loop of failing attempts makes no garbage) */
     lua_pushnil(L);
     return 1;
   }
   lua_settop(L, 1);
   new_guard(L, ctx); /* (may run finalizers: check again below) */
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (free_for(l, kind)) {
     take(l, kind);
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     return push_guard(L, ctx, l, kind);
   }
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   lua_pushnil(L);
   return 1;
 }
@@ -367,17 +347,17 @@ static int try_acquire(lua_State *L, int tt, int kind, const char *fname) {
 /* select's fast path for m:lock_op() */
 static int try_lock_op(lua_State *L, int base) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  lock *l = ((lockud *)lua_touserdata(L, base))->l;
+  lock *l = LK((lockud *)lua_touserdata(L, base));
   if (l == NULL) return -1; /* finalized: run() raises */
   new_guard(L, ctx);
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   if (!free_for(l, G_MUTEX)) {
-    UNLOCK(l);
+    tidal__sh_unlock(&l->sh);
     lua_pop(L, 1);
     return -1;
   }
   take(l, G_MUTEX);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   return push_guard(L, ctx, l, G_MUTEX);
 }
 
@@ -401,9 +381,9 @@ static int l_try_write(lua_State *L) {
 }
 
 static int is_locked(lua_State *L, lock *l) {
-  LOCK(l);
+  tidal__sh_lock(&l->sh);
   lua_pushboolean(L, l->held || l->readers > 0);
-  UNLOCK(l);
+  tidal__sh_unlock(&l->sh);
   return 1;
 }
 
@@ -416,7 +396,7 @@ static int l_rwlock_is_locked(lua_State *L) {
 }
 
 static int lock_tostring(lua_State *L, int tt, const char *fname) {
-  lock *l = ((lockud *)tidal__checkud(L, 1, tt, fname))->l;
+  lock *l = LK((lockud *)tidal__checkud(L, 1, tt, fname));
   if (l == NULL)
     lua_pushfstring(L, "tidal.%s (closed)",
                     tt == TT_MUTEX ? "Mutex" : "RwLock");
@@ -441,24 +421,21 @@ static int l_rwlock_tostring(lua_State *L) {
 
 static void *share(lua_State *L, int idx) {
   lockud *u = (lockud *)lua_touserdata(L, idx);
-  lock *l = u ? u->l : NULL;
+  lock *l = u ? LK(u) : NULL;
   if (l == NULL) return NULL;
-  if (!l->shared) { /* on the owning thread: nobody else sees it yet */
-    if (uv_mutex_init(&l->mu)) return NULL;
-    l->shared = 1;
-    tidal__wq_shared(&l->waiters);
-  }
+  tidal_wq *q = &l->waiters;
+  /* on the owning thread: nobody else sees it yet */
+  if (tidal__sh_enable(&l->sh, &q, 1)) return NULL;
   atomic_fetch_add(&l->refs, 1);
   return l;
 }
 
 static void push_copy(lua_State *L, void *obj) {
   lock *l = (lock *)obj;
-  lockud *u = (lockud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->l = NULL;
-  tidal__setmt(L, NULL, l->rw ? TT_RWLOCK : TT_MUTEX);
+  lockud *u = (lockud *)tidal__handle_new(
+      L, NULL, l->rw ? &rwlock_type : &mutex_type, sizeof *u, 0);
   atomic_fetch_add(&l->refs, 1);
-  u->l = l;
+  tidal__handle_attach(&u->h, l);
 }
 
 static void drop(void *obj) {

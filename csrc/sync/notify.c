@@ -6,7 +6,7 @@
 ** A task woken by notify_one but cancelled before it runs passes the
 ** notification on.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 

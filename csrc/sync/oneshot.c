@@ -11,7 +11,7 @@
 ** received) and waiters on other workers are woken through their worker's
 ** remote queue. An end in flight counts as an open end of its side.
 */
-#include "tidal_int.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -21,48 +21,37 @@
 typedef struct oneshot {
   atomic_int refs;
   int ntx, nrx; /* open ends of each side (in any state, or in flight) */
-  uint8_t sent, taken, tx_closed, rx_closed, shared;
+  uint8_t sent, taken, tx_closed, rx_closed;
   uint8_t taking; /* shared: a receiver is decoding val (outside the lock) */
   tidal_wq waiters;
-  uv_mutex_t mu; /* shared: guards the above and val */
+  tidal_shared sh; /* cross-worker mode: its mutex guards the above and val */
   tidal_buf val; /* shared: the value, encoded */
 } oneshot;
 
 typedef struct end {
-  oneshot *o;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the oneshot (NULL once finalized) */
 } end;
 
-#define LOCK(o)                                                                \
-  do {                                                                         \
-    if ((o)->shared) uv_mutex_lock(&(o)->mu);                                  \
-  } while (0)
-#define UNLOCK(o)                                                              \
-  do {                                                                         \
-    if ((o)->shared) uv_mutex_unlock(&(o)->mu);                                \
-  } while (0)
+#define OS(e) ((oneshot *)(e)->h.core)
+
 
 /* cur: the worker running on this thread, or NULL */
 static void unref(oneshot *o, tidal_worker *cur) {
   if (atomic_fetch_sub(&o->refs, 1) != 1) return;
-  tidal__wq_orphan(&o->waiters, cur); /* (see tidal_int.h) */
-  if (o->shared) {
+  tidal__wq_orphan(&o->waiters, cur); /* (see kernel.h) */
+  if (o->sh.on) {
     if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
     tidal__buf_free(&o->val);
-    uv_mutex_destroy(&o->mu);
   }
+  tidal__sh_destroy(&o->sh);
   free(o);
 }
 
 
 static void wake_all(oneshot *o, tidal_worker *cur) {
   tidal_task *t;
-  while ((t = tidal__wq_pop(&o->waiters)) != NULL) {
-    if (o->shared)
-      tidal__wake_any(cur, t);
-    else
-      tidal__wake(t, 0);
-  }
+  while ((t = tidal__wq_pop(&o->waiters)) != NULL)
+    tidal__sh_wake(&o->sh, t, cur);
 }
 
 static int fail(lua_State *L, const char *kind, const char *msg) {
@@ -72,11 +61,12 @@ static int fail(lua_State *L, const char *kind, const char *msg) {
 }
 
 /* Pushes a new end, closed (harmless until it gets its oneshot). */
+static const tidal_htype tx_type, rx_type;
+
 static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->o = NULL;
-  e->closed = 1;
-  tidal__setmt(L, &ctx->aux, tt);
+  end *e = (end *)tidal__handle_new(L, &ctx->aux,
+                                    tt == TT_ONESHOT_TX ? &tx_type : &rx_type,
+                                    sizeof *e, 1);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
   return e;
@@ -85,8 +75,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int holder) {
 static void push_end(lua_State *L, tidal_ctx *ctx, oneshot *o, int tt,
                      int holder) {
   end *e = new_end(L, ctx, tt, holder);
-  e->o = o;
-  e->closed = 0;
+  tidal__handle_attach(&e->h, o);
   atomic_fetch_add(&o->refs, 1);
 }
 
@@ -100,8 +89,8 @@ static int l_oneshot(lua_State *L) {
   if (o == NULL) return luaL_error(L, "tidal.oneshot: not enough memory");
   atomic_init(&o->refs, 2); /* the ends hold it */
   o->ntx = o->nrx = 1;
-  tx->o = rx->o = o;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, o);
+  tidal__handle_attach(&rx->h, o);
   return 2;
 }
 
@@ -123,73 +112,62 @@ static void rx_gone(oneshot *o, tidal_worker *cur) {
 /* The oneshot ends when every copy of its sender is closed: a sender
 ** copied to another state (a pool job, a worker) may still send after the
 ** original is closed or collected. */
-static void close_tx(end *e, tidal_worker *cur) {
-  if (e->closed) return;
-  e->closed = 1;
-  LOCK(e->o);
-  tx_gone(e->o, cur);
-  UNLOCK(e->o);
+static void tx_closed(oneshot *o, tidal_worker *cur) {
+  tidal__sh_lock(&o->sh);
+  tx_gone(o, cur);
+  tidal__sh_unlock(&o->sh);
 }
 
-static void close_rx(end *e, tidal_worker *cur, int explicit) {
-  oneshot *o = e->o;
-  if (e->closed) return;
-  e->closed = 1;
-  LOCK(o);
+/* (once: the handle helper marks the end closed) */
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)explicit;
+  tx_closed((oneshot *)h->core, tidal__cur_worker(L));
+}
+
+static void close_rx(lua_State *L, tidal_handle *h, int explicit) {
+  oneshot *o = (oneshot *)h->core;
+  tidal_worker *cur = tidal__cur_worker(L);
+  tidal__sh_lock(&o->sh);
   if (explicit && !o->rx_closed) {
     o->rx_closed = 1;
     wake_all(o, cur);
   }
   rx_gone(o, cur);
-  UNLOCK(o);
+  tidal__sh_unlock(&o->sh);
 }
 
-/* The end at 1 of type tt, from __gc or __close; NULL once finalized (a
-** finalized end is a closed one without its core: every method checks). */
-static end *close_end(lua_State *L, int tt, int explicit, const char *fname) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, tt, fname);
-  if (e->o == NULL) return NULL;
-  if (tt == TT_ONESHOT_TX)
-    close_tx(e, ctx->w);
-  else
-    close_rx(e, ctx->w, explicit);
-  return e;
+static void unref_core(lua_State *L, void *core) {
+  unref((oneshot *)core, tidal__cur_worker(L));
 }
 
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  end *e = close_end(L, tt, 0, fname);
-  if (e != NULL) {
-    unref(e->o, tidal__cur_worker(L));
-    e->o = NULL;
-  }
-  return 0;
-}
+/* A finalized end is a closed one without its core: every method checks.
+** __close closes the end but keeps the core until the end is collected. */
+static const tidal_htype tx_type = {TT_ONESHOT_TX, "sender", close_tx,
+                                    unref_core};
+static const tidal_htype rx_type = {TT_ONESHOT_RX, "receiver", close_rx,
+                                    unref_core};
 
 static int l_tx_gc(lua_State *L) {
-  return end_gc(L, TT_ONESHOT_TX, "OneshotSender:__gc");
+  return tidal__handle_gc(L, &tx_type, "OneshotSender:__gc");
 }
 
 static int l_rx_gc(lua_State *L) {
-  return end_gc(L, TT_ONESHOT_RX, "OneshotReceiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "OneshotReceiver:__gc");
 }
 
-/* __close: closes the end but keeps the core until the end is collected */
 static int l_tx_close(lua_State *L) {
-  close_end(L, TT_ONESHOT_TX, 1, "OneshotSender:__close");
-  return 0;
+  return tidal__handle_close(L, &tx_type, "OneshotSender:__close");
 }
 
 static int l_rx_close(lua_State *L) {
-  close_end(L, TT_ONESHOT_RX, 1, "OneshotReceiver:__close");
-  return 0;
+  return tidal__handle_close(L, &rx_type, "OneshotReceiver:__close");
 }
 
 /* tx:send(v) -> true | nil, err */
 static int l_send(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:send");
-  oneshot *o = e->o;
+  oneshot *o = OS(e);
   tidal_buf b = {NULL, 0, 0};
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "OneshotSender:send: cannot send nil (a receiver "
@@ -197,24 +175,24 @@ static int l_send(lua_State *L) {
   if (o == NULL)
     return tidal__closed_error(L, "OneshotSender:send", "sender");
   lua_settop(L, 2);
-  if (o->shared && tidal__xfer_encode(L, 2, 1, "message", &b))
+  if (o->sh.on && tidal__xfer_encode(L, 2, 1, "message", &b))
     return luaL_error(L,
                       "OneshotSender:send: %s (this oneshot crosses workers: "
                       "its value is copied)",
                       lua_tostring(L, -1));
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   const char *misuse = o->sent    ? "a value was sent already (a oneshot "
                                     "carries one value)"
-                       : e->closed ? "attempt to use a closed sender"
+                       : e->h.closed ? "attempt to use a closed sender"
                                    : NULL;
   if (misuse != NULL || o->rx_closed) {
-    UNLOCK(o);
+    tidal__sh_unlock(&o->sh);
     if (b.data) tidal__xfer_discard(b.data, b.len);
     tidal__buf_free(&b);
     if (misuse) return luaL_error(L, "OneshotSender:send: %s", misuse);
     return fail(L, "closed", "receiver closed");
   }
-  if (o->shared) {
+  if (o->sh.on) {
     o->val = b;
   } else {
     lua_getiuservalue(L, 1, 1);
@@ -223,27 +201,20 @@ static int l_send(lua_State *L) {
   }
   o->sent = 1;
   wake_all(o, ctx->w); /* the receiver takes it */
-  UNLOCK(o);
-  close_tx(e, ctx->w); /* a oneshot's sender is used up */
+  tidal__sh_unlock(&o->sh);
+  e->h.closed = 1; /* a oneshot's sender is used up */
+  tx_closed(o, ctx->w);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_close_tx(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX, "OneshotSender:close");
-  if (e->o != NULL) close_tx(e, ctx->w);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "OneshotSender:close");
 }
 
 static int recv_cancel(tidal_task *t) {
   oneshot *o = (oneshot *)t->wobj;
-  int in;
-  LOCK(o);
-  in = o->waiters.head == t || t->qprev != NULL;
-  if (in) tidal__wq_remove(&o->waiters, t);
-  UNLOCK(o);
-  return in;
+  return tidal__sh_withdraw(&o->sh, &o->waiters, t, NULL, NULL);
 }
 
 static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel, NULL};
@@ -253,15 +224,15 @@ static const tidal_waitop recv_op = {"OneshotReceiver:recv", recv_cancel, NULL};
 static int recv_now(lua_State *L, oneshot *o) {
   if (o->taking) return -1; /* another receiver is decoding it */
   if (o->sent && !o->taken) {
-    if (o->shared) {
+    if (o->sh.on) {
       /* Decoded outside the lock (it may run Lua code), in place: while
       ** taking, nobody else touches val. Taken only once it is rebuilt:
       ** if it cannot be here, it stays for the next try (or another
       ** worker's receiver). */
       o->taking = 1;
-      uv_mutex_unlock(&o->mu);
+      uv_mutex_unlock(&o->sh.mu);
       int n = tidal__xfer_decode(L, o->val.data, o->val.len);
-      uv_mutex_lock(&o->mu);
+      uv_mutex_lock(&o->sh.mu);
       o->taking = 0;
       tidal_buf b = {NULL, 0, 0};
       if (n == 1) {
@@ -271,7 +242,7 @@ static int recv_now(lua_State *L, oneshot *o) {
         o->val.len = o->val.cap = 0;
       }
       wake_all(o, NULL); /* receivers that waited meanwhile look again */
-      uv_mutex_unlock(&o->mu);
+      uv_mutex_unlock(&o->sh.mu);
       if (n == 1) {
         tidal__xfer_discard(b.data, b.len);
         tidal__buf_free(&b);
@@ -293,7 +264,7 @@ static int recv_now(lua_State *L, oneshot *o) {
   }
   if (o->rx_closed || o->tx_closed || o->taken) {
     const char *why = o->rx_closed ? "receiver closed" : "sender closed";
-    UNLOCK(o);
+    tidal__sh_unlock(&o->sh);
     return fail(L, "closed", why);
   }
   return -1;
@@ -301,15 +272,7 @@ static int recv_now(lua_State *L, oneshot *o) {
 
 static int park(lua_State *L, tidal_task *t, oneshot *o, int front,
                 lua_KFunction k) {
-  if (front)
-    tidal__wq_push_front(&o->waiters, t);
-  else
-    tidal__wq_push(&o->waiters, t);
-  if (o->shared) {
-    uv_mutex_unlock(&o->mu);
-    return tidal__park_shared(L, t, &recv_op, o, k);
-  }
-  return tidal__park(L, t, &recv_op, o, k);
+  return tidal__sh_park(L, &o->sh, t, &o->waiters, front, &recv_op, o, k);
 }
 
 static int finalized(lua_State *L) {
@@ -318,18 +281,18 @@ static int finalized(lua_State *L) {
 
 static int recv_k(lua_State *L, int status, lua_KContext k) {
   tidal_task *t = (tidal_task *)k;
-  oneshot *o = ((end *)lua_touserdata(L, 1))->o;
+  oneshot *o = OS((end *)lua_touserdata(L, 1));
   int n;
   (void)status;
   if (o == NULL) { /* its __gc was called while it waited */
     tidal__resumed(L, t);
     return finalized(L);
   }
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if (tidal__wake_lost(t)) wake_all(o, t->w); /* another may take it */
-  UNLOCK(o);
+  tidal__sh_unlock(&o->sh);
   tidal__resumed(L, t);
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if ((n = recv_now(L, o)) >= 0) return n;
   return park(L, t, o, 1, recv_k);
 }
@@ -340,13 +303,13 @@ static const tidal_restart recv_again = {l_recv};
 /* rx:recv() -> value | nil, err (closed) */
 static int l_recv(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:recv");
-  oneshot *o = e->o;
+  oneshot *o = OS(e);
   int n;
   if (o == NULL) return finalized(L);
   tidal_task *t = tidal__wait_begin(L, "OneshotReceiver:recv");
   TIDAL_SPEND(L, t, &recv_again);
   lua_settop(L, 1);
-  LOCK(o);
+  tidal__sh_lock(&o->sh);
   if ((n = recv_now(L, o)) >= 0) return n;
   return park(L, t, o, 0, recv_k);
 }
@@ -357,28 +320,25 @@ static int l_try_recv(lua_State *L) {
                                   "OneshotReceiver:try_recv");
   int n;
   lua_settop(L, 1);
-  if (e->o == NULL) return finalized(L);
-  LOCK(e->o);
-  if ((n = recv_now(L, e->o)) >= 0) return n;
-  UNLOCK(e->o);
+  if (OS(e) == NULL) return finalized(L);
+  tidal__sh_lock(&OS(e)->sh);
+  if ((n = recv_now(L, OS(e))) >= 0) return n;
+  tidal__sh_unlock(&OS(e)->sh);
   return fail(L, "empty", "no value yet");
 }
 
 static int l_close_rx(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX, "OneshotReceiver:close");
-  if (e->o != NULL) close_rx(e, ctx->w, 1);
-  return 0;
+  return tidal__handle_close(L, &rx_type, "OneshotReceiver:close");
 }
 
 static int l_tx_is_closed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_TX,
                                   "OneshotSender:is_closed");
   int closed = 1;
-  if (e->o != NULL) {
-    LOCK(e->o);
-    closed = e->closed || e->o->rx_closed;
-    UNLOCK(e->o);
+  if (OS(e) != NULL) {
+    tidal__sh_lock(&OS(e)->sh);
+    closed = e->h.closed || OS(e)->rx_closed;
+    tidal__sh_unlock(&OS(e)->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -388,10 +348,10 @@ static int l_rx_is_closed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_ONESHOT_RX,
                                   "OneshotReceiver:is_closed");
   int closed = 1;
-  if (e->o != NULL) {
-    LOCK(e->o);
-    closed = e->closed || e->o->taken || (e->o->tx_closed && !e->o->sent);
-    UNLOCK(e->o);
+  if (OS(e) != NULL) {
+    tidal__sh_lock(&OS(e)->sh);
+    closed = e->h.closed || OS(e)->taken || (OS(e)->tx_closed && !OS(e)->sent);
+    tidal__sh_unlock(&OS(e)->sh);
   }
   lua_pushboolean(L, closed);
   return 1;
@@ -401,9 +361,9 @@ static int l_rx_is_closed(lua_State *L) {
 
 static void *share(lua_State *L, int idx, int tx) {
   end *e = (end *)lua_touserdata(L, idx);
-  oneshot *o = e ? e->o : NULL;
-  if (o == NULL || e->closed) return NULL;
-  if (!o->shared) { /* on the owning thread: nobody else sees it yet */
+  oneshot *o = e ? OS(e) : NULL;
+  if (o == NULL || e->h.closed) return NULL;
+  if (!o->sh.on) { /* on the owning thread: nobody else sees it yet */
     if (o->sent && !o->taken) { /* encode the value already sent */
       if (!lua_checkstack(L, 4)) return NULL;
       lua_getiuservalue(L, idx, 1);
@@ -412,20 +372,19 @@ static void *share(lua_State *L, int idx, int tx) {
       lua_pop(L, fail_ ? 3 : 2);
       if (fail_) return NULL;
     }
-    if (uv_mutex_init(&o->mu)) {
+    tidal_wq *q = &o->waiters;
+    if (tidal__sh_enable(&o->sh, &q, 1)) {
       if (o->val.data) tidal__xfer_discard(o->val.data, o->val.len);
       tidal__buf_free(&o->val);
       return NULL;
     }
-    o->shared = 1;
-    tidal__wq_shared(&o->waiters);
   }
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   if (tx)
     o->ntx++;
   else
     o->nrx++;
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   atomic_fetch_add(&o->refs, 1);
   return o;
 }
@@ -443,12 +402,12 @@ static void push_copy(lua_State *L, void *obj, int tt) {
   lua_newtable(L); /* an unused holder: the value is copied */
   push_end(L, tidal__ctx_need(L), o, tt, lua_gettop(L));
   lua_remove(L, -2);
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   if (tt == TT_ONESHOT_TX)
     o->ntx++;
   else
     o->nrx++;
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
 }
 
 static void push_tx(lua_State *L, void *obj) {
@@ -461,17 +420,17 @@ static void push_rx(lua_State *L, void *obj) {
 
 static void drop_tx(void *obj) {
   oneshot *o = (oneshot *)obj;
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   tx_gone(o, NULL);
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   unref(o, NULL);
 }
 
 static void drop_rx(void *obj) {
   oneshot *o = (oneshot *)obj;
-  uv_mutex_lock(&o->mu);
+  uv_mutex_lock(&o->sh.mu);
   rx_gone(o, NULL);
-  uv_mutex_unlock(&o->mu);
+  uv_mutex_unlock(&o->sh.mu);
   unref(o, NULL);
 }
 

@@ -16,7 +16,7 @@
 ** Shared mode (copied to another state): operations take the semaphore's
 ** mutex; waiters on other workers are woken through their remote queues.
 */
-#include "tidal_int.h"
+#include "shared.h"
 
 #include <stdlib.h>
 
@@ -35,24 +35,18 @@ typedef struct sem {
   atomic_int refs;   /* the semaphore's userdata (any state), live permits */
   lua_Integer avail; /* permits available */
   lua_Integer total; /* permits it holds: available, out or granted */
-  uint8_t closed, shared;
+  uint8_t closed;
   tidal_wq waiters; /* each wants t->nres permits */
-  uv_mutex_t mu;    /* shared: guards the above */
+  tidal_shared sh;  /* cross-worker mode: its mutex guards the above */
 } sem;
 
-#define LOCK(s)                                                                \
-  do {                                                                         \
-    if ((s)->shared) uv_mutex_lock(&(s)->mu);                                  \
-  } while (0)
-#define UNLOCK(s)                                                              \
-  do {                                                                         \
-    if ((s)->shared) uv_mutex_unlock(&(s)->mu);                                \
-  } while (0)
 
 
 typedef struct semud {
-  sem *s;
+  tidal_handle h; /* first; h.core: the semaphore (NULL once finalized) */
 } semud;
+
+#define SM(u) ((sem *)(u)->h.core)
 
 typedef struct permit {
   sem *s;
@@ -62,8 +56,8 @@ typedef struct permit {
 /* cur: the worker running on this thread, or NULL */
 static void sem_unref(sem *s, tidal_worker *cur) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
-  tidal__wq_orphan(&s->waiters, cur); /* (see tidal_int.h) */
-  if (s->shared) uv_mutex_destroy(&s->mu);
+  tidal__wq_orphan(&s->waiters, cur); /* (see kernel.h) */
+  tidal__sh_destroy(&s->sh);
   free(s);
 }
 
@@ -85,11 +79,8 @@ static void serve(sem *s, tidal_worker *cur) {
     lua_Integer k = t->nres; /* (read before the wake: it resets nres) */
     tidal__wq_pop(&s->waiters);
     if (s->closed) { /* woken without permits: it sees "closed" */
-      if (s->shared)
-        tidal__wake_any(cur, t);
-      else
-        tidal__wake(t, 0);
-    } else if (!s->shared || t->w == cur) {
+      tidal__sh_wake(&s->sh, t, cur);
+    } else if (!s->sh.on || t->w == cur) {
       s->avail -= k;
       t->flags |= TF_GRANTED;
       tidal__wake(t, 0);
@@ -100,10 +91,10 @@ static void serve(sem *s, tidal_worker *cur) {
 }
 
 static void give_back(sem *s, lua_Integer k, tidal_worker *cur) {
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   s->avail += k;
   serve(s, cur);
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
 }
 
 /* Pushes a Permit that holds nothing yet: made before permits are taken,
@@ -150,16 +141,24 @@ static int closed(lua_State *L) {
 ** -1, lock held. */
 static int try_take(lua_State *L, sem *s, lua_Integer k) {
   if (s->closed) {
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return closed(L);
   }
   if (s->waiters.head == NULL && k <= s->avail) {
     s->avail -= k;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return push_permit(L, s, k);
   }
   return -1;
 }
+
+static void unref(lua_State *L, void *core) {
+  sem_unref((sem *)core, tidal__cur_worker(L));
+}
+
+/* A finalized semaphore has no core: every method checks (close() closes
+** the semaphore itself, for every handle, not the handle). */
+static const tidal_htype sem_type = {TT_SEMAPHORE, "semaphore", NULL, unref};
 
 /* tidal.semaphore(n) */
 static int l_semaphore(lua_State *L) {
@@ -171,39 +170,37 @@ static int l_semaphore(lua_State *L) {
                       "integer >= 0 and <= %I, got %s",
                       (LUAI_UACINT)TIDAL_SEM_MAX, tidal__describe(L, 1));
   lua_Integer n = lua_tointeger(L, 1);
-  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
-  tidal__setmt(L, &ctx->aux, TT_SEMAPHORE);
-  u->s = (sem *)calloc(1, sizeof *u->s);
-  if (u->s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
-  atomic_init(&u->s->refs, 1);
-  u->s->avail = u->s->total = n;
+  semud *u = (semud *)tidal__handle_new(L, &ctx->aux, &sem_type, sizeof *u,
+                                        0);
+  sem *s = (sem *)calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "tidal.semaphore: not enough memory");
+  atomic_init(&s->refs, 1);
+  s->avail = s->total = n;
+  tidal__handle_attach(&u->h, s);
   return 1;
 }
 
 /* The core of the Semaphore at 1; NULL once finalized. */
 static sem *check_sem(lua_State *L, const char *fname) {
-  return ((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname))->s;
+  return SM((semud *)tidal__checkud(L, 1, TT_SEMAPHORE, fname));
+}
+
+/* smaller requests behind a cancelled large one may go */
+static void serve_after(void *obj, tidal_worker *cur) {
+  serve((sem *)obj, cur);
 }
 
 static int sem_cancel(tidal_task *t) {
   sem *s = (sem *)t->wobj;
-  int in;
-  LOCK(s);
-  in = s->waiters.head == t || t->qprev != NULL;
-  if (in) {
-    tidal__wq_remove(&s->waiters, t);
-    serve(s, t->w); /* smaller requests behind a cancelled large one */
-  }
-  UNLOCK(s);
-  return in; /* else the permits are on their way */
+  /* 0: the permits are on their way */
+  return tidal__sh_withdraw(&s->sh, &s->waiters, t, serve_after, s);
 }
 
 static const tidal_waitop acquire_op = {"Semaphore:acquire", sem_cancel, NULL};
 
 static int acquire_k(lua_State *L, int status, lua_KContext ctxk) {
   tidal_task *t = (tidal_task *)ctxk;
-  sem *s = ((semud *)lua_touserdata(L, 1))->s;
+  sem *s = SM((semud *)lua_touserdata(L, 1));
   lua_Integer k = lua_isnoneornil(L, 2) ? 1 : lua_tointeger(L, 2);
   (void)status;
   if (s == NULL) { /* its __gc was called while it waited */
@@ -232,17 +229,13 @@ static int l_acquire(lua_State *L) {
   TIDAL_SPEND(L, t, &acquire_again);
   lua_settop(L, 2);
   new_permit(L, ctx); /* at 3 */
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   int r = try_take(L, s, k);
   if (r >= 0) return r;
   t->nres = (int32_t)k; /* what it waits for, while parked */
   t->flags &= ~TF_GRANTED;
-  tidal__wq_push(&s->waiters, t);
-  if (s->shared) {
-    uv_mutex_unlock(&s->mu);
-    return tidal__park_shared(L, t, &acquire_op, s, acquire_k);
-  }
-  return tidal__park(L, t, &acquire_op, s, acquire_k);
+  return tidal__sh_park(L, &s->sh, t, &s->waiters, 0, &acquire_op, s,
+                       acquire_k);
 }
 
 /* s:try_acquire([k]) -> permit | nil, err (no_permits / closed) */
@@ -251,16 +244,16 @@ static int l_try_acquire(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:try_acquire");
   lua_Integer k = check_k(L, "Semaphore:try_acquire", INT32_MAX);
   if (s == NULL) return closed(L); /* finalized */
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   int avail = s->closed || (s->waiters.head == NULL && k <= s->avail);
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   if (avail) { /* (a loop of failing attempts makes no garbage) */
     lua_settop(L, 2);
     new_permit(L, ctx); /* (may run finalizers: try_take checks again) */
-    LOCK(s);
+    tidal__sh_lock(&s->sh);
     int r = try_take(L, s, k);
     if (r >= 0) return r;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
   }
   lua_pushnil(L);
   tidal__error_push(L, "no_permits", "not enough permits available");
@@ -273,9 +266,9 @@ static int l_available(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:available");
   lua_Integer n = 0;
   if (s != NULL) {
-    LOCK(s);
+    tidal__sh_lock(&s->sh);
     n = s->avail;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
   }
   lua_pushinteger(L, n);
   return 1;
@@ -287,10 +280,10 @@ static int l_add_permits(lua_State *L) {
   lua_Integer k = check_k(L, "Semaphore:add_permits", TIDAL_SEM_MAX);
   if (s == NULL)
     return tidal__closed_error(L, "Semaphore:add_permits", "semaphore");
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   if (k > TIDAL_SEM_MAX - s->total) {
     lua_Integer total = s->total;
-    UNLOCK(s);
+    tidal__sh_unlock(&s->sh);
     return luaL_error(L,
                       "Semaphore:add_permits: a semaphore holds at most %I "
                       "permits (it has %I, available or out)",
@@ -299,27 +292,22 @@ static int l_add_permits(lua_State *L) {
   s->total += k;
   s->avail += k;
   serve(s, tidal__cur_worker(L));
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   return 0;
 }
 
 static int l_close(lua_State *L) {
   sem *s = check_sem(L, "Semaphore:close");
   if (s == NULL) return 0;
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   s->closed = 1;
   serve(s, tidal__cur_worker(L)); /* everyone waiting gets "closed" */
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   return 0;
 }
 
-/* __gc: a finalized semaphore has no core (u->s == NULL): every method
-** checks */
 static int l_sem_gc(lua_State *L) {
-  semud *u = (semud *)tidal__checkud(L, 1, TT_SEMAPHORE, "Semaphore:__gc");
-  if (u->s != NULL) sem_unref(u->s, tidal__cur_worker(L));
-  u->s = NULL;
-  return 0;
+  return tidal__handle_gc(L, &sem_type, "Semaphore:__gc");
 }
 
 static int l_sem_tostring(lua_State *L) {
@@ -328,10 +316,10 @@ static int l_sem_tostring(lua_State *L) {
     lua_pushliteral(L, "tidal.Semaphore (closed)");
     return 1;
   }
-  LOCK(s);
+  tidal__sh_lock(&s->sh);
   lua_Integer avail = s->avail;
   int c = s->closed;
-  UNLOCK(s);
+  tidal__sh_unlock(&s->sh);
   lua_pushfstring(L, "tidal.Semaphore (%I available%s)", avail,
                   c ? ", closed" : "");
   return 1;
@@ -339,24 +327,20 @@ static int l_sem_tostring(lua_State *L) {
 
 static void *share(lua_State *L, int idx) {
   semud *u = (semud *)lua_touserdata(L, idx);
-  sem *s = u ? u->s : NULL;
+  sem *s = u ? SM(u) : NULL;
   (void)L;
   if (s == NULL) return NULL;
-  if (!s->shared) { /* on the owning thread: nobody else sees it yet */
-    if (uv_mutex_init(&s->mu)) return NULL;
-    s->shared = 1;
-    tidal__wq_shared(&s->waiters);
-  }
+  tidal_wq *q = &s->waiters;
+  /* on the owning thread: nobody else sees it yet */
+  if (tidal__sh_enable(&s->sh, &q, 1)) return NULL;
   atomic_fetch_add(&s->refs, 1);
   return s;
 }
 
 static void push_copy(lua_State *L, void *obj) {
-  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
-  tidal__setmt(L, NULL, TT_SEMAPHORE);
+  semud *u = (semud *)tidal__handle_new(L, NULL, &sem_type, sizeof *u, 0);
   atomic_fetch_add(&((sem *)obj)->refs, 1);
-  u->s = (sem *)obj;
+  tidal__handle_attach(&u->h, obj);
 }
 
 static void drop(void *obj) {

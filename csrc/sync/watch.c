@@ -5,7 +5,7 @@
 ** returns nil, err (kind "closed") once the sender is closed and the last
 ** value was seen. Receivers start having seen the current value.
 */
-#include "tidal_int.h"
+#include "sync.h"
 
 #include <stdlib.h>
 
@@ -20,10 +20,11 @@ typedef struct watch {
 } watch;
 
 typedef struct end {
-  watch *w;
-  uint8_t closed;
+  tidal_handle h; /* first; h.core: the watch */
   lua_Integer seen; /* receiver: last version seen */
 } end;
+
+#define CORE(e) ((watch *)(e)->h.core)
 
 static void wake_all(tidal_wq *q) {
   tidal_task *t;
@@ -32,24 +33,35 @@ static void wake_all(tidal_wq *q) {
 
 static void watch_unref(watch *w) {
   if (--w->refs > 0) return;
-  tidal__wq_orphan(&w->waiters, NULL); /* (see tidal_int.h) */
+  tidal__wq_orphan(&w->waiters, NULL); /* (see kernel.h) */
   free(w);
 }
 
+static void close_tx(lua_State *L, tidal_handle *h, int explicit) {
+  (void)L;
+  (void)explicit;
+  watch *w = (watch *)h->core;
+  w->tx_closed = 1;
+  wake_all(&w->waiters);
+}
+
+static void unref(lua_State *L, void *core) {
+  (void)L;
+  watch_unref((watch *)core);
+}
+
+static const tidal_htype tx_type = {TT_WATCH_TX, "sender", close_tx, unref};
+static const tidal_htype rx_type = {TT_WATCH_RX, "receiver", NULL, unref};
+
 /* Pushes an end over w, or a closed one (completed by the caller) when w
 ** is NULL. */
-static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w, int tt,
-                     int holder) {
-  end *e = (end *)lua_newuserdatauv(L, sizeof *e, 1);
-  e->w = NULL;
-  e->closed = 1;
-  e->seen = 0;
-  tidal__setmt(L, &ctx->aux, tt);
+static end *push_end(lua_State *L, tidal_ctx *ctx, watch *w,
+                     const tidal_htype *c, int holder) {
+  end *e = (end *)tidal__handle_new(L, &ctx->aux, c, sizeof *e, 1);
   lua_pushvalue(L, holder);
   lua_setiuservalue(L, -2, 1);
   if (w == NULL) return e;
-  e->w = w;
-  e->closed = 0;
+  tidal__handle_attach(&e->h, w);
   e->seen = w->version;
   w->refs++;
   return e;
@@ -62,59 +74,35 @@ static int l_watch(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
   /* the ends first, so that nothing raises once the core is allocated */
-  end *tx = push_end(L, ctx, NULL, TT_WATCH_TX, 2);
-  end *rx = push_end(L, ctx, NULL, TT_WATCH_RX, 2);
+  end *tx = push_end(L, ctx, NULL, &tx_type, 2);
+  end *rx = push_end(L, ctx, NULL, &rx_type, 2);
   watch *w = (watch *)calloc(1, sizeof *w);
   if (w == NULL) return luaL_error(L, "tidal.watch: not enough memory");
   w->refs = 2;
-  tx->w = rx->w = w;
-  tx->closed = rx->closed = 0;
+  tidal__handle_attach(&tx->h, w);
+  tidal__handle_attach(&rx->h, w);
   return 2;
 }
 
-static void close_tx(end *e) {
-  if (e->closed) return;
-  e->closed = 1;
-  e->w->tx_closed = 1;
-  wake_all(&e->w->waiters);
-}
-
-/* __gc: a finalized end is a closed one without its core (e->w == NULL):
-** every method checks. The value (the uservalue) stays readable. */
-static int end_gc(lua_State *L, int tt, const char *fname) {
-  end *e = (end *)tidal__checkud(L, 1, tt, fname);
-  if (e->w == NULL) return 0;
-  if (tt == TT_WATCH_TX) close_tx(e);
-  e->closed = 1;
-  watch_unref(e->w);
-  e->w = NULL;
-  return 0;
-}
-
 static int l_tx_gc(lua_State *L) {
-  return end_gc(L, TT_WATCH_TX, "WatchSender:__gc");
+  return tidal__handle_gc(L, &tx_type, "WatchSender:__gc");
 }
 
 static int l_rx_gc(lua_State *L) {
-  return end_gc(L, TT_WATCH_RX, "WatchReceiver:__gc");
+  return tidal__handle_gc(L, &rx_type, "WatchReceiver:__gc");
 }
 
 /* __close: closes a sender but keeps the core until the end is collected */
 static int l_tx_close(lua_State *L) {
-  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:__close");
-  if (e->w != NULL) close_tx(e);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "WatchSender:__close");
 }
 
 static int l_rx_close(lua_State *L) {
-  tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:__close");
-  return 0;
+  return tidal__handle_close(L, &rx_type, "WatchReceiver:__close");
 }
 
 static end *check_tx(lua_State *L, const char *fname) {
-  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, fname);
-  if (e->closed) tidal__closed_error(L, fname, "sender");
-  return e;
+  return (end *)tidal__handle_check(L, 1, &tx_type, fname);
 }
 
 /* tx:send(v): sets the value and wakes the receivers */
@@ -124,8 +112,8 @@ static int l_send(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, 1);
-  e->w->version++;
-  wake_all(&e->w->waiters);
+  CORE(e)->version++;
+  wake_all(&CORE(e)->waiters);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -134,14 +122,12 @@ static int l_subscribe(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = check_tx(L, "WatchSender:subscribe");
   lua_getiuservalue(L, 1, 1);
-  push_end(L, ctx, e->w, TT_WATCH_RX, lua_gettop(L));
+  push_end(L, ctx, CORE(e), &rx_type, lua_gettop(L));
   return 1;
 }
 
 static int l_close_tx(lua_State *L) {
-  end *e = (end *)tidal__checkud(L, 1, TT_WATCH_TX, "WatchSender:close");
-  if (e->w != NULL) close_tx(e);
-  return 0;
+  return tidal__handle_close(L, &tx_type, "WatchSender:close");
 }
 
 static int l_borrow(lua_State *L) {
@@ -156,26 +142,26 @@ static int l_borrow(lua_State *L) {
 static int l_clone(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:clone");
-  if (e->w == NULL)
+  if (CORE(e) == NULL)
     return tidal__closed_error(L, "WatchReceiver:clone", "receiver");
   lua_getiuservalue(L, 1, 1);
-  end *c = push_end(L, ctx, e->w, TT_WATCH_RX, lua_gettop(L));
+  end *c = push_end(L, ctx, CORE(e), &rx_type, lua_gettop(L));
   c->seen = e->seen;
   return 1;
 }
 
 static int changed_now(lua_State *L, end *e) {
-  if (e->w == NULL) { /* finalized: closed */
+  if (CORE(e) == NULL) { /* finalized: closed */
     lua_pushnil(L);
     tidal__error_push(L, "closed", "watch receiver closed");
     return 2;
   }
-  if (e->seen < e->w->version) {
-    e->seen = e->w->version;
+  if (e->seen < CORE(e)->version) {
+    e->seen = CORE(e)->version;
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (e->w->tx_closed) {
+  if (CORE(e)->tx_closed) {
     lua_pushnil(L);
     tidal__error_push(L, "closed", "watch sender closed");
     return 2;
@@ -198,8 +184,8 @@ static int changed_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
   tidal__resumed(L, t); /* all were woken: nothing to pass on */
   if ((n = changed_now(L, e)) >= 0) return n;
-  tidal__wq_push(&e->w->waiters, t);
-  return tidal__park(L, t, &changed_op, e->w, changed_k);
+  tidal__wq_push(&CORE(e)->waiters, t);
+  return tidal__park(L, t, &changed_op, CORE(e), changed_k);
 }
 
 static int l_changed(lua_State *L);
@@ -209,18 +195,18 @@ static const tidal_restart changed_again = {l_changed};
 static int l_changed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:changed");
   int n;
-  if (e->w == NULL) return changed_now(L, e);
+  if (CORE(e) == NULL) return changed_now(L, e);
   tidal_task *t = tidal__wait_begin(L, "WatchReceiver:changed");
   TIDAL_SPEND(L, t, &changed_again);
   lua_settop(L, 1);
   if ((n = changed_now(L, e)) >= 0) return n;
-  tidal__wq_push(&e->w->waiters, t);
-  return tidal__park(L, t, &changed_op, e->w, changed_k);
+  tidal__wq_push(&CORE(e)->waiters, t);
+  return tidal__park(L, t, &changed_op, CORE(e), changed_k);
 }
 
 static int l_has_changed(lua_State *L) {
   end *e = (end *)tidal__checkud(L, 1, TT_WATCH_RX, "WatchReceiver:has_changed");
-  lua_pushboolean(L, e->w != NULL && e->seen < e->w->version);
+  lua_pushboolean(L, CORE(e) != NULL && e->seen < CORE(e)->version);
   return 1;
 }
 

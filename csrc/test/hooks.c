@@ -1,5 +1,5 @@
 /*
-** xfer_hooks.c: tidal.testhooks, a test-only C module over value transfer
+** hooks.c: tidal.testhooks, a test-only C module over value transfer
 ** (transfer.c). The Makefile builds it into the test tree next to
 ** tidal.core; the rockspec never builds or installs it, so no user script
 ** can reach these hooks (a buffer discarded twice is a use-after-free).

@@ -1,34 +1,46 @@
 /*
-** tidal_int.h: the core's internal interface, shared by the C files of
-** tidal.core. Not installed; hosts use tidal.h.
+** kernel/kernel.h: the kernel of tidal.core -- tasks and the workers that
+** run them.
 **
-** Concepts and the files that own them:
-**   timer.c      a binary heap of deadlines per worker (no Lua)
-**   sched.c      the worker: run queue, park / wake / cancel, polling,
-**                remote wakes from other threads
-**   task.c       tasks and JoinHandles: spawn, the task body, outcomes
-**   runtime.c    the Runtime object: run, block_on, step, close, deadlock
-**   interrupt.c  Ctrl-C, and interrupting busy Lua code (lua_sethook)
-**   time.c       sleep, yield, now
-**   error.c      error objects (kind, message) and tracebacks
-**   introspect.c tasks(), stats()
-**   transfer.c   copying values between Lua states (serialize / rebuild)
-**   xprobe.c     a test-only shareable handle type for transfer.c
-**   xfer_hooks.c tidal.testhooks, a test-only module (never installed):
-**                hooks into transfer.c for the specs and the bench
-**   core.c       luaopen_tidal_core and the per-state context
-**   http*.c      tidal.http's C core (see http_int.h)
+** Offers: tasks (spawn, the task body, outcomes, joiners, task sets and
+** subscribers: task.c), the park / wake / cancel protocol and the run
+** queue (sched.c), wait queues (wq.c), deadlines (timer.c: the heap and
+** timers with fire callbacks; poll.c: the loop poll that fires them),
+** cancel scopes (scope.c), workers with their extensions and remote wakes
+** (worker.c), the workers of a runtime and their threads (family.c), the
+** run loops (loop.c), interrupting busy Lua code and Ctrl-C
+** (interrupt.c), the per-state context (ctx.c).
+**
+** May use: auxlib (errors, tracebacks, types, the context's aux part),
+** tidal.h, libuv. Never names what is built on it (channels, groups,
+** records, HTTP, the Runtime object): a layer above that must react to
+** the kernel registers a hook -- a timer's fire callback, a task set's
+** member_done, a task subscriber, a worker or family extension's close /
+** shutdown / free hooks, a waitop's cancel / abandon, the context's
+** host_hook.
+**
+** Concepts and their files:
+**   ctx.c        the per-state context (aux's part first)
+**   task.c       tasks: spawn, the body, outcomes, joiners, sets,
+**                subscribers, the message handler, FailureReport
+**   sched.c      run queue, park / wake / cancel, budget, refusing
+**                foreign resumes
+**   wq.c         wait queues and lists of parked tasks
+**   timer.c      the deadline heap, clocks, timer start / stop
+**   poll.c       one poll of the loop: due timers, idle collection
+**   scope.c      cancel scopes (tidal.timeout is built on them)
+**   worker.c     a worker's life, its extensions, remote wakes
+**   family.c     the workers and threads of a runtime
+**   loop.c       block_on, step, shutdown, a worker thread's loop
+**   interrupt.c  interrupting Lua code that does not wait; Ctrl-C
 */
-#ifndef TIDAL_INT_H
-#define TIDAL_INT_H
+#ifndef TIDAL_KERNEL_H
+#define TIDAL_KERNEL_H
 
-/* POSIX types that uv.h needs under -std=c11; include this header first */
-#ifndef _DEFAULT_SOURCE
-#define _DEFAULT_SOURCE
-#endif
+#include "auxlib/auxlib.h" /* first: it defines _DEFAULT_SOURCE */
 
-#include <stddef.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <lauxlib.h>
@@ -36,8 +48,6 @@
 #include <uv.h>
 
 #include "tidal.h"
-#include "auxlib/auxlib.h"
-#include "xfer/xfer.h"
 
 /* Resumes a task may take before its waits yield to the scheduler. */
 #define TIDAL_BUDGET 128
@@ -54,12 +64,8 @@
 /* Most arguments a task can be spawned with: they are kept in its handle's
 ** uservalues, of which a userdata has fewer than USHRT_MAX. */
 #define TIDAL_MAX_ARGS 65533
-/* Largest capacity of a channel or broadcast (a limit: the ring grows up
-** to it as values arrive). */
-#define TIDAL_CHANNEL_MAX (1 << 28)
-
 #define TIDAL_HANDLE_MT "tidal.JoinHandle"
-#define TIDAL_RUNTIME_MT "tidal.Runtime"
+
 
 typedef struct tidal_ctx tidal_ctx;
 typedef struct tidal_worker tidal_worker;
@@ -67,7 +73,6 @@ typedef struct tidal_task tidal_task;
 typedef struct tidal_timer tidal_timer;
 typedef struct tidal_task_ext tidal_task_ext;
 typedef struct tidal_scope tidal_scope;
-typedef struct tidal_group tidal_group;
 
 /* ---------------------------------------------------------------- timers */
 
@@ -119,6 +124,8 @@ void tidal__wq_remove(tidal_wq *q, tidal_task *t);
 tidal_task *tidal__wq_pop(tidal_wq *q);
 /* Its object becomes shared: its waiters may be woken from other threads. */
 void tidal__wq_shared(tidal_wq *q);
+/* Whether t is still in q (no waker took it out yet). Under q's lock. */
+static inline int tidal__wq_has(const tidal_wq *q, const tidal_task *t);
 
 /* An intrusive unordered list through the same links (head only). */
 void tidal__list_push(tidal_task **head, tidal_task *t);
@@ -444,6 +451,10 @@ struct tidal_worker {
   } st;
 };
 
+static inline int tidal__wq_has(const tidal_wq *q, const tidal_task *t) {
+  return q->head == t || t->qprev != NULL;
+}
+
 static inline void *tidal__ext_get(tidal_worker *w,
                                    const tidal_ext_class *c) {
   for (int i = 0; i < w->next_ext; i++)
@@ -451,23 +462,11 @@ static inline void *tidal__ext_get(tidal_worker *w,
   return NULL;
 }
 
-/* tidal's userdata types, numbered in each layer's range (auxlib.h); their
+/* the kernel's userdata types, numbered in its range (auxlib.h); their
 ** metatables are registered per state and recognised by pointer (no
 ** string lookups on hot paths). */
 enum { TT_HANDLE = TIDAL_TT_KERNEL, TT_REPORT, TT_KERNEL_END };
-enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_FLOW_END };
-enum {
-  TT_SENDER = TIDAL_TT_SYNC, TT_RECEIVER, TT_ONESHOT_TX, TT_ONESHOT_RX,
-  TT_BCAST_TX, TT_BCAST_RX, TT_WATCH_TX, TT_WATCH_RX, TT_MUTEX, TT_RWLOCK,
-  TT_GUARD, TT_SEMAPHORE, TT_PERMIT, TT_NOTIFY, TT_SYNC_END
-};
-enum { TT_RHANDLE = TIDAL_TT_PARALLEL, TT_PARALLEL_END };
-enum { TT_RUNTIME = TIDAL_TT_LIB, TT_LIB_END };
 _Static_assert((int)TT_KERNEL_END <= (int)TIDAL_TT_FLOW, "kernel type ids");
-_Static_assert((int)TT_FLOW_END <= (int)TIDAL_TT_SYNC, "flow type ids");
-_Static_assert((int)TT_SYNC_END <= (int)TIDAL_TT_PARALLEL, "sync type ids");
-_Static_assert((int)TT_PARALLEL_END <= (int)TIDAL_TT_HTTP, "parallel type ids");
-_Static_assert((int)TT_LIB_END <= (int)TIDAL_TT_MAX, "lib type ids");
 
 /* Per Lua state: one for every state that loaded tidal.core. aux's part
 ** comes first, so the context is also a tidal_actx (upvalue 1 of every C
@@ -657,30 +656,6 @@ void tidal__report_text(lua_State *L, tidal_worker *w, int kind, int idx);
 ** cancels its tasks and lets them unwind. */
 void tidal__worker_run(lua_State *L, tidal_worker *w);
 
-/* lib/runtime.c, lib/host.c: the Runtime object over worker 0 */
-struct tidal_runtime {
-  tidal_worker w;
-  int closed;
-};
-void tidal__runtime_open(lua_State *L);
-void tidal__handle_open(lua_State *L); /* lib/handle.c: JoinHandle, spawn */
-/* Pushes a new runtime (options table at opts, or 0), on the host's loop
-** when loop != NULL. */
-tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
-                             uv_loop_t *loop, const char *fname);
-/* Raises "<fname>: ..." when rt runs on a host's loop. */
-void tidal__rt_check_own_loop(lua_State *L, tidal_runtime *rt,
-                              const char *fname);
-void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname);
-void tidal__rt_shutdown(lua_State *L, tidal_runtime *rt);
-double tidal__rt_next_timeout(tidal_runtime *rt);
-
-/* time.c */
-void tidal__time_open(lua_State *L);
-
-/* flow/timeout.c */
-void tidal__timeout_open(lua_State *L);
-
 /* kernel/scope.c: cancel scopes. Opening one in task t sets a deadline
 ** (seconds; <= 0: expired at once; HUGE_VAL: none) after which t's waits
 ** raise the scope's timeout error, "<label>: timed out after <s> s", until
@@ -695,34 +670,6 @@ int tidal__scope_owns(lua_State *L, tidal_scope *sc, int idx);
 void tidal__scope_close(lua_State *L, tidal_scope *sc);
 int tidal__scope_error(lua_State *L, tidal_task *t); /* pushes, or 0 */
 void tidal__scopes_drop(tidal_worker *w, tidal_task *t); /* t == NULL: all */
-
-/* lib/errors.c, lib/init.c */
-void tidal__errors_open(lua_State *L);
-
-/* channel.c */
-void tidal__channel_open(lua_State *L);
-
-/* lock.c, semaphore.c, notify.c, oneshot.c, broadcast.c, watch.c */
-void tidal__lock_open(lua_State *L);
-void tidal__semaphore_open(lua_State *L);
-void tidal__notify_open(lua_State *L);
-void tidal__oneshot_open(lua_State *L);
-void tidal__broadcast_open(lua_State *L);
-void tidal__watch_open(lua_State *L);
-
-/* op.c: wait operations as values. A try function gets the op's target at
-** stack index base and its arguments above; it either completes the
-** operation without waiting (pushes its results, returns their count) or
-** returns -1 (not ready; nothing changed). */
-typedef int (*tidal_try_fn)(lua_State *L, int base);
-void tidal__op_open(lua_State *L);
-void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
-                   lua_CFunction run, tidal_try_fn try, int first, int nargs);
-const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs);
-int tidal__op_try(lua_State *L, const void *op, int base);
-
-/* group.c */
-void tidal__group_open(lua_State *L);
 
 /* family.c: the workers of a runtime */
 struct tidal_family {
@@ -791,38 +738,5 @@ int tidal__sigint_take(tidal_worker *w);
 /* The signal module, while a task waits for SIGINT: Ctrl-C goes to it
 ** instead of interrupting the runtime (delta +1 / -1). */
 void tidal__sigint_claim(int delta);
-/* http.c */
-void tidal__http_open(lua_State *L);
-
-/* lib/introspect.c */
-void tidal__introspect_open(lua_State *L);
-int tidal__push_tasks(lua_State *L, tidal_worker *w);
-int tidal__push_stats(lua_State *L, tidal_worker *w);
-
-/* parallel.c, blocking.c */
-typedef struct tidal_record tidal_record;
-struct tidal_bjob;
-enum { TIDAL_R_OK, TIDAL_R_FAILED, TIDAL_R_CANCELLED };
-tidal_record *tidal__record_new(void);
-void tidal__record_ref(tidal_record *r);
-void tidal__record_unref(tidal_record *r); /* any thread */
-void tidal__record_finish(tidal_record *r, tidal_worker *cur, int outcome,
-                          tidal_buf *buf);
-void tidal__record_set_job(tidal_record *r, struct tidal_bjob *job,
-                           tidal_worker *w, uint64_t id);
-void tidal__record_clear_job(tidal_record *r);
-int tidal__record_aborted(tidal_record *r);
-tidal_buf *tidal__record_input(tidal_record *r);
-/* Pushes a remote JoinHandle taking the caller's reference to r; r may be
-** NULL (a closed handle), stored later through the returned pointer, so
-** that the handle exists before anything is acquired. */
-tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
-                                   tidal_record *r);
-void tidal__encode_outcome(lua_State *L, int ok, int n, const char *kind,
-                           tidal_buf *buf);
-void tidal__blocking_cancel(struct tidal_bjob *job);
-void tidal__parallel_open(lua_State *L);
-void tidal__blocking_open(lua_State *L);
-
 
 #endif
