@@ -392,6 +392,12 @@ describe("the README's Lua frame loop (examples/frame_loop.lua)", function()
       "",
     }, "\n"), out)
   end)
+
+  it("runs under valgrind with no leak", function()
+    if sanitized or not support.can_spawn then return pending("checked in the plain tree") end
+    local out = run_valgrind("lua5.4 examples/frame_loop.lua")
+    assert.truthy(out:find("task: tick 1\ntask: tick 2\ntask: tick 3\nframes: ", 1, true), out)
+  end)
 end)
 
 describe("the rockspecs", function()
