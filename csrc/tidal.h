@@ -32,7 +32,13 @@
 **    alive, tidal keeps no reference on the loop, so uv_run(loop,
 **    UV_RUN_DEFAULT) returns once the host's own work and the tasks are
 **    done. tidal_runtime_step, _backend_fd and _next_timeout are for the
-**    first way only.
+**    first way only; deadlock is not detected there (uv_run just returns),
+**    and tidal.spawn_blocking is not available.
+**
+** The Lua module "tidal" is Lua code: its files (tidal/init.lua,
+** tidal/http.lua) must be on package.path. Worker threads (the "workers"
+** option) load the tidal.core linked into the host, not one from
+** package.cpath.
 **
 ** Lifetime rules
 ** - The runtime is a Lua userdata (a "tidal.Runtime", the object that
