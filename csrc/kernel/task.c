@@ -799,7 +799,8 @@ int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
   return n + !raise;
 }
 
-/* The failure of task t (handle at idx): "error\ntraceback" reported (the host's hook, or stderr). */
+/* The failure of task t (handle at idx): "error\ntraceback", to the host's
+** report hook or stderr. */
 static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
   int top = lua_gettop(L);
   t->flags |= TF_REPORTED;
