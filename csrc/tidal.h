@@ -76,7 +76,7 @@
 #define TIDAL_VERSION "0.1.0"
 /* One number to compare: #if TIDAL_VERSION_NUM >= 100 (0.1.0) */
 #define TIDAL_VERSION_NUM                                                      \
-  (TIDAL_VERSION_MAJOR * 10000 + TIDAL_VERSION_MINOR * 100 +                  \
+  (TIDAL_VERSION_MAJOR * 10000 + TIDAL_VERSION_MINOR * 100 +                   \
    TIDAL_VERSION_PATCH)
 
 #ifndef TIDAL_API

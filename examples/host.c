@@ -26,11 +26,10 @@
 static const char *task_a =
     "local tidal = require('tidal')\n"
     "for i = 1, 3 do tidal.sleep(0.1); print('task A: tick ' .. i) end\n";
-static const char *task_b =
-    "local tidal = require('tidal')\n"
-    "local name = ...\n"
-    "tidal.sleep(0.25)\n"
-    "print('task ' .. name .. ': done')\n";
+static const char *task_b = "local tidal = require('tidal')\n"
+                            "local name = ...\n"
+                            "tidal.sleep(0.25)\n"
+                            "print('task ' .. name .. ': done')\n";
 
 static int fail(lua_State *L, const char *what) {
   fprintf(stderr, "host: %s: %s\n", what, lua_tostring(L, -1));

@@ -9,7 +9,7 @@
 static void uvtimer_cb(uv_timer_t *t) {
   tidal_worker *w = tidal__container_of(t, tidal_uvh, timer)->w;
   if (w == NULL) return;
-  w->armed = 0; /* one-shot; expiry happens after uv_run returns */
+  w->armed = 0;    /* one-shot; expiry happens after uv_run returns */
   if (w->hostloop) /* the host's uv_run: expiry comes in the check phase */
     tidal__host_kick(w);
   else
@@ -143,7 +143,6 @@ uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L) {
   lua_gc(L, LUA_GCCOLLECT);
   return 0;
 }
-
 
 /* ------------------------------------------------------ a host's loop */
 

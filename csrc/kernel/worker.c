@@ -28,10 +28,18 @@ static void check_cb(uv_check_t *c) {
 static void uvh_close_cb(uv_handle_t *x) {
   tidal_uvh *h;
   switch (x->type) {
-  case UV_TIMER: h = tidal__container_of(x, tidal_uvh, timer); break;
-  case UV_ASYNC: h = tidal__container_of(x, tidal_uvh, async); break;
-  case UV_CHECK: h = tidal__container_of(x, tidal_uvh, check); break;
-  default: h = tidal__container_of(x, tidal_uvh, idle); break;
+  case UV_TIMER:
+    h = tidal__container_of(x, tidal_uvh, timer);
+    break;
+  case UV_ASYNC:
+    h = tidal__container_of(x, tidal_uvh, async);
+    break;
+  case UV_CHECK:
+    h = tidal__container_of(x, tidal_uvh, check);
+    break;
+  default:
+    h = tidal__container_of(x, tidal_uvh, idle);
+    break;
   }
   if (--h->open == 0) free(h);
 }

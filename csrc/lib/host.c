@@ -30,9 +30,9 @@ tidal_runtime *tidal_runtime_new(lua_State *L, struct uv_loop_s *loop) {
 
 tidal_runtime *tidal_toruntime(lua_State *L, int idx) {
   tidal_ctx *ctx = tidal__ctx(L);
-  return ctx == NULL ? NULL
-                     : (tidal_runtime *)tidal__toud(L, &ctx->aux, idx,
-                                                    TT_RUNTIME);
+  return ctx == NULL
+             ? NULL
+             : (tidal_runtime *)tidal__toud(L, &ctx->aux, idx, TT_RUNTIME);
 }
 
 /* stack: rt (light), nargs, fn, args... */
@@ -41,8 +41,9 @@ static int host_spawn(lua_State *L) {
   if (rt == NULL) luaL_error(L, "tidal_runtime_spawn: no runtime (NULL)");
   if (rt->closed) luaL_error(L, "tidal_runtime_spawn: the runtime is closed");
   if (!lua_isfunction(L, 3))
-    luaL_error(L, "tidal_runtime_spawn: expected a function below the %d "
-                  "argument(s), got %s",
+    luaL_error(L,
+               "tidal_runtime_spawn: expected a function below the %d "
+               "argument(s), got %s",
                (int)lua_tointeger(L, 2), luaL_typename(L, 3));
   tidal__spawn(L, &rt->w, 3);
   return 1;
@@ -90,9 +91,8 @@ int tidal_runtime_step(lua_State *L, tidal_runtime *rt, double timeout) {
 }
 
 int tidal_runtime_backend_fd(tidal_runtime *rt) {
-  return rt == NULL || rt->closed || rt->w.hostloop
-             ? -1
-             : uv_backend_fd(rt->w.loop);
+  return rt == NULL || rt->closed || rt->w.hostloop ? -1
+                                                    : uv_backend_fd(rt->w.loop);
 }
 
 double tidal_runtime_next_timeout(tidal_runtime *rt) {
@@ -120,8 +120,7 @@ int tidal_runtime_close(lua_State *L, tidal_runtime *rt) {
   return lua_pcall(L, 1, 0, 0) == LUA_OK ? 0 : -1;
 }
 
-void tidal_runtime_set_report(tidal_runtime *rt, tidal_report_fn fn,
-                              void *ud) {
+void tidal_runtime_set_report(tidal_runtime *rt, tidal_report_fn fn, void *ud) {
   if (rt == NULL || rt->closed) return;
   tidal_family *f = rt->w.family;
   uv_mutex_lock(&f->ext_lock);

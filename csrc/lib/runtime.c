@@ -203,8 +203,7 @@ void tidal__rt_shutdown(lua_State *L, tidal_runtime *rt) {
 }
 
 double tidal__rt_next_timeout(tidal_runtime *rt) {
-  return rt->closed || rt->w.hostloop ? -1
-                                      : tidal__worker_next_timeout(&rt->w);
+  return rt->closed || rt->w.hostloop ? -1 : tidal__worker_next_timeout(&rt->w);
 }
 
 /* Leaves the main task's results on the stack and returns their count, or

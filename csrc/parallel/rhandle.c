@@ -187,8 +187,10 @@ static int l_rgc(lua_State *L) {
     tidal__push_errstring(L, -1);
     char id[32];
     snprintf(id, sizeof id, "%llu", (unsigned long long)r->id);
-    lua_pushfstring(L, "parallel task %s failed and its error was never "
-                       "observed:\n%s", id, lua_tostring(L, -1));
+    lua_pushfstring(L,
+                    "parallel task %s failed and its error was never "
+                    "observed:\n%s",
+                    id, lua_tostring(L, -1));
     tidal_ctx *ctx = tidal__ctx(L);
     tidal__report_text(L, ctx ? ctx->w : NULL, TIDAL_REPORT_ERROR, -1);
     lua_settop(L, 1);
