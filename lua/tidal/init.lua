@@ -80,6 +80,8 @@ M.now = core.now
 --- Wait until `deadline`, a `tidal.now()` value. A deadline in the past
 -- yields once (as `sleep(0)`); nil or `math.huge` waits until cancelled.
 -- @function sleep_until
+-- @usage local next = tidal.now()
+-- for _ = 1, 10 do next = next + 0.1; tidal.sleep_until(next); poll() end
 -- @tparam number deadline
 M.sleep_until = core.sleep_until
 
@@ -95,6 +97,8 @@ M.sleep_until = core.sleep_until
 -- Methods: `tick`, `tick_op` (a wait operation), `reset([deadline])`,
 -- `period`, `close` (also `<close>`).
 -- @function interval
+-- @usage local iv <close> = tidal.interval(1)
+-- while iv:tick() do send_heartbeat() end
 -- @tparam number period seconds, > 0
 -- @tparam[opt] table opts `missed`, `start`
 -- @return a `tidal.Interval`
@@ -114,6 +118,8 @@ M.timeout = core.timeout
 -- duration: `true, ...` or `false, err` (`err.kind == "timeout"`, message
 -- "tidal.timeout_at: deadline passed"). nil or `math.huge`: no limit.
 -- @function timeout_at
+-- @usage local deadline = tidal.now() + 5
+-- local ok, err = tidal.timeout_at(deadline, fetch_all, urls)
 -- @tparam number deadline
 -- @tparam function fn
 M.timeout_at = core.timeout_at
