@@ -45,18 +45,21 @@ end
 -- preloaded runtime does not survive in /bin/sh).
 M.can_spawn = os.getenv("TIDAL_NO_CHILD") == nil
 
--- Runs a Lua chunk in a child lua5.4 (same module paths) and returns its
--- combined stdout and stderr, and its exit code.
-function M.lua(code)
+-- Runs a Lua chunk in a child lua5.4 (same module paths and environment)
+-- under `timeout`: after secs (default 60) it gets SIGTERM, 2 s later
+-- SIGKILL. Returns its combined stdout and stderr, its exit status (0 on
+-- success, 124 when it timed out, 128 + n when signal n ended it, e.g. 139
+-- for a segfault) and how p:close() saw it end ("exit" or "signal").
+function M.lua(code, secs)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
-  local p = assert(io.popen("lua5.4 " .. path .. " 2>&1", "r"))
+  local p = assert(io.popen(("timeout -k 2 %d lua5.4 %s 2>&1"):format(secs or 60, path), "r"))
   local out = p:read("a")
-  local _, _, status = p:close()
+  local _, how, status = p:close()
   os.remove(path)
-  return out, status
+  return out, status, how
 end
 
 -- Measures elapsed seconds of fn(...).

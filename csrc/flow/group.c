@@ -581,14 +581,26 @@ static int l_join_all(lua_State *L) {
   if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
   lua_settop(L, 1);
   int n = (int)lua_rawlen(L, 1);
+  /* everything that may raise comes before the members start */
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);
-    if (!tidal__is_callable(L, -1) &&
-        tidal__toud(L, &t->w->ctx->aux, -1, TT_HANDLE) == NULL)
+    tidal_task *given =
+        (tidal_task *)tidal__toud(L, &t->w->ctx->aux, -1, TT_HANDLE);
+    if (given == NULL && !tidal__is_callable(L, -1))
       return luaL_error(L,
                         "tidal.join_all: element %d is a %s, not a function "
                         "or a JoinHandle",
                         i, luaL_typename(L, -1));
+    if (given == t)
+      return luaL_error(L,
+                        "tidal.join_all: element %d is the calling task's "
+                        "own handle (a task cannot wait for itself)",
+                        i);
+    if (given != NULL && given->state != TS_DONE && given->w != t->w)
+      return luaL_error(L,
+                        "tidal.join_all: element %d belongs to another "
+                        "runtime",
+                        i);
     lua_pop(L, 1);
   }
   luaL_checkstack(L, n + 8, "tidal.join_all: too many elements");
@@ -600,11 +612,6 @@ static int l_join_all(lua_State *L) {
     tidal_task *given =
         (tidal_task *)tidal__toud(L, &t->w->ctx->aux, -1, TT_HANDLE);
     if (given != NULL) {
-      if (given->state != TS_DONE && given->w != t->w)
-        return luaL_error(L,
-                          "tidal.join_all: element %d belongs to another "
-                          "runtime",
-                          i);
       lua_pushvalue(L, lua_upvalueindex(1));
       lua_insert(L, -2);
       lua_pushcclosure(L, l_await_body, 2); /* the handle is its upvalue 2 */
@@ -710,6 +717,18 @@ static int l_join_next(lua_State *L) {
   return park(L, t, g, &join_next_op, join_next_k);
 }
 
+/* Is task t a live member of g, or running nested inside one (a select
+** branch a member started at once)? Then it cannot wait for g's members to
+** finish: it would wait for itself. */
+static int is_member(tidal_task *t, tidal_group *g) {
+  if (t == NULL) return 0;
+  if (t->ext != NULL && t->ext->set == &g->set) return 1;
+  if (t->w->nested == 0) return 0;
+  for (tidal_task *m = g->set.live; m != NULL; m = tidal__taskset_next(m))
+    if (m->state == TS_RUNNING) return 1; /* resumed what runs now */
+  return 0;
+}
+
 static int l_wait(lua_State *L);
 static const tidal_restart wait_again = {l_wait};
 
@@ -728,7 +747,12 @@ static int wait_k(lua_State *L, int status, lua_KContext k) {
 ** for them to unwind, and is raised. */
 static int l_wait(lua_State *L) {
   tidal_group *g = check_group(L, "Group:wait");
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *d;
+  if (is_member(ctx->cur, g))
+    return luaL_error(L, "Group:wait: a member cannot wait for its own group "
+                         "(nor can a select branch it runs): it would wait "
+                         "for itself to finish");
   lua_settop(L, 1);
   if (g->phase != PH_DRAIN_ERROR) {
     while ((d = take_done(g)) != NULL) {
@@ -757,7 +781,6 @@ static int l_wait(lua_State *L) {
     return tidal__push_outcome(L, (tidal_task *)lua_touserdata(L, 2), 2, 1);
   }
   if (g->set.nlive == 0) {
-    tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
     SPEND_READY(L, ctx->cur, &wait_again);
     g->phase = 0;
     return 0;
@@ -786,6 +809,11 @@ static int l_gclose(lua_State *L) {
   tidal_group *g = check_group(L, "Group:close");
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
+  if (is_member(t, g))
+    return luaL_error(L, "Group:close: a member cannot close its own group "
+                         "(nor can a select branch it runs): it would wait "
+                         "for itself to finish (g:abort() cancels the "
+                         "members without waiting)");
   g->closed = 1;
   if (g->set.nlive == 0) return 0;
   int can_wait = t != NULL && t->co == L && lua_isyieldable(L);

@@ -12,6 +12,7 @@ void tidal__ctx_open(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)tidal__actx_push(L, sizeof *ctx, &created);
   if (!created) return;
   ctx->w = NULL;
+  ctx->runtimes = NULL;
   ctx->cur = NULL;
   ctx->msgh_ref = ctx->names_ref = ctx->closer_ref = LUA_NOREF;
   ctx->pool = 0;

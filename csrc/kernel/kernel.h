@@ -418,6 +418,7 @@ struct tidal_worker {
   int ipool_ref, nipool;             /* spare internal handles (task.c) */
   uint64_t slow_ns;    /* report a resume longer than this (0: never) */
   tidal_family *family; /* the runtime's workers (family.c) */
+  tidal_worker *rt_next; /* the next in ctx->runtimes */
   int index;           /* this worker's index in the family */
   atomic_int load;     /* live tasks, read by other threads */
   atomic_int assigned; /* tasks sent here by spawn_parallel, not started */
@@ -471,6 +472,8 @@ _Static_assert((int)TT_KERNEL_END <= (int)TIDAL_TT_FLOW, "kernel type ids");
 struct tidal_ctx {
   tidal_actx aux;   /* first */
   tidal_worker *w;  /* worker whose scheduler is running now, or NULL */
+  tidal_worker *runtimes; /* worker 0 of each open runtime of this state,
+                             through rt_next (runtime.c) */
   tidal_task *cur;  /* task being resumed, or NULL */
   int msgh_ref;     /* the tasks' message handler (registry) */
   int names_ref;    /* weak table: JoinHandle -> task name */
@@ -562,6 +565,10 @@ void tidal__refuse(lua_State *L); /* message on top */
 void tidal__cancel(tidal_task *t, int kind);
 int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
+/* The handle at the top of the stack, of task t dropped with its collected
+** runtime, lets go of its coroutine (or function and arguments); a started
+** one gets its outcome: failed, as cancelled. */
+void tidal__task_release(lua_State *L, tidal_task *t, int started);
 /* Starts t's own timer (t->timer: t waits with a deadline and is woken
 ** when it passes; its op's cancel stops it). 0 or UV_ENOMEM. */
 int tidal__timer_start(tidal_worker *w, tidal_timer *tm, uint64_t due);
@@ -632,6 +639,9 @@ void tidal__worker_close(lua_State *L, tidal_worker *w);
 /* w's runtime was collected without close(): w goes without running any
 ** task code. */
 void tidal__worker_drop(lua_State *L, tidal_worker *w);
+/* w, worker 0 of a new runtime, is listed in its state's open runtimes
+** (unlisted by tidal__worker_close / tidal__worker_drop). */
+void tidal__worker_list(tidal_worker *w);
 /* Seconds until w has something to do: 0 now, -1 never (a host's poll). */
 double tidal__worker_next_timeout(tidal_worker *w);
 /* A worker thread's scheduler: runs until its family stops it, then

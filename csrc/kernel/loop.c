@@ -183,9 +183,25 @@ void tidal__worker_unwind(lua_State *L, tidal_worker *w) {
   enter(L, w, shutdown_loop, 0);
 }
 
+/* w (worker 0 of a runtime) runs in its state: listed in the state's open
+** runtimes, where task.c finds a task by its coroutine. */
+void tidal__worker_list(tidal_worker *w) {
+  w->rt_next = w->ctx->runtimes;
+  w->ctx->runtimes = w;
+}
+
+/* w's runtime is closed: out of its state's list of open runtimes. */
+static void unlist(tidal_worker *w) {
+  tidal_worker **p = &w->ctx->runtimes;
+  while (*p != NULL && *p != w) p = &(*p)->rt_next;
+  if (*p != NULL) *p = w->rt_next;
+  w->rt_next = NULL;
+}
+
 /* Every worker thread cancels its own tasks and ends; no callback runs
 ** after this returns. */
 void tidal__worker_close(lua_State *L, tidal_worker *w) {
+  unlist(w);
   if (w->family) tidal__family_stop(w->family);
   tidal__worker_retire(w, L); /* late posts run (and finish as cancelled) */
   tidal__worker_close_handles(w); /* (stops watching Ctrl-C) */
@@ -251,6 +267,7 @@ double tidal__worker_next_timeout(tidal_worker *w) {
 ** as they are; those who hear of a task's end (subscribers) hear it was
 ** cancelled. */
 void tidal__worker_drop(lua_State *L, tidal_worker *w) {
+  unlist(w);
   /* Withdraw the waits first, while every task is intact: a parked task is
   ** registered in the wait queue of its primitive, which may outlive this
   ** runtime (a channel or lock shared with other code); left there, a later
@@ -270,11 +287,16 @@ void tidal__worker_drop(lua_State *L, tidal_worker *w) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     tidal_task *t = (tidal_task *)lua_touserdata(L, -1);
+    int started = t->co != NULL;
     t->state = TS_DONE;
-    t->flags |= TF_CANCELLED | TF_NOSTART;
+    t->flags |= TF_CANCELLED | (started ? 0 : TF_NOSTART);
     t->co = NULL;
+    if (t->cancel < CK_SHUTDOWN) t->cancel = CK_SHUTDOWN;
+    tidal__task_release(L, t, started);
     if (t->ext != NULL) {
       tidal_sub *sub; /* a copy of its handle elsewhere hears it now */
+      /* a task set outliving the runtime (a group) forgets it */
+      if (t->ext->set != NULL) tidal__taskset_remove(t->ext->set, t);
       while ((sub = t->ext->subs) != NULL) {
         t->ext->subs = sub->next;
         sub->next = NULL;

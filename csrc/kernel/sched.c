@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ------------------------------------------------------------- run queue */
 
@@ -196,13 +197,27 @@ static void refuse_hook(lua_State *R, lua_Debug *ar) {
   lua_error(R);
 }
 
+/* Is r running a finalizer? Lua runs __gc with hooks off and turns its
+** errors into warnings: a return hook would fire later, in whatever code r
+** runs next. */
+static int in_finalizer(lua_State *r) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(r, level, &ar); level++) {
+    if (lua_getinfo(r, "n", &ar) && ar.namewhat != NULL &&
+        strcmp(ar.namewhat, "metamethod") == 0 && ar.name != NULL &&
+        strcmp(ar.name, "__gc") == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Lua code resumed or closed the coroutine L of a task, instead of the
 ** scheduler: raises the message on top (popped) in the thread that did it.
 ** The resume or close itself cannot fail (a yielded coroutine is resumable
 ** and closable to Lua), so the error is raised as that call returns: the
 ** thread is found by following the resumes from the running task (or the
-** main thread), and gets a return hook until then. Failing that, the
-** message goes to stderr. */
+** main thread), and gets a return hook until then. Failing that, or in a
+** finalizer, the message goes to stderr. */
 void tidal__refuse(lua_State *L) {
   tidal_ctx *ctx = tidal__ctx(L);
   lua_State *x, *r = NULL;
@@ -225,7 +240,7 @@ void tidal__refuse(lua_State *L) {
     }
     x = co;
   }
-  if (r == NULL) {
+  if (r == NULL || in_finalizer(r)) {
     fprintf(stderr, "tidal: %s\n", lua_tostring(L, -1));
     fflush(stderr);
     lua_pop(L, 1);

@@ -388,6 +388,18 @@ static tidal_task *task_of(lua_State *L, tidal_worker *w, lua_State *co) {
   return found;
 }
 
+/* Finds the live task whose coroutine is co: on the worker running now,
+** or on another open runtime of this state (Lua code may close a task's
+** coroutine between two steps of its runtime, or from another runtime). */
+static tidal_task *task_anywhere(lua_State *L, tidal_ctx *ctx,
+                                 lua_State *co) {
+  tidal_task *t = task_of(L, ctx->w, co);
+  for (tidal_worker *w = ctx->runtimes; t == NULL && w != NULL;
+       w = w->rt_next)
+    if (w != ctx->w) t = task_of(L, w, co);
+  return t;
+}
+
 /* Lua code closed t's coroutine, or ran it to its end (see below): its
 ** frames are gone, so its wait is withdrawn at once (nothing is handed to
 ** it any more) and the scheduler finishes it as cancelled when it next
@@ -416,7 +428,7 @@ static int l_task_closed(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   tidal_task *t = ctx->cur;
   if (t != NULL && t->co == L) return 0; /* the scheduler resets it */
-  if ((t = task_of(L, ctx->w, L)) == NULL || t->cancel == CK_CLOSED)
+  if ((t = task_anywhere(L, ctx, L)) == NULL || t->cancel == CK_CLOSED)
     return 0;
   const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
   closed_by_lua(L, t);
@@ -784,11 +796,14 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
 
 /* From inside the running task (stack L): run t now, nested, instead of
 ** waiting for its turn. Used by select to start branches eagerly, and to let
-** cancelled branches unwind at once. Returns 1 when t is done. */
+** cancelled branches unwind at once. Returns 1 when t is done. A running
+** task (the caller, or one that resumed it nested) is not resumed again:
+** it unwinds when control comes back to it. */
 int tidal__run_now(lua_State *L, tidal_task *t) {
   tidal_worker *w = t->w;
   int fin;
-  if (t->state == TS_PARKED || t == w->handing) return 0; /* not now */
+  if (t->state == TS_PARKED || t->state == TS_RUNNING || t == w->handing)
+    return 0; /* not now */
   if (t->flags & TF_QUEUED) tidal__runq_remove(w, t);
   luaL_checkstack(L, 8, "tidal: nested run");
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
@@ -990,4 +1005,19 @@ int tidal__task_join(tidal_task *h, tidal_task *waiter) {
 
 void tidal__task_unjoin(tidal_task *h, tidal_task *waiter) {
   tidal__list_remove(&h->ext->joiners, waiter);
+}
+
+void tidal__task_release(lua_State *L, tidal_task *t, int started) {
+  /* a handle kept by the program must not keep what the task held (a lock
+  ** guard, a permit, a sender) from being collected and released */
+  for (int i = 1; i <= t->nuv; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, i);
+  }
+  if (started) { /* its outcome, as a task that failed: {err} */
+    lua_createtable(L, 2, 0);
+    tidal__push_cancel_error(L, t);
+    lua_rawseti(L, -2, 1);
+    lua_setiuservalue(L, -2, UV_OUT);
+  }
 }

@@ -11,6 +11,10 @@ int luaopen_tidal_core(lua_State *L) {
   lua_newtable(L);
   tidal__ctx_open(L);
   tidal__aux_open(L);
+  /* error objects cross states as error objects (the value layer keeps
+  ** this one metatable with its tables) */
+  luaL_getmetatable(L, TIDAL_ERROR_MT);
+  lua_setfield(L, LUA_REGISTRYINDEX, TIDAL_XFER_KEEPMT);
   tidal__errors_open(L);
   tidal__kernel_open(L);
   tidal__handle_open(L);

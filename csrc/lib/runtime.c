@@ -125,6 +125,7 @@ tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
     luaL_error(L, "%s: cannot start the runtime: %s", fname, err);
   }
   rt->closed = 0;
+  tidal__worker_list(&rt->w); /* (task.c finds tasks by coroutine) */
   lua_settop(L, top); /* the runtime on top */
   return rt;
 }
@@ -209,6 +210,18 @@ static int l_rt_spawn(lua_State *L) {
   return 1;
 }
 
+/* A loop of rt:step in a spawn_blocking job ends when the job is aborted
+** or its runtime shuts down: step raises the job's cancellation (the count
+** hook that interrupts a job's Lua code may not fire for a long time in a
+** loop that mostly waits in step). */
+static void job_stopped(lua_State *L) {
+  if (tidal__blocking_stopped(upctx(L))) {
+    tidal__error_push(L, "cancelled",
+                      "tidal.spawn_blocking: the job was cancelled");
+    lua_error(L);
+  }
+}
+
 /* rt:step([timeout]) -> whether tasks remain */
 static int l_step(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:step");
@@ -216,7 +229,9 @@ static int l_step(lua_State *L) {
   tidal__rt_check_idle(L, upctx(L), "Runtime:step");
   if (isnan(timeout)) luaL_error(L, "Runtime:step: timeout must be a number");
   if (timeout > 3600.0 * 24 * 365) timeout = 3600.0 * 24 * 365;
+  job_stopped(L);
   tidal__worker_step(L, &rt->w, timeout);
+  job_stopped(L);
   lua_pushboolean(L, rt->w.st.alive > 0);
   return 1;
 }

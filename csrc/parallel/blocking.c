@@ -10,9 +10,11 @@
 ** the worker that queued the job. Aborting a job that is still queued
 ** cancels it (it never runs); aborting a running one interrupts its Lua code
 ** (a count hook raises a "cancelled" error in it, see interrupt.c) and
-** discards whatever it returns. At shutdown the worker's jobs are cancelled
-** and interrupted the same way, so a runaway job cannot keep the process
-** alive; a C function that does not return (a blocking read) can.
+** discards whatever it returns; a runtime the job runs (tidal.run, rt:step)
+** has its main task cancelled and its running Lua code interrupted, and
+** rt:step raises the job's cancellation. At shutdown the worker's jobs are
+** cancelled and interrupted the same way, so a runaway job cannot keep the
+** process alive; a C function that does not return (a blocking read) can.
 */
 #include "parallel.h"
 
@@ -259,22 +261,46 @@ static void stop_inner(tidal_worker *w, lua_State *L, void *arg) {
 ** Stopping the job then cancels that runtime's main task. */
 static void job_runtime(void *data, tidal_worker *w) {
   tidal_bjob *job = (tidal_bjob *)data;
+  int stop;
   uv_mutex_lock(&job->pool->lock);
+  /* leaving: the interruption stop_job asked for ends with this entry: a
+  ** runtime kept (in a global) for a later job must not carry it there */
+  if (w == NULL && job->inner != NULL)
+    atomic_fetch_and(&job->inner->irq, ~IRQ_SHUTDOWN);
   job->inner = w;
-  if (w != NULL && job->stop) tidal__wake_remote(w, NULL, stop_inner, NULL);
+  stop = job->stop;
   uv_mutex_unlock(&job->pool->lock);
+  if (w != NULL && stop) stop_inner(w, NULL, NULL); /* (w's thread: at once) */
+}
+
+/* Was the job this pool state runs (if any) stopped: aborted, or its
+** runtime shut down? */
+int tidal__blocking_stopped(tidal_ctx *ctx) {
+  tidal_bjob *job;
+  int stop;
+  if (ctx->host_hook != job_runtime) return 0;
+  job = (tidal_bjob *)ctx->host_data;
+  uv_mutex_lock(&job->pool->lock);
+  stop = job->stop;
+  uv_mutex_unlock(&job->pool->lock);
+  return stop;
 }
 
 /* w's thread: a queued job never runs, a running one is interrupted (and a
-** runtime it runs, waiting in tidal.run, cancelled: no Lua code runs there
-** for the hook to stop). */
+** runtime it runs in tidal.run has its main task cancelled, and the Lua
+** code it runs now interrupted). */
 static void stop_job(tidal_bjob *job) {
   uv_mutex_lock(&job->pool->lock);
   job->stop = 1;
   if (job->L != NULL)
     lua_sethook(job->L, job_hook, LUA_MASKCOUNT, TIDAL_IRQ_GRACE);
-  if (job->inner != NULL)
+  if (job->inner != NULL) {
     tidal__wake_remote(job->inner, NULL, stop_inner, NULL);
+    /* a busy task there never lets that worker see the post: interrupt
+    ** its Lua code as at shutdown (job->inner stays valid while we hold
+    ** the lock: job_runtime takes it when the runtime leaves) */
+    tidal__irq_request(job->inner, IRQ_SHUTDOWN);
+  }
   uv_mutex_unlock(&job->pool->lock);
   uv_cancel((uv_req_t *)&job->req); /* fails (harmless) once it runs */
 }

@@ -92,5 +92,8 @@ tidal_record **tidal__push_rhandle(lua_State *L, tidal_ctx *ctx,
 void tidal__rhandle_open(lua_State *L);  /* the RemoteHandle type */
 void tidal__parallel_open(lua_State *L); /* tidal.spawn_parallel */
 void tidal__blocking_open(lua_State *L); /* tidal.spawn_blocking */
+/* Was the job ctx's pool state runs stopped (aborted, or its runtime shut
+** down)? 0 outside a job. rt:step in a job raises then (lib/runtime.c). */
+int tidal__blocking_stopped(tidal_ctx *ctx);
 
 #endif

@@ -25,6 +25,8 @@
 **            | 0x0A                    the receiving state's globals
 **            | 0x0C varint(len) name mac8         a loaded module, by name
 **            | 0x0D varint(len) "mod\0field" mac8  a field of a loaded module
+**            | 0x0E varint(narr) varint(nhash) ...  a table with the
+**                                    metatable tidal.Error (an error object)
 **   upval   := value | 0x0B varint(i) n   shares upvalue n of function i
 **
 ** Loaded modules cross by name: a function whose upvalue is a module table
@@ -62,7 +64,8 @@ enum {
   XT_GLOBALS,
   XT_UPREF, /* only where an upvalue is expected */
   XT_MODULE,
-  XT_MODFIELD
+  XT_MODFIELD,
+  XT_ERROR /* a table, then the receiver's tidal.Error metatable is set */
 };
 #define XT_SSTR 0x40   /* 0x40..0x7f: short string, length in low 6 bits */
 #define XT_FIXINT 0x80 /* 0x80..0xff: integer in low 7 bits */
@@ -561,6 +564,17 @@ static void enc_enter(xenc *e, int depth, const char *what) {
 ** and everything after it the pairs; a table built out of order is only
 ** less compact. Both counts are known at the end: their bytes are
 ** reserved and patched (a count of 128 or more moves the contents up). */
+/* Is t's metatable the one that crosses (TIDAL_XFER_KEEPMT: error
+** objects)? The other metatables stay behind. */
+static int is_error_mt(lua_State *L, int t) {
+  int is;
+  if (!lua_getmetatable(L, t)) return 0;
+  luaL_getmetatable(L, TIDAL_XFER_KEEPMT);
+  is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
+}
+
 static void enc_table(xenc *e, int t, int depth) {
   lua_State *L = e->L;
   tidal_buf *b = e->b;
@@ -582,7 +596,7 @@ static void enc_table(xenc *e, int t, int depth) {
     return;
   }
   enc_enter(e, depth, "table");
-  ENC(e, put1(b, XT_TABLE));
+  ENC(e, put1(b, is_error_mt(L, t) ? XT_ERROR : XT_TABLE));
   at = b->len;
   ENC(e, tidal__buf_grow(b, 2));
   b->len += 2;
@@ -1089,6 +1103,13 @@ static void dec_value(xdec *d, int depth) {
   case XT_TABLE:
     dec_table(d, depth);
     break;
+  case XT_ERROR: /* (a state without the entry keeps a plain table) */
+    dec_table(d, depth);
+    if (luaL_getmetatable(L, TIDAL_XFER_KEEPMT) == LUA_TTABLE)
+      lua_setmetatable(L, -2);
+    else
+      lua_pop(L, 1);
+    break;
   case XT_FUNC:
     dec_function(d, depth);
     break;
@@ -1235,6 +1256,7 @@ static int walk_value(xwalk *w, int depth, int upval) {
     if (!upval || !rd_varint(&w->p, w->end, &a)) return -1;
     return walk_skip(w, 1);
   case XT_TABLE:
+  case XT_ERROR:
     if (!rd_varint(&w->p, w->end, &a) || !rd_varint(&w->p, w->end, &b) ||
         a > (uint64_t)(w->end - w->p) || b > (uint64_t)(w->end - w->p) / 2)
       return -1;

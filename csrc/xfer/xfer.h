@@ -26,6 +26,12 @@
 #include <lua.h>
 #include <uv.h>
 
+/* The one metatable that crosses states with its tables: the registry's
+** value at this key, set by whoever owns that metatable (tidal.core sets
+** its error objects' one). A state without the entry decodes a plain
+** table. */
+#define TIDAL_XFER_KEEPMT "tidal.xfer.keepmt"
+
 /*
 ** Values cross between Lua states (workers, the blocking pool) as bytes:
 ** tidal__xfer_encode serializes values of one state into a tidal_buf (plain

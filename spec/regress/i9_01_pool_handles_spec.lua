@@ -11,15 +11,7 @@ local support = require("support")
 local tidal = require("tidal")
 
 local function run_child(code, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(limit, path), "r"))
-  local out = p:read("a")
-  local ok, how, code_ = p:close()
-  os.remove(path)
-  return out, ok and 0 or code_, how
+  return support.lua(code, limit)
 end
 
 -- Runs the scenario (source of a chunk returning function(tidal)); returns
@@ -192,7 +184,7 @@ describe("issue 9 item 1: tidal handles in spawn_blocking jobs", function()
   it("JoinHandles as argument, upvalue and result, and abort from the pool", function()
     local r = scenario([[
       return function(tidal)
-        local h = tidal.spawn(function() tidal.sleep(0.02) return "task result" end)
+        local h = tidal.spawn(function() tidal.sleep(0.5) return "task result" end)
         local id, done, err = tidal.spawn_blocking(function(h)
           return h:id(), h:is_finished(), select(2, pcall(h.await, h))
         end, h):await()

@@ -144,15 +144,7 @@ local types = {
 -- function that accepted a wrong self, and "DONE n" at the end.
 -- Runs code in a child lua5.4 with a time limit; returns output, status.
 local function child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen("timeout 120 lua5.4 " .. path .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, 120)
 end
 
 local function program(ty, base)

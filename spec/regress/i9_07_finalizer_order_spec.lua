@@ -8,15 +8,7 @@ local support = require("support")
 
 -- Runs code in a child lua5.4 with a time limit; returns output, status.
 local function child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen("timeout 60 lua5.4 " .. path .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, 60)
 end
 
 -- An owner made before the objects it owns: its __gc runs after theirs.

@@ -9,15 +9,7 @@
 local support = require("support")
 
 local function child(code, secs)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen(("timeout -k 2 %d lua5.4 %s 2>&1"):format(secs or 20, path)))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, secs or 20)
 end
 
 local prelude = [[

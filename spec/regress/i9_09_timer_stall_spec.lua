@@ -7,15 +7,7 @@ local support = require("support")
 
 -- Runs code in a child lua5.4, killed after secs; returns output, status.
 local function child(code, secs)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen(("timeout -k 2 %d lua5.4 %s 2>&1"):format(secs, path)))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, secs)
 end
 
 describe("issue 9 item 9: timers whose deadline passed before the poll", function()

@@ -7,15 +7,7 @@
 local support = require("support")
 
 local function child(code, secs)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen(("timeout -k 2 %d lua5.4 %s 2>&1"):format(secs, path)))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, secs)
 end
 
 describe("issue 9 item 13: a dropped failed task", function()

@@ -35,20 +35,8 @@ do
 end
 ]]
 
-local function shq(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
 local function run_child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen("timeout 20 lua5.4 " .. shq(path) .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
-  return out, status
+  return support.lua(code, 20)
 end
 
 local function read(path)

@@ -11,15 +11,8 @@ local support = require("support")
 -- Runs code in a child lua5.4 killed after 30 s; returns its output, its
 -- exit status (124: killed by the timeout) and the seconds it took.
 local function child(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
   local t0 = tidal.now()
-  local p = assert(io.popen("timeout 30 lua5.4 " .. path .. " 2>&1", "r"))
-  local out = p:read("a")
-  local _, _, status = p:close()
-  os.remove(path)
+  local out, status = support.lua(code, 30)
   return out, status, tidal.now() - t0
 end
 

@@ -5,15 +5,7 @@ local support = require("support")
 local tidal = require("tidal")
 
 local function run_child(code, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  local p = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(limit or 30, path), "r"))
-  local out = p:read("a")
-  local ok, _, status = p:close()
-  os.remove(path)
-  return out, ok and 0 or status
+  return support.lua(code, limit or 30)
 end
 
 describe("issue 9 audit: value transfer", function()
