@@ -441,6 +441,8 @@ struct tidal_worker {
   int nested;          /* steps running nested (handoff, select) */
   int handoffs;        /* nested steps since the loop's last one */
   uint64_t slice0;     /* coarse start of the running step's slice */
+  uint64_t slice_end;  /* coarse time the last step ended, for the next
+                          step of the batch to start from (0: read it) */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
   struct {

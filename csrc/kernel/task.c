@@ -107,8 +107,9 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   tidal_ctx *ctx = w->ctx;
   int top = lua_gettop(L);
   int fn = first;
-  if (lua_type(L, fn) == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
-  if (fn > top || !tidal__is_callable(L, fn))
+  int ty = lua_type(L, fn);
+  if (ty == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
+  if (ty != LUA_TFUNCTION && (fn > top || !tidal__is_callable(L, fn)))
     luaL_error(L,
                "tidal.spawn: expected a function to run as the task%s, got %s",
                fn > first ? " after the options table" : "",
@@ -463,11 +464,11 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
   lua_State *co = NULL;
   int nargs = t->nres; /* before the start, nres counts the arguments */
   int h, fresh = 0;
+  /* (a slot taken keeps its reference until the pool grows back over it:
+  ** no more coroutines than a full pool holds anyway) */
   while (w->npool > 0) {
-    lua_rawgeti(L, pool, w->npool);
+    lua_rawgeti(L, pool, w->npool--);
     co = lua_tothread(L, -1);
-    lua_pushnil(L);
-    lua_rawseti(L, pool, w->npool--);
     if (lua_status(co) == LUA_YIELD) break; /* idle, as it should be */
     lua_pop(L, 1); /* Lua code closed it meanwhile: dropped */
     co = NULL;
@@ -705,7 +706,11 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   t->flags &= ~TF_HANDOFF;
   ctx->cur = t;
   uint64_t saved = w->slice0;
-  w->slice0 = w->slow_ns ? tidal__coarse_ns() : 0;
+  if (w->slow_ns) /* (the clock is coarse: a step's end is the next start) */
+    w->slice0 = w->slice_end ? w->slice_end : tidal__coarse_ns();
+  else
+    w->slice0 = 0;
+  w->slice_end = 0;
   lua_State *prev_co = tidal__irq_enter(w, t->co);
   st = lua_resume(t->co, L, t->nres, &nres);
   tidal__irq_leave(w, prev_co);
@@ -718,8 +723,12 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   w->st.resumes++;
   uint64_t t0 = w->slice0; /* a handoff restarts the slice */
   w->slice0 = saved;
-  if (t0 && !(t->flags & TF_SLOW) && tidal__coarse_ns() - t0 > w->slow_ns)
-    report_slow(L, t, tidal__coarse_ns() - t0, ended ? LUA_OK : st);
+  if (t0) {
+    uint64_t now = tidal__coarse_ns();
+    if (!(t->flags & TF_SLOW) && now - t0 > w->slow_ns)
+      report_slow(L, t, now - t0, ended ? LUA_OK : st);
+    w->slice_end = now;
+  }
   if (st == LUA_YIELD && !ended) {
     lua_pop(t->co, nres);
     /* a plain coroutine.yield() from the task body: treat as tidal.yield */
@@ -742,6 +751,7 @@ int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
   int anchors = lua_gettop(L) - 1, pool = anchors + 1;
+  w->slice_end = 0; /* (time passed since the last batch) */
   while (n < max && (t = tidal__runq_pop(w)) != NULL) {
     int fin;
     n++;
@@ -786,7 +796,9 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
   lua_settop(L, top - 2);
   w->handing = NULL;
   w->nested--;
-  if (w->slow_ns) w->slice0 = tidal__coarse_ns(); /* u's time is not t's */
+  if (w->slow_ns) /* u's time is not t's */
+    w->slice0 = w->slice_end ? w->slice_end : tidal__coarse_ns();
+  w->slice_end = 0; /* t runs on: it is no step's start */
   if (w->rq_head != t || t->nres != 0) return 0;
   tidal__runq_pop(w);
   t->state = TS_RUNNING; /* (ctx->cur is t again: step restored it) */
@@ -811,6 +823,7 @@ int tidal__run_now(lua_State *L, tidal_task *t) {
   w->nested++;
   fin = step(w, L, lua_gettop(L) - 1, lua_gettop(L), t);
   w->nested--;
+  w->slice_end = 0; /* the caller runs on: it is no step's start */
   lua_pop(L, 2);
   return fin;
 }
