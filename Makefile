@@ -13,6 +13,9 @@
 #                    by spec/build_spec.lua)
 #   make fuzz        libFuzzer over transfer.c's serialized form for
 #                    FUZZ_SECONDS (default 60); corpus in build/fuzz
+#   make rock        the source rock of the versioned rockspec, in build/
+#   make install-host PREFIX=/usr/local   tidal.h, libtidal.a, tidal.pc and
+#                    the modules under PREFIX, for C hosts
 #
 # Builds install the rock into a project-local tree with luarocks, so what is
 # tested is what `luarocks make` installs. The test trees also get
@@ -44,12 +47,13 @@ SPEC       ?= spec
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev \
                 lua-busted lua-cjson luarocks nginx wrk python3 openssl \
-                valgrind time build-essential
+                valgrind time build-essential pkg-config zip unzip \
+                lua-luv lua-luv-dev
 
 lua_env = LUA_PATH_5_4="$(1)/share/lua/5.4/?.lua;$(1)/share/lua/5.4/?/init.lua;;" \
           LUA_CPATH_5_4="$(1)/lib/lua/5.4/?.so;;"
 
-C_SOURCES := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h)
+C_SOURCES := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h) Makefile
 # the test-only module tidal.testhooks: csrc/test/, never in the rockspec
 HOOKS_SRC := $(wildcard csrc/test/*.c)
 HOOKS_SO   = $(1)/lib/lua/5.4/tidal/testhooks.so
@@ -57,7 +61,7 @@ LUA_CFLAGS := $(shell pkg-config --cflags lua5.4)
 LUA_SOURCES := $(wildcard lua/tidal/*.lua)
 
 .PHONY: all deps build test test-asan test-tsan valgrind demo bench docs lint layers clean \
-        fuzz fuzz-deps
+        fuzz fuzz-deps rock rock-build rock-install modules-install install-host host-files
 
 all: build
 
@@ -142,14 +146,106 @@ bench: build
 	@BENCH_CHAN=parallel ./bench/run chan_mp
 	@BENCH_CPU=parallel ./bench/run cpu
 
+# Installs one Debian package when its command is missing ($(1): command,
+# $(2): package).
+define need_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  echo "installing $(2) (for $(1))"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) \
+	  || { echo "cannot install $(2): install it (apt-get install $(2)) and retry"; exit 1; }; }
+endef
+
 docs:
-	ldoc -d docs/ref lua/tidal
+	$(call need_tool,ldoc,lua-ldoc)
+	ldoc -c config.ld .
 
 lint:
+	$(call need_tool,luacheck,lua-check)
 	luacheck lua spec examples bench
 
 layers:
 	python3 tools/check_layers.py csrc
+
+# ------------------------------------------------------------ the rock
+#
+# LuaRocks' make backend runs rock-build, then rock-install (see the
+# rockspecs), with CC, CFLAGS, LIBFLAG, LUA_INCDIR, LIBUV_* and LIBCURL_LIBDIR
+# from its configuration, and INST_PREFIX (the rock's directory),
+# INST_LIBDIR and INST_LUADIR. Every C file of the core but csrc/test/ is
+# compiled with hidden visibility: tidal.core exports luaopen_tidal_core
+# and tidal.h's functions only. The objects go to a folder per set of flags
+# (the test trees build with sanitizers from the same checkout).
+CORE_SRC   := $(filter-out csrc/test/%,$(wildcard csrc/*/*.c))
+C_HEADERS  := $(wildcard csrc/*.h csrc/*/*.h)
+CFLAGS     ?= -O2 -fPIC
+LIBFLAG    ?= -shared
+LUA_INCDIR ?= $(patsubst -I%,%,$(firstword $(LUA_CFLAGS)))
+ROCK_FLAVOR = $(shell printf '%s' '$(CC) $(CFLAGS) $(LIBFLAG)' | cksum | cut -d' ' -f1)
+OBJDIR      = build/obj-$(ROCK_FLAVOR)
+CORE_OBJ    = $(patsubst csrc/%.c,$(OBJDIR)/%.o,$(CORE_SRC))
+ROCK_CFLAGS = $(CFLAGS) -std=c11 -fvisibility=hidden -Icsrc \
+              $(if $(LUA_INCDIR),-I$(LUA_INCDIR)) $(if $(LIBUV_INCDIR),-I$(LIBUV_INCDIR))
+ROCK_LIBS   = $(if $(LIBUV_LIBDIR),-L$(LIBUV_LIBDIR)) \
+              $(if $(LIBCURL_LIBDIR),-L$(LIBCURL_LIBDIR)) -luv -lcurl -lm
+VERSION    := $(shell sed -n 's/^\#define TIDAL_VERSION "\(.*\)"/\1/p' csrc/tidal.h)
+
+rock-build: $(OBJDIR)/core.so $(OBJDIR)/libtidal.a
+
+$(OBJDIR)/%.o: csrc/%.c $(C_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ROCK_CFLAGS) -c $< -o $@
+
+$(OBJDIR)/core.so: $(CORE_OBJ)
+	$(CC) $(LIBFLAG) -o $@ $(CORE_OBJ) $(ROCK_LIBS)
+
+# the same objects, for hosts that link tidal in (tidal.h)
+$(OBJDIR)/libtidal.a: $(CORE_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $(CORE_OBJ)
+
+rock-install: modules-install
+	$(MAKE) --no-print-directory host-files HOST_PREFIX=$(INST_PREFIX)/host
+
+modules-install:
+	install -d $(INST_LIBDIR)/tidal $(INST_LUADIR)/tidal
+	install -m 755 $(OBJDIR)/core.so $(INST_LIBDIR)/tidal/core.so
+	install -m 644 $(LUA_SOURCES) $(INST_LUADIR)/tidal/
+
+# tidal.h, libtidal.a and tidal.pc under HOST_PREFIX
+host-files:
+	install -d $(HOST_PREFIX)/include $(HOST_PREFIX)/lib/pkgconfig
+	install -m 644 csrc/tidal.h $(HOST_PREFIX)/include/tidal.h
+	install -m 644 $(OBJDIR)/libtidal.a $(HOST_PREFIX)/lib/libtidal.a
+	sed -e 's|@PREFIX@|$(HOST_PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+	  tidal.pc.in >$(HOST_PREFIX)/lib/pkgconfig/tidal.pc
+
+# For C hosts without LuaRocks: the library, header and pkg-config file,
+# and the modules (PREFIX/lib/lua/5.4, PREFIX/share/lua/5.4) that the host's
+# package.path / package.cpath must reach.
+PREFIX ?= /usr/local
+install-host: rock-build
+	$(MAKE) --no-print-directory host-files HOST_PREFIX=$(DESTDIR)$(PREFIX)
+	$(MAKE) --no-print-directory modules-install \
+	  INST_LIBDIR=$(DESTDIR)$(PREFIX)/lib/lua/5.4 \
+	  INST_LUADIR=$(DESTDIR)$(PREFIX)/share/lua/5.4
+
+# The source rock of the versioned rockspec: the rockspec and a tarball of
+# the files git tracks (committed or not), as LuaRocks packs them. Installs
+# offline: luarocks --lua-version=5.4 install build/tidal-$(VERSION)-1.src.rock
+ROCK_SPEC := tidal-$(VERSION)-1.rockspec
+rock: build/tidal-$(VERSION)-1.src.rock
+
+build/tidal-$(VERSION)-1.src.rock: $(ROCK_SPEC) $(shell git ls-files -co --exclude-standard 2>/dev/null)
+	rm -rf build/rock-src && mkdir -p build/rock-src/tidal-$(VERSION)
+	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | \
+	  tar -xf - -C build/rock-src/tidal-$(VERSION)
+	tar -czf build/rock-src/tidal-$(VERSION).tar.gz -C build/rock-src tidal-$(VERSION)
+	cp $(ROCK_SPEC) build/rock-src/
+	rm -f $@
+	cd build/rock-src && zip -q ../tidal-$(VERSION)-1.src.rock $(ROCK_SPEC) tidal-$(VERSION).tar.gz
+	@echo "built $@"
 
 # The fuzzer links the value layer alone (transfer.c, buf.c: no handle type
 # is known to it until one registers, here the test probe) with the
@@ -216,5 +312,5 @@ fuzz: deps fuzz-deps $(FUZZ_BIN) $(FUZZ_DIR)/seeds/.done
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
 
 clean:
-	rm -rf $(TREE) build tidal build.log build-asan.log build-tsan.log
+	rm -rf $(TREE) build tidal build.log build-asan.log build-tsan.log docs/ref
 	find csrc -name '*.o' -delete

@@ -23,72 +23,35 @@ external_dependencies = {
   LIBCURL = { library = "curl" },
 }
 build = {
-  type = "builtin",
-  modules = {
-    ["tidal.core"] = {
-      sources = {
-        -- xfer/: values between Lua states (a leaf)
-        "csrc/xfer/buf.c",
-        "csrc/xfer/transfer.c",
-        -- auxlib/: the auxiliary library: context, types, errors, handles
-        "csrc/auxlib/error.c",
-        "csrc/auxlib/handle.c",
-        "csrc/auxlib/type.c",
-        -- kernel/: tasks, workers, park/wake/cancel, timers, loops
-        "csrc/kernel/ctx.c",
-        "csrc/kernel/family.c",
-        "csrc/kernel/interrupt.c",
-        "csrc/kernel/loop.c",
-        "csrc/kernel/poll.c",
-        "csrc/kernel/sched.c",
-        "csrc/kernel/scope.c",
-        "csrc/kernel/task.c",
-        "csrc/kernel/timer.c",
-        "csrc/kernel/worker.c",
-        "csrc/kernel/wq.c",
-        -- flow/: timeout, select, join_all, groups, wait operations, sleep
-        "csrc/flow/group.c",
-        "csrc/flow/op.c",
-        "csrc/flow/time.c",
-        "csrc/flow/timeout.c",
-        -- sync/: channels, locks, semaphores, notify, shared mode
-        "csrc/sync/broadcast.c",
-        "csrc/sync/channel.c",
-        "csrc/sync/lock.c",
-        "csrc/sync/notify.c",
-        "csrc/sync/oneshot.c",
-        "csrc/sync/semaphore.c",
-        "csrc/sync/shared.c",
-        "csrc/sync/watch.c",
-        -- parallel/: records, spawn_parallel, spawn_blocking
-        "csrc/parallel/blocking.c",
-        "csrc/parallel/record.c",
-        "csrc/parallel/rhandle.c",
-        "csrc/parallel/spawn.c",
-        -- http/: tidal.http's C core
-        "csrc/http/client.c",
-        "csrc/http/easy.c",
-        "csrc/http/glue.c",
-        "csrc/http/json.c",
-        "csrc/http/options.c",
-        -- lib/: Runtime and JoinHandle bindings, host API, the opener
-        "csrc/lib/errors.c",
-        "csrc/lib/handle.c",
-        "csrc/lib/host.c",
-        "csrc/lib/init.c",
-        "csrc/lib/introspect.c",
-        "csrc/lib/runtime.c",
-      },
-      libraries = { "uv", "curl" },
-      incdirs = { "$(LIBUV_INCDIR)", "csrc" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(LIBCURL_LIBDIR)" },
-    },
-    ["tidal"] = "lua/tidal/init.lua",
-    ["tidal.http"] = "lua/tidal/http.lua",
+  -- LuaRocks runs the Makefile's rock-build and rock-install targets: they
+  -- compile every csrc/<layer>/*.c (but csrc/test/) with hidden
+  -- visibility, so tidal.core exports only luaopen_tidal_core and the
+  -- tidal_* functions of tidal.h, and install, beside the modules, what a
+  -- C host links: host/include/tidal.h, host/lib/libtidal.a and
+  -- host/lib/pkgconfig/tidal.pc under the rock's directory
+  -- (luarocks show --rock-dir tidal).
+  type = "make",
+  build_target = "rock-build",
+  install_target = "rock-install",
+  variables = {
+    CC = "$(CC)",
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    LIBUV_INCDIR = "$(LIBUV_INCDIR)",
+    LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
+    LIBCURL_LIBDIR = "$(LIBCURL_LIBDIR)",
+  },
+  install_variables = {
+    INST_PREFIX = "$(PREFIX)",
+    INST_LIBDIR = "$(LIBDIR)",
+    INST_LUADIR = "$(LUADIR)",
   },
   copy_directories = { "docs", "examples" },
 }
 test = {
+  -- from a checkout: builds the rock into ./lua_modules and runs the specs
+  -- against that tree
   type = "command",
-  command = "busted --lua=lua5.4",
+  command = "make test",
 }

@@ -1,16 +1,18 @@
 /*
 ** host.c: embedding tidal in a program that owns its main loop (a game's
-** frame loop, an editor). The host polls tidal's backend fd beside its own
-** work, never waiting past tidal_runtime_next_timeout(), and steps the
-** runtime once per frame.
+** frame loop, an editor). At 60 frames a second the host polls tidal's fd
+** beside its own work, never waiting past tidal_runtime_next_timeout() or
+** the next frame, and steps the runtime once per frame.
 **
-** Build (from the project root; the core is compiled into the host):
-**   gcc -std=c11 -Icsrc -I/usr/include/lua5.4 examples/host.c \
-**       $(find csrc -name \*.c -not -path csrc/test/\*) \
-**       -llua5.4 -luv -lcurl -lm -o host
-** Run with LUA_PATH_5_4 pointing at lua/?.lua;lua/?/init.lua.
+** Build against an installed rock (see the README, "Embedding in a C
+** host"):
+**   ROCK=$(luarocks --lua-version=5.4 show --rock-dir tidal)
+**   export PKG_CONFIG_PATH=$ROCK/host/lib/pkgconfig
+**   cc -std=c11 examples/host.c $(pkg-config --cflags --libs tidal) -o host
+** Run with tidal's Lua files on the path:
+**   eval "$(luarocks --lua-version=5.4 path)"; ./host
 */
-#define _DEFAULT_SOURCE
+#define _POSIX_C_SOURCE 200809L /* poll */
 #include <poll.h>
 #include <stdio.h>
 
@@ -18,15 +20,22 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "tidal.h"
+#include <tidal.h>
 
-static const char *script =
+/* The tasks: Lua code, spawned from C. */
+static const char *task_a =
     "local tidal = require('tidal')\n"
-    "local rt = ...\n"
-    "rt:spawn(function()\n"
-    "  for i = 1, 3 do tidal.sleep(0.05); print('task A: tick ' .. i) end\n"
-    "end)\n"
-    "rt:spawn(function() tidal.sleep(0.12); print('task B: done') end)\n";
+    "for i = 1, 3 do tidal.sleep(0.1); print('task A: tick ' .. i) end\n";
+static const char *task_b = "local tidal = require('tidal')\n"
+                            "local name = ...\n"
+                            "tidal.sleep(0.25)\n"
+                            "print('task ' .. name .. ': done')\n";
+
+static int fail(lua_State *L, const char *what) {
+  fprintf(stderr, "host: %s: %s\n", what, lua_tostring(L, -1));
+  lua_close(L);
+  return 1;
+}
 
 int main(void) {
   lua_State *L = luaL_newstate();
@@ -35,21 +44,16 @@ int main(void) {
   lua_pop(L, 1);
 
   tidal_runtime *rt = tidal_runtime_new(L, NULL); /* pushes the runtime */
-  if (rt == NULL) {
-    fprintf(stderr, "host: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
-  int rt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (rt == NULL) return fail(L, "tidal_runtime_new");
+  int rt_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keep it referenced */
 
-  if (luaL_loadstring(L, script) != LUA_OK) {
-    fprintf(stderr, "host: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt_ref);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "host: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
+  if (luaL_loadstring(L, task_a) != LUA_OK) return fail(L, "task A");
+  if (tidal_runtime_spawn(L, rt, 0) != 0) return fail(L, "spawn A");
+  lua_pop(L, 1); /* (its JoinHandle) */
+  if (luaL_loadstring(L, task_b) != LUA_OK) return fail(L, "task B");
+  lua_pushliteral(L, "B");
+  if (tidal_runtime_spawn(L, rt, 1) != 0) return fail(L, "spawn B");
+  lua_pop(L, 1);
 
   int frames = 0, alive;
   do {
@@ -61,10 +65,7 @@ int main(void) {
     struct pollfd p = {tidal_runtime_backend_fd(rt), POLLIN, 0};
     poll(&p, 1, ms);
     alive = tidal_runtime_step(L, rt, 0);
-    if (alive < 0) {
-      fprintf(stderr, "host: %s\n", lua_tostring(L, -1));
-      return 1;
-    }
+    if (alive < 0) return fail(L, "tidal_runtime_step");
     frames++; /* the host draws a frame here */
   } while (alive > 0);
 

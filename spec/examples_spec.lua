@@ -75,27 +75,7 @@ describe("examples", function()
     }, "\n"), out)
   end)
 
-  it("host.c: a C host drives the runtime from its own poll loop", function()
-    local exe = os.tmpname()
-    local cc = "gcc -std=c11 -Wall -Wextra -Werror -Icsrc -I/usr/include/lua5.4 " ..
-      "examples/host.c $(ls csrc/*/*.c | grep -v ^csrc/test/) -llua5.4 -luv -lcurl -lm -o " .. exe .. " 2>&1"
-    local p = assert(io.popen(cc))
-    local log = p:read("a")
-    assert.is_true(p:close(), log)
-    p = assert(io.popen("LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' " .. exe .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    os.remove(exe)
-    assert.is_true(ok, out)
-    assert.are.equal(table.concat({
-      "task A: tick 1",
-      "task A: tick 2",
-      "task B: done",
-      "task A: tick 3",
-      "host: every task finished after at least 8 frames",
-      "",
-    }, "\n"), out)
-  end)
+  -- host.c, uv_host.c, luv_loop.lua and frame_loop.lua: spec/embed_spec.lua
 
   it("runtime_config.lua: four workers named my-app-worker", function()
     if not support.can_spawn then return pending("needs a child process") end

@@ -57,6 +57,9 @@ static int boot(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, f->cpath);
   lua_setfield(L, -2, "cpath");
+  /* this very tidal.core, even in a host that links it in (no copy of
+  ** it is loaded from cpath) */
+  tidal__actx_need(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "tidal");
   lua_call(L, 1, 0);

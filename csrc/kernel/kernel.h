@@ -388,11 +388,25 @@ typedef struct tidal_remote {
 
 typedef struct tidal_family tidal_family;
 
+/* A worker's libuv handles, allocated apart from it: on a host's loop they
+** are closed without running that loop, and their close callbacks (run when
+** the host next runs it) free this after the worker is gone. Their data
+** fields stay NULL (luv reads a handle's data as its own). */
+typedef struct tidal_uvh {
+  uv_timer_t timer; /* armed for the heap's earliest deadline */
+  uv_async_t async; /* remote wakes (unreferenced: never keeps it alive) */
+  uv_check_t check; /* a host's loop: runs the tasks after each poll */
+  uv_idle_t idle;   /* a host's loop: no blocking poll while tasks are ready */
+  tidal_worker *w;  /* NULL once the worker closed them */
+  int open;         /* handles whose close callback has not run yet */
+} tidal_uvh;
+
 struct tidal_worker {
   uv_loop_t *loop; /* own_loop, or a host's loop */
   uv_loop_t own_loop;
-  uv_timer_t uvtimer;  /* armed for the heap's earliest deadline */
-  uv_async_t async;    /* remote wakes (unreferenced: never keeps it alive) */
+  tidal_uvh *h;        /* its handles (uvtimer, async: see tidal_uvh) */
+  uint8_t hostloop;    /* runs on a host's loop (from its check phase) */
+  uint8_t idle_on;     /* h->idle is started */
   uv_mutex_t rlock;    /* guards remote, nremote, remote_cap */
   tidal_remote *remote;
   size_t nremote, remote_cap;
@@ -491,6 +505,9 @@ struct tidal_ctx {
   lua_Hook rf_hook;                 /* its own hook, put back after */
   int rf_mask, rf_count;
   int closer_ref; /* to-be-closed value at the base of every task */
+  /* the host's report hook for this state (tidal_runtime_set_report) */
+  tidal_report_fn report;
+  void *report_ud;
 };
 
 /* The state's context (registry), or NULL. */
@@ -646,6 +663,18 @@ void tidal__worker_drop(lua_State *L, tidal_worker *w);
 void tidal__worker_list(tidal_worker *w);
 /* Seconds until w has something to do: 0 now, -1 never (a host's poll). */
 double tidal__worker_next_timeout(tidal_worker *w);
+/* A worker on a host's loop: its check handle runs this after each poll
+** (poll.c); tasks queued while the loop is elsewhere start its idle handle
+** so that the poll does not block (tidal__host_kick). */
+void tidal__host_check(tidal_worker *w);
+void tidal__host_kick(tidal_worker *w);
+/* Reports msg (one text, no final newline) to the host's hook of w's
+** runtime (w may be NULL), else of L's state, else to stderr as
+** "tidal: <msg>". Any thread; no Lua is called. */
+void tidal__report_msg(lua_State *L, tidal_worker *w, int kind,
+                       const char *msg);
+/* The same for the value at idx (a string, else "error"). */
+void tidal__report_text(lua_State *L, tidal_worker *w, int kind, int idx);
 /* A worker thread's scheduler: runs until its family stops it, then
 ** cancels its tasks and lets them unwind. */
 void tidal__worker_run(lua_State *L, tidal_worker *w);
@@ -676,6 +705,9 @@ struct tidal_family {
   char *thread_name, *path, *cpath;
   uint64_t slow_ns;
   atomic_uint_fast64_t next_id; /* ids of tasks spawned in parallel */
+  /* the host's report hook (tidal_runtime_set_report), under ext_lock */
+  tidal_report_fn report;
+  void *report_ud;
   uv_mutex_t ext_lock; /* guards ext, next_ext (any thread) */
   struct {
     const struct tidal_fext_class *cls;

@@ -87,7 +87,9 @@ static int block_on_loop(lua_State *L) {
 /* Cancels every task and lets them unwind. Blocking jobs are stopped, and
 ** a task that runs on without waiting (a loop that never reaches a wait)
 ** is interrupted (interrupt.c), so shutdown cannot wait forever on Lua
-** code. */
+** code. On a host's loop, which this must not run (it may be running it
+** now), a task still waiting once the others are done is closed where it
+** waits. */
 static int shutdown_loop(lua_State *L) {
   tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
   tidal__ext_shutdown(w); /* work in flight stops (blocking jobs) */
@@ -104,7 +106,9 @@ static int shutdown_loop(lua_State *L) {
     if (w->rq_len) {
       tidal__run_batch(w, L, INT_MAX);
       tidal__poll(w, L, 0, 0);
-    } else if (w->timers.n || uv_loop_alive(w->loop)) {
+    } else if (w->hostloop && atomic_load(&w->remote_pending)) {
+      tidal__drain_remote(w, L); /* (a host's loop is not run here) */
+    } else if (!w->hostloop && (w->timers.n || uv_loop_alive(w->loop))) {
       tidal__poll(w, L, 1, 0);
     } else { /* parked with nothing to wake them: close them as they are */
       lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
@@ -233,8 +237,10 @@ static int run_reporting(lua_State *L, tidal_worker *w, lua_CFunction loop) {
   w->ctx->cur = NULL;
   w->running = 0;
   if (st != LUA_OK) {
-    fprintf(stderr, "tidal: worker %d: %s\n", w->index,
-            lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    char msg[400];
+    snprintf(msg, sizeof msg, "worker %d: %s", w->index,
+             lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    tidal__report_msg(NULL, w, TIDAL_REPORT_OTHER, msg);
     lua_pop(L, 1);
   }
   return st;

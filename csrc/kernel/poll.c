@@ -6,10 +6,14 @@
 */
 #include "kernel.h"
 
-static void uvtimer_cb(uv_timer_t *h) {
-  tidal_worker *w = (tidal_worker *)h->data;
-  w->armed = 0; /* one-shot; expiry happens after uv_run returns */
-  uv_stop(w->loop); /* so this uv_run does not go on to block */
+static void uvtimer_cb(uv_timer_t *t) {
+  tidal_worker *w = tidal__container_of(t, tidal_uvh, timer)->w;
+  if (w == NULL) return;
+  w->armed = 0;    /* one-shot; expiry happens after uv_run returns */
+  if (w->hostloop) /* the host's uv_run: expiry comes in the check phase */
+    tidal__host_kick(w);
+  else
+    uv_stop(w->loop); /* so this uv_run does not go on to block */
 }
 
 /* Arm the uv timer for the earliest of the heap's top, the next look for
@@ -24,12 +28,12 @@ static void arm(tidal_worker *w, uint64_t limit) {
   /* armed for the report alone, the timer must not keep the loop alive:
   ** it wakes nobody, and deadlock detection looks at the loop */
   if (top == NULL && limit == 0)
-    uv_unref((uv_handle_t *)&w->uvtimer);
+    uv_unref((uv_handle_t *)&w->h->timer);
   else
-    uv_ref((uv_handle_t *)&w->uvtimer);
+    uv_ref((uv_handle_t *)&w->h->timer);
   if (due == 0) {
     if (w->armed) {
-      uv_timer_stop(&w->uvtimer);
+      uv_timer_stop(&w->h->timer);
       w->armed = 0;
     }
     return;
@@ -38,7 +42,7 @@ static void arm(tidal_worker *w, uint64_t limit) {
   uint64_t now = uv_hrtime();
   uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
   uv_update_time(w->loop);
-  uv_timer_start(&w->uvtimer, uvtimer_cb, ms, 0);
+  uv_timer_start(&w->h->timer, uvtimer_cb, ms, 0);
   w->armed = due;
 }
 
@@ -67,7 +71,7 @@ int tidal__pending(tidal_worker *w) {
 /* Is there anything libuv must look at? Skipping uv_run when nothing but
 ** our own timer is active saves a syscall per poll on busy schedulers. */
 static int loop_has_io(tidal_worker *w) {
-  unsigned ours = w->armed && uv_has_ref((uv_handle_t *)&w->uvtimer) ? 1 : 0;
+  unsigned ours = w->armed && uv_has_ref((uv_handle_t *)&w->h->timer) ? 1 : 0;
   return w->loop->active_handles > ours || w->loop->active_reqs.count > 0 ||
          atomic_load(&w->remote_pending);
 }
@@ -83,6 +87,14 @@ static void report(tidal_worker *w, lua_State *L) {
   }
   if (w->report_every < TIDAL_REPORT_MAX) w->report_every *= 2;
   w->report_at = uv_hrtime() + w->report_every;
+}
+
+/* What follows a poll: due timers fire, other threads' posts run, dropped
+** failed tasks are reported when it is time. */
+static void after_poll(tidal_worker *w, lua_State *L) {
+  expire(w);
+  tidal__drain_remote(w, L);
+  if (w->report_at && uv_hrtime() >= w->report_at) report(w, L);
 }
 
 /* Polls the loop once: without blocking, or (block) until an I/O event, a
@@ -111,9 +123,7 @@ void tidal__poll(tidal_worker *w, lua_State *L, int block,
     uv_run(w->loop, UV_RUN_ONCE);
     w->polling = 0;
   }
-  expire(w);
-  tidal__drain_remote(w, L);
-  if (w->report_at && uv_hrtime() >= w->report_at) report(w, L);
+  after_poll(w, L);
 }
 
 /* About to wait for timers, I/O or other threads with nothing to run: if
@@ -134,3 +144,68 @@ uint64_t tidal__idle_gc(tidal_worker *w, lua_State *L) {
   return 0;
 }
 
+/* ------------------------------------------------------ a host's loop */
+
+/* Tasks are ready while the loop is elsewhere (a callback of the host's,
+** a timer): the idle handle makes its next poll return at once, so the
+** check phase comes soon. */
+static void idle_cb(uv_idle_t *i) {
+  (void)i; /* (its being active is what counts) */
+}
+
+void tidal__host_kick(tidal_worker *w) {
+  if (w->idle_on || w->h == NULL) return;
+  w->idle_on = 1;
+  uv_idle_start(&w->h->idle, idle_cb);
+}
+
+static void idle_set(tidal_worker *w, int on) {
+  if (on) {
+    tidal__host_kick(w);
+  } else if (w->idle_on) {
+    w->idle_on = 0;
+    uv_idle_stop(&w->h->idle);
+  }
+}
+
+static int host_run(lua_State *L) {
+  tidal_worker *w = (tidal_worker *)lua_touserdata(L, 1);
+  uint64_t retry = 0;
+  after_poll(w, L);
+  tidal__run_batch(w, L, TIDAL_POLL_EVERY);
+  if (!w->rq_len && w->st.alive > 0) retry = tidal__idle_gc(w, L);
+  lua_pushinteger(L, (lua_Integer)retry);
+  return 1;
+}
+
+/* The check phase of the host's loop: what a poll of its own loop would
+** do, then as many tasks as a batch holds. Skipped while this state runs
+** other tidal code (a task called uv.run: the loop is nested in it). */
+void tidal__host_check(tidal_worker *w) {
+  tidal_ctx *ctx = w->ctx;
+  lua_State *L = w->L;
+  uint64_t retry = 0;
+  if (w->running || w->closing || ctx->w != NULL || ctx->cur != NULL) {
+    idle_set(w, 0); /* the one running now takes care of it */
+    return;
+  }
+  if (!lua_checkstack(L, 4)) return;
+  ctx->w = w;
+  w->running = 1;
+  lua_pushcfunction(L, host_run);
+  lua_pushlightuserdata(L, w);
+  int st = lua_pcall(L, 1, 1, 0);
+  ctx->w = NULL;
+  ctx->cur = NULL;
+  w->running = 0;
+  if (st != LUA_OK) { /* out of memory: said, and tried again next turn */
+    tidal__report_text(L, w, TIDAL_REPORT_OTHER, -1);
+    lua_pop(L, 1);
+  } else {
+    retry = (uint64_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  if (w->h == NULL) return; /* (closed meanwhile: cannot happen, but) */
+  idle_set(w, w->rq_len > 0);
+  arm(w, retry ? uv_hrtime() + retry : 0);
+}

@@ -28,6 +28,7 @@ void tidal__runq_push(tidal_worker *w, tidal_task *t) {
   else
     w->rq_head = t;
   w->rq_tail = t;
+  if (w->hostloop && !w->running) tidal__host_kick(w); /* (a host's loop) */
 }
 
 tidal_task *tidal__runq_pop(tidal_worker *w) {
@@ -217,7 +218,7 @@ static int in_finalizer(lua_State *r) {
 ** and closable to Lua), so the error is raised as that call returns: the
 ** thread is found by following the resumes from the running task (or the
 ** main thread), and gets a return hook until then. Failing that, or in a
-** finalizer, the message goes to stderr. */
+** finalizer, the message is reported (the host's hook, or stderr). */
 void tidal__refuse(lua_State *L) {
   tidal_ctx *ctx = tidal__ctx(L);
   lua_State *x, *r = NULL;
@@ -241,8 +242,7 @@ void tidal__refuse(lua_State *L) {
     x = co;
   }
   if (r == NULL || in_finalizer(r)) {
-    fprintf(stderr, "tidal: %s\n", lua_tostring(L, -1));
-    fflush(stderr);
+    tidal__report_text(L, ctx->w, TIDAL_REPORT_OTHER, -1);
     lua_pop(L, 1);
     return;
   }

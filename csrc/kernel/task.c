@@ -669,12 +669,14 @@ static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
     luaL_traceback(L, t->co, "it then waited at:", 0);
   else
     lua_pushliteral(L, "it then finished");
-  fprintf(stderr,
-          "tidal: %s ran %.2f s without waiting (other tasks, timers and "
-          "I/O waited meanwhile; move CPU-heavy work to "
-          "tidal.spawn_blocking or yield now and then); %s\n",
-          lua_tostring(L, -2), (double)dt / 1e9, lua_tostring(L, -1));
-  fflush(stderr);
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.2f", (double)dt / 1e9);
+  lua_pushfstring(L,
+                  "%s ran %s s without waiting (other tasks, timers and "
+                  "I/O waited meanwhile; move CPU-heavy work to "
+                  "tidal.spawn_blocking or yield now and then); %s",
+                  lua_tostring(L, -2), secs, lua_tostring(L, -1));
+  tidal__report_text(L, t->w, TIDAL_REPORT_SLOW, -1);
   lua_settop(L, top);
 }
 
@@ -885,7 +887,8 @@ int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
   return n + !raise;
 }
 
-/* The failure of task t (handle at idx): "error\ntraceback" on stderr. */
+/* The failure of task t (handle at idx): "error\ntraceback", to the host's
+** report hook or stderr. */
 static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
   int top = lua_gettop(L);
   t->flags |= TF_REPORTED;
@@ -894,10 +897,11 @@ static void report(lua_State *L, tidal_task *t, int idx, const char *why) {
   tidal__push_errstring(L, -1);
   lua_rawgeti(L, -3, 2);
   tidal__push_label(L, t, idx);
-  fprintf(stderr, "tidal: %s failed and %s:\n%s\n%s\n", lua_tostring(L, -1),
-          why, lua_tostring(L, -3),
-          lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
-  fflush(stderr);
+  lua_pushfstring(L, "%s failed and %s:\n%s\n%s", lua_tostring(L, -1), why,
+                  lua_tostring(L, -3),
+                  lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
+  tidal__report_text(L, tidal__ctx(L) ? tidal__ctx(L)->w : NULL,
+                     TIDAL_REPORT_ERROR, -1);
   lua_settop(L, top);
 }
 

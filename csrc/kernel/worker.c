@@ -6,6 +6,7 @@
 */
 #include "kernel.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,31 @@
 ** may run Lua code. */
 static void async_cb(uv_async_t *a) {
   (void)a;
+}
+
+static void check_cb(uv_check_t *c) {
+  tidal_uvh *h = tidal__container_of(c, tidal_uvh, check);
+  if (h->w != NULL) tidal__host_check(h->w);
+}
+
+/* The handles' memory goes with the last close callback. */
+static void uvh_close_cb(uv_handle_t *x) {
+  tidal_uvh *h;
+  switch (x->type) {
+  case UV_TIMER:
+    h = tidal__container_of(x, tidal_uvh, timer);
+    break;
+  case UV_ASYNC:
+    h = tidal__container_of(x, tidal_uvh, async);
+    break;
+  case UV_CHECK:
+    h = tidal__container_of(x, tidal_uvh, check);
+    break;
+  default:
+    h = tidal__container_of(x, tidal_uvh, idle);
+    break;
+  }
+  if (--h->open == 0) free(h);
 }
 
 /* Runs what other threads posted to w (scheduler context, stack L). */
@@ -51,9 +77,9 @@ void tidal__wake_any(tidal_worker *cur, tidal_task *t) {
 void tidal__async_ref(tidal_worker *w) {
   if (!w->handles_open) return;
   if (w->external > 0 || (w->index > 0 && !w->stop))
-    uv_ref((uv_handle_t *)&w->async);
+    uv_ref((uv_handle_t *)&w->h->async);
   else
-    uv_unref((uv_handle_t *)&w->async);
+    uv_unref((uv_handle_t *)&w->h->async);
 }
 
 void tidal__external(tidal_worker *w, int delta) {
@@ -93,10 +119,44 @@ int tidal__wake_remote(tidal_worker *w, tidal_task *t, tidal_remote_fn fn,
   w->nremote++;
   atomic_store(&w->remote_pending, 1);
   uv_mutex_unlock(&w->rlock);
-  uv_async_send(&w->async);
+  uv_async_send(&w->h->async);
 out:
   atomic_fetch_sub(&w->posters, 1);
   return rc;
+}
+
+/* --------------------------------------------------------------- reports */
+
+void tidal__report_msg(lua_State *L, tidal_worker *w, int kind,
+                       const char *msg) {
+  tidal_report_fn fn = NULL;
+  void *ud = NULL;
+  tidal_family *f = w != NULL ? w->family : NULL;
+  if (f != NULL) {
+    uv_mutex_lock(&f->ext_lock);
+    fn = f->report;
+    ud = f->report_ud;
+    uv_mutex_unlock(&f->ext_lock);
+  }
+  if (fn == NULL && L != NULL) {
+    tidal_ctx *ctx = tidal__ctx(L);
+    if (ctx != NULL) {
+      fn = ctx->report;
+      ud = ctx->report_ud;
+    }
+  }
+  if (fn != NULL) {
+    fn(ud, (tidal_report_kind)kind, msg);
+  } else {
+    fprintf(stderr, "tidal: %s\n", msg);
+    fflush(stderr);
+  }
+}
+
+void tidal__report_text(lua_State *L, tidal_worker *w, int kind, int idx) {
+  tidal__report_msg(L, w, kind,
+                    lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx)
+                                                    : "error");
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -144,17 +204,35 @@ int tidal__worker_init(tidal_worker *w, lua_State *L, tidal_ctx *ctx,
   }
   rc = uv_mutex_init(&w->rlock);
   if (rc) goto fail_loop;
-  uv_timer_init(w->loop, &w->uvtimer);
-  w->uvtimer.data = w;
-  rc = uv_async_init(w->loop, &w->async, async_cb);
-  if (rc) {
-    uv_close((uv_handle_t *)&w->uvtimer, NULL);
-    uv_run(w->loop, UV_RUN_NOWAIT);
+  w->h = (tidal_uvh *)calloc(1, sizeof *w->h);
+  if (w->h == NULL) {
+    rc = UV_ENOMEM;
     uv_mutex_destroy(&w->rlock);
     goto fail_loop;
   }
-  w->async.data = w;
-  uv_unref((uv_handle_t *)&w->async);
+  uv_timer_init(w->loop, &w->h->timer);
+  rc = uv_async_init(w->loop, &w->h->async, async_cb);
+  if (rc) {
+    uv_close((uv_handle_t *)&w->h->timer, uvh_close_cb);
+    w->h->open = 1;
+    if (host_loop == NULL) uv_run(w->loop, UV_RUN_NOWAIT);
+    w->h = NULL; /* (freed by its close callback) */
+    uv_mutex_destroy(&w->rlock);
+    goto fail_loop;
+  }
+  uv_unref((uv_handle_t *)&w->h->async);
+  w->h->open = 2;
+  if (host_loop != NULL) {
+    /* the tasks run from the loop's check phase; neither handle keeps the
+    ** loop alive on its own (the idle one only while tasks are ready) */
+    w->hostloop = 1;
+    uv_check_init(w->loop, &w->h->check);
+    uv_idle_init(w->loop, &w->h->idle);
+    w->h->open = 4;
+    uv_check_start(&w->h->check, check_cb);
+    uv_unref((uv_handle_t *)&w->h->check);
+  }
+  w->h->w = w;
   w->handles_open = 1;
   return 0;
 
@@ -198,8 +276,16 @@ void tidal__worker_close_handles(tidal_worker *w) {
     e->data = NULL;
   }
   w->next_ext = 0;
-  uv_close((uv_handle_t *)&w->uvtimer, NULL);
-  uv_close((uv_handle_t *)&w->async, NULL);
+  tidal_uvh *h = w->h;
+  h->w = NULL;
+  w->h = NULL;
+  uv_close((uv_handle_t *)&h->timer, uvh_close_cb);
+  uv_close((uv_handle_t *)&h->async, uvh_close_cb);
+  if (w->hostloop) {
+    /* the host runs its loop later: the close callbacks free h then */
+    uv_close((uv_handle_t *)&h->check, uvh_close_cb);
+    uv_close((uv_handle_t *)&h->idle, uvh_close_cb);
+  }
   if (w->loop == &w->own_loop) {
     /* no callback of ours runs after this: run the close callbacks now */
     while (uv_run(w->loop, UV_RUN_DEFAULT) != 0) {

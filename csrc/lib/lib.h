@@ -28,8 +28,13 @@ struct tidal_runtime {
 };
 void tidal__runtime_open(lua_State *L);
 void tidal__handle_open(lua_State *L); /* lib/handle.c: JoinHandle, spawn */
+/* Pushes a new runtime (options table at opts, or 0), on the host's loop
+** when loop != NULL. */
 tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
-                             const char *fname);
+                             uv_loop_t *loop, const char *fname);
+/* Raises "<fname>: ..." when rt runs on a host's loop. */
+void tidal__rt_check_own_loop(lua_State *L, tidal_runtime *rt,
+                              const char *fname);
 void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname);
 void tidal__rt_shutdown(lua_State *L, tidal_runtime *rt);
 double tidal__rt_next_timeout(tidal_runtime *rt);

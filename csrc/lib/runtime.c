@@ -24,6 +24,15 @@ static tidal_runtime *check_open_rt(lua_State *L, const char *fname) {
   return rt;
 }
 
+void tidal__rt_check_own_loop(lua_State *L, tidal_runtime *rt,
+                              const char *fname) {
+  if (rt->w.hostloop)
+    luaL_error(L,
+               "%s: this runtime runs on a host's loop: its tasks run when "
+               "that loop runs (uv.run() for luv's)",
+               fname);
+}
+
 void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname) {
   if (ctx->cur != NULL)
     luaL_error(L,
@@ -33,6 +42,40 @@ void tidal__rt_check_idle(lua_State *L, tidal_ctx *ctx, const char *fname) {
   if (ctx->w != NULL)
     luaL_error(L, "%s: a runtime is already running in this Lua state",
                fname);
+}
+
+/*
+** luv's loop. luv keeps its per-state context in the registry under
+** "luv_context": a userdata whose first member is the uv_loop_t pointer
+** (luv_ctx_t in luv.h, luv 1.30 and later; spec/embed_spec.lua checks
+** this against the installed luv.h). Reading it needs neither luv.h nor
+** the luv library: tidal does not link luv.
+*/
+typedef struct luv_ctx_head {
+  uv_loop_t *loop;
+} luv_ctx_head;
+
+/* The loop of the luv module at idx (which must be loaded in L). */
+static uv_loop_t *luv_loop(lua_State *L, int idx, const char *fname) {
+  uv_loop_t *loop = NULL;
+  if (lua_type(L, idx) != LUA_TTABLE)
+    luaL_error(L,
+               "%s: option 'loop' must be the luv module (require 'luv'), "
+               "got %s",
+               fname, luaL_typename(L, idx));
+  idx = lua_absindex(L, idx);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "luv_context") == LUA_TUSERDATA &&
+      lua_rawlen(L, -1) >= sizeof(luv_ctx_head))
+    loop = ((luv_ctx_head *)lua_touserdata(L, -1))->loop;
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "run") != LUA_TFUNCTION) loop = NULL;
+  lua_pop(L, 1);
+  if (loop == NULL)
+    luaL_error(L,
+               "%s: option 'loop' must be the luv module (require 'luv'), "
+               "and luv must be loaded in this Lua state",
+               fname);
+  return loop;
 }
 
 static int is_options(lua_State *L, int idx) {
@@ -58,13 +101,20 @@ static void check_options(lua_State *L, int idx, const char *fname) {
                    "%s: option 'slow_task' must be a number of seconds >= 0 "
                    "or false",
                    fname);
+    } else if (strcmp(k, "loop") == 0) {
+      if (strcmp(fname, "tidal.runtime") != 0)
+        luaL_error(L,
+                   "%s: option 'loop' is for tidal.runtime (run luv's loop "
+                   "with uv.run() instead)",
+                   fname);
+      luv_loop(L, -1, fname);
     } else if (strcmp(k, "thread_name") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "%s: option 'thread_name' must be a string", fname);
     } else {
       luaL_error(L,
                  "%s: unknown option '%s' (known: workers, blocking_threads, "
-                 "thread_name, slow_task)",
+                 "thread_name, slow_task, loop)",
                  fname, lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
     }
     lua_pop(L, 1);
@@ -73,12 +123,23 @@ static void check_options(lua_State *L, int idx, const char *fname) {
 
 /* Pushes a new runtime (options table at opts, or 0). */
 tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
-                             const char *fname) {
-  tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 0);
+                             uv_loop_t *loop, const char *fname) {
+  int luv = 0; /* stack index of the luv module */
+  if (opts && lua_getfield(L, opts, "loop") != LUA_TNIL) {
+    loop = luv_loop(L, -1, fname);
+    luv = lua_gettop(L);
+  } else if (opts) {
+    lua_pop(L, 1);
+  }
+  tidal_runtime *rt = (tidal_runtime *)lua_newuserdatauv(L, sizeof *rt, 1);
   memset(rt, 0, sizeof *rt);
   rt->closed = 1; /* harmless until the loop exists */
   tidal__setmt(L, &ctx->aux, TT_RUNTIME);
-  int rc = tidal__worker_init(&rt->w, L, ctx, NULL);
+  if (luv) { /* luv's loop outlives the runtime: it keeps the module */
+    lua_pushvalue(L, luv);
+    lua_setiuservalue(L, -2, 1);
+  }
+  int rc = tidal__worker_init(&rt->w, L, ctx, loop);
   if (rc)
     luaL_error(L, "%s: cannot create the event loop: %s", fname,
                uv_strerror(rc));
@@ -127,6 +188,7 @@ tidal_runtime *tidal__rt_new(lua_State *L, tidal_ctx *ctx, int opts,
   rt->closed = 0;
   tidal__worker_list(&rt->w); /* (task.c finds tasks by coroutine) */
   lua_settop(L, top); /* the runtime on top */
+  if (luv) lua_remove(L, luv);
   return rt;
 }
 
@@ -141,7 +203,7 @@ void tidal__rt_shutdown(lua_State *L, tidal_runtime *rt) {
 }
 
 double tidal__rt_next_timeout(tidal_runtime *rt) {
-  return rt->closed ? -1 : tidal__worker_next_timeout(&rt->w);
+  return rt->closed || rt->w.hostloop ? -1 : tidal__worker_next_timeout(&rt->w);
 }
 
 /* Leaves the main task's results on the stack and returns their count, or
@@ -177,7 +239,8 @@ static int l_run(lua_State *L) {
   }
   tidal__check_callable(L, first, "tidal.run",
                         "a function to run as the main task");
-  tidal_runtime *rt = tidal__rt_new(L, ctx, first == 2 ? 1 : 0, "tidal.run");
+  tidal_runtime *rt =
+      tidal__rt_new(L, ctx, first == 2 ? 1 : 0, NULL, "tidal.run");
   lua_insert(L, first); /* rt below the function: anchored during the run */
   tidal_task *main = tidal__block_on(L, &rt->w, first + 1);
   return finish_main(L, main, lua_gettop(L), rt);
@@ -190,13 +253,14 @@ static int l_runtime(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_options(L, 1, "tidal.runtime");
   }
-  tidal__rt_new(L, ctx, lua_istable(L, 1) ? 1 : 0, "tidal.runtime");
+  tidal__rt_new(L, ctx, lua_istable(L, 1) ? 1 : 0, NULL, "tidal.runtime");
   return 1;
 }
 
 /* rt:block_on(fn, ...) */
 static int l_block_on(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:block_on");
+  tidal__rt_check_own_loop(L, rt, "Runtime:block_on");
   tidal__rt_check_idle(L, upctx(L), "Runtime:block_on");
   tidal_task *main = tidal__block_on(L, &rt->w, 2);
   tidal__sigint_stop(&rt->w);
@@ -226,6 +290,7 @@ static void job_stopped(lua_State *L) {
 static int l_step(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:step");
   double timeout = luaL_optnumber(L, 2, 0);
+  tidal__rt_check_own_loop(L, rt, "Runtime:step");
   tidal__rt_check_idle(L, upctx(L), "Runtime:step");
   if (isnan(timeout)) luaL_error(L, "Runtime:step: timeout must be a number");
   if (timeout > 3600.0 * 24 * 365) timeout = 3600.0 * 24 * 365;
@@ -257,6 +322,10 @@ static int l_next_timeout(lua_State *L) {
 
 static int l_backend_fd(lua_State *L) {
   tidal_runtime *rt = check_open_rt(L, "Runtime:backend_fd");
+  if (rt->w.hostloop) {
+    lua_pushnil(L);
+    return 1;
+  }
   lua_pushinteger(L, uv_backend_fd(rt->w.loop));
   return 1;
 }

@@ -357,6 +357,11 @@ static int l_spawn_blocking(lua_State *L) {
   if (w == NULL || w->family == NULL)
     return luaL_error(L, "tidal.spawn_blocking: not inside a tidal task "
                          "(wrap the code in tidal.run)");
+  if (w->hostloop) /* its jobs' ends need that loop, which close does not
+                     run (tidal.h) */
+    return luaL_error(L, "tidal.spawn_blocking: not available in a runtime "
+                         "on a host's loop (use tidal.spawn_parallel, or a "
+                         "runtime with its own loop)");
   if (lua_type(L, 1) != LUA_TFUNCTION)
     return luaL_error(L,
                       "tidal.spawn_blocking: expected a Lua function to run "

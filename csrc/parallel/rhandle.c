@@ -185,11 +185,14 @@ static int l_rgc(lua_State *L) {
   uv_mutex_unlock(&r->mu);
   if (report && tidal__record_push_outcome(L, r, 0) == 2) {
     tidal__push_errstring(L, -1);
-    fprintf(stderr,
-            "tidal: parallel task %llu failed and its error was never "
-            "observed:\n%s\n",
-            (unsigned long long)r->id, lua_tostring(L, -1));
-    fflush(stderr);
+    char id[32];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)r->id);
+    lua_pushfstring(L,
+                    "parallel task %s failed and its error was never "
+                    "observed:\n%s",
+                    id, lua_tostring(L, -1));
+    tidal_ctx *ctx = tidal__ctx(L);
+    tidal__report_text(L, ctx ? ctx->w : NULL, TIDAL_REPORT_ERROR, -1);
     lua_settop(L, 1);
   }
   tidal__record_unref(r);

@@ -18,10 +18,10 @@
 ** A string from encode holds handle references like any buffer: decode it
 ** as often as you like, then discard it exactly once.
 **
-** The module links none of tidal.core: it finds the transfer functions in
-** the tidal.core already loaded (dladdr of one of its functions, then
-** dlsym), so that there is one registry of handle types and one MAC key,
-** and it registers its probe type there.
+** The module links none of tidal.core: it finds the transfer functions of
+** the tidal.core already loaded (their table, in the registry), so that
+** there is one registry of handle types and one MAC key, and it registers
+** its probe type there.
 */
 #define _GNU_SOURCE /* dladdr */
 #include "test/xprobe.h"
@@ -255,28 +255,23 @@ static const luaL_Reg funcs[] = {{"copy", l_xcopy},
                                  {"probe_live", l_xprobe_live},
                                  {NULL, NULL}};
 
-/* Finds the transfer functions in the tidal.core loaded in L. */
+/* Finds the transfer functions of the tidal.core loaded in L (it keeps
+** their table in the registry: it exports no internal symbol). */
 static void bind_core(lua_State *L) {
-  lua_CFunction any;
   Dl_info info;
-  void *core;
+  const tidal_xfer_api *api;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "tidal.core");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "channel");
-  any = lua_tocfunction(L, -1);
-  lua_pop(L, 2);
-  if (any == NULL || !dladdr((void *)any, &info) || info.dli_fname == NULL)
-    luaL_error(L, "tidal.testhooks: cannot find tidal.core's library");
-  core = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
-  if (core == NULL)
-    luaL_error(L, "tidal.testhooks: %s", dlerror());
-  *(void **)&X.encode = dlsym(core, "tidal__xfer_encode");
-  *(void **)&X.decode = dlsym(core, "tidal__xfer_decode");
-  *(void **)&X.discard = dlsym(core, "tidal__xfer_discard");
-  *(void **)&X.reg = dlsym(core, "tidal__xfer_register");
-  if (!X.encode || !X.decode || !X.discard || !X.reg)
+  lua_call(L, 1, 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, TIDAL_XFER_API_KEY);
+  api = (const tidal_xfer_api *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (api == NULL)
     luaL_error(L, "tidal.testhooks: tidal.core lacks the transfer functions");
+  X.encode = api->encode;
+  X.decode = api->decode;
+  X.discard = api->discard;
+  X.reg = api->reg;
   /* tidal.core's registry will point at the probe type: never unload */
   if (dladdr((void *)bind_core, &info) && info.dli_fname != NULL)
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);

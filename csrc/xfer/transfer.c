@@ -1306,3 +1306,7 @@ void tidal__xfer_discard(const char *data, size_t len) {
   for (i = 0; i < n; i++)
     if (walk_value(&w, 0, 0)) return;
 }
+
+const tidal_xfer_api tidal__xfer_api = {tidal__xfer_encode, tidal__xfer_decode,
+                                        tidal__xfer_discard,
+                                        tidal__xfer_register};

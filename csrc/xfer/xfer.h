@@ -104,4 +104,18 @@ void tidal__xfer_discard(const char *data, size_t len);
 /* Whether an encoded buffer holds handles. */
 int tidal__xfer_has_handles(const char *data, size_t len);
 
+/* The functions above for a module built apart from tidal.core (the
+** test-only tidal.testhooks): tidal.core exports no internal symbol, so it
+** keeps a pointer to this table (a light userdata) in each state's
+** registry under TIDAL_XFER_API_KEY. */
+typedef struct tidal_xfer_api {
+  int (*encode)(lua_State *L, int first, int n, const char *root,
+                tidal_buf *out);
+  int (*decode)(lua_State *L, const char *data, size_t len);
+  void (*discard)(const char *data, size_t len);
+  int (*reg)(const tidal_xtype *t);
+} tidal_xfer_api;
+#define TIDAL_XFER_API_KEY "tidal.xfer.api"
+extern const tidal_xfer_api tidal__xfer_api;
+
 #endif

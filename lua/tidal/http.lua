@@ -82,6 +82,7 @@ end
 
 --- Percent-encode a string for use in a URL (all but `A-Z a-z 0-9 - . _ ~`).
 -- @function urlencode
+-- @usage print(http.urlencode("a b&c"))  --> a%20b%26c
 -- @tparam string s
 -- @treturn string
 M.urlencode = function(s)
@@ -241,6 +242,7 @@ end
 -- their end, then its connections close). A client is not collected while a
 -- request or a streamed body uses it.
 -- @function client
+-- @usage local c <close> = http.client({ timeout = 10 })
 -- @tparam[opt] table opts
 -- @return a client
 M.client = function(opts)
@@ -254,6 +256,7 @@ local Client = {}
 
 --- GET `url`. opts as for `request`.
 -- @function get
+-- @usage local resp, err = http.get("http://127.0.0.1:8080/")
 -- @tparam string url
 -- @tparam[opt] table opts
 -- @return response, or nil and an error object
@@ -267,6 +270,7 @@ end
 --- POST `body` (a string, or nil) to `url`; opts as for `request` (use
 -- `opts.json` to send a table as JSON).
 -- @function post
+-- @usage local resp = http.post(url, "body", { headers = { ["content-type"] = "text/plain" } })
 -- @tparam string url
 -- @tparam[opt] string body
 -- @tparam[opt] table opts
@@ -320,17 +324,36 @@ end
 -- (the status line's phrase, "" for HTTP/2),
 -- `resp:json()`.
 -- @function request
+-- @usage local resp = http.request({ url = url, method = "PUT", json = { id = 1 } })
 -- @tparam table opts
 -- @return response, or nil and an error object
 function M.request(opts)
   return request_opts(default_client(), "tidal.http.request", opts)
 end
 
+--- Close the client: no new requests; requests in flight and streamed
+-- bodies run to their end, then its connections close. Also `__close`.
+-- @function Client:close
+-- @usage c:close()
+
+--- GET `url` with this client's settings (as `get`).
+-- @function Client:get
+-- @tparam string url
+-- @tparam[opt] table opts as for `request`
+-- @return response, or nil and an error object
+-- @usage local resp, err = c:get("http://127.0.0.1:8080/")
 function Client:get(url, opts)
   if opts == nil then return send(self, "client:get", "GET", url) end
   return request(self, "client:get", "GET", url, opts)
 end
 
+--- POST `body` to `url` with this client's settings (as `post`).
+-- @function Client:post
+-- @tparam string url
+-- @tparam[opt] string body
+-- @tparam[opt] table opts as for `request`
+-- @return response, or nil and an error object
+-- @usage local resp = c:post(url, "data")
 function Client:post(url, body, opts)
   if body ~= nil and type(body) ~= "string" then
     argerror("client:post", "body must be a string or nil, got "
@@ -339,6 +362,11 @@ function Client:post(url, body, opts)
   return request(self, "client:post", "POST", url, opts, body)
 end
 
+--- A request with this client's settings (opts as for `request`).
+-- @function Client:request
+-- @tparam table opts
+-- @return response, or nil and an error object
+-- @usage local resp = c:request({ url = url, method = "DELETE" })
 function Client:request(opts)
   return request_opts(self, "client:request", opts)
 end
@@ -367,6 +395,7 @@ end
 -- Objects and arrays are tables; JSON null is `http.null` (the light
 -- userdata NULL, equal to lua-cjson's `cjson.null`).
 -- @function Response:json
+-- @usage local data = resp:json()
 function Response:json()
   check_response(self, "resp:json")
   local body = rawget(self, "body")
@@ -407,6 +436,7 @@ end
 -- nil and an error object if the transfer failed. One task at a time may
 -- read a body: a read while another task waits in one raises.
 -- @function Response:read
+-- @usage local r = http.get(url, { stream = true }); print(#r:read())
 function Response:read()
   return read(self, "resp:read")
 end
@@ -416,6 +446,7 @@ end
 -- error object if the transfer fails midway (a loop must not mistake a
 -- broken body for a complete one).
 -- @function Response:chunks
+-- @usage for chunk in resp:chunks() do io.write(chunk) end
 function Response:chunks()
   stream_body(self, "resp:chunks")
   return function()
@@ -428,6 +459,7 @@ end
 --- Streamed responses: stop receiving (the connection is closed unless the
 -- body was complete). Also `<close>` and garbage collection.
 -- @function Response:close
+-- @usage resp:close()
 function Response:close()
   check_response(self, "resp:close")
   local b = rawget(self, "_b")
@@ -477,6 +509,7 @@ M.null = json_decode("null")
 --- libcurl's version and features: `version, {async_dns, http2, tls,
 -- tls_version}`.
 -- @function curl_version
+-- @usage print(http.curl_version())
 M.curl_version = core._http_curl_version
 
 return M

@@ -27,6 +27,7 @@ M._VERSION = core._VERSION
 -- (or raise its error). When main returns, every other task is cancelled and
 -- allowed to unwind (their `<close>` variables run).
 -- @function run
+-- @usage tidal.run(function() print(tidal.spawn(function() return 1 end):await()) end)
 -- @tparam[opt] table opts `workers`, `blocking_threads`, `thread_name`
 -- @tparam function fn the main task
 -- @param ... arguments for `fn`
@@ -38,6 +39,7 @@ M.run = core.run
 -- `rt:next_timeout()`, `rt:backend_fd()`, `rt:tasks()`, `rt:stats()`,
 -- `rt:close()`. A runtime is a to-be-closed value.
 -- @function runtime
+-- @usage local rt <close> = tidal.runtime({ workers = 2 })
 -- @tparam[opt] table opts as for `run`
 -- @return a `tidal.Runtime`
 M.runtime = core.runtime
@@ -49,6 +51,7 @@ M.runtime = core.runtime
 -- JoinHandle (`h:await()`, `h:join()`, `h:abort()`, `h:is_finished()`,
 -- `h:id()`, `h:name()`). The task first runs when the current task waits.
 -- @function spawn
+-- @usage local h = tidal.spawn({ name = "fetch" }, function(url) return url end, "x")
 -- @tparam[opt] table opts `{name = "..."}`
 -- @tparam function fn
 -- @param ... arguments for `fn`
@@ -57,16 +60,19 @@ M.spawn = core.spawn
 
 --- Let the other ready tasks run, then continue.
 -- @function yield
+-- @usage for i = 1, 1e6 do if i % 1000 == 0 then tidal.yield() end end
 M.yield = core.yield
 
 --- Wait `seconds` (a negative duration counts as 0; nil or `math.huge`
 -- waits until cancelled).
 -- @function sleep
+-- @usage tidal.sleep(0.25)
 -- @tparam number seconds
 M.sleep = core.sleep
 
 --- Monotonic time in seconds.
 -- @function now
+-- @usage local t0 = tidal.now(); tidal.sleep(0.1); print(tidal.now() - t0)
 -- @treturn number
 M.now = core.now
 
@@ -75,6 +81,7 @@ M.now = core.now
 -- deadline passed first: fn's pending wait was cancelled and its `<close>`
 -- variables ran. Errors raised by `fn` propagate. Nested timeouts work.
 -- @function timeout
+-- @usage local ok, err = tidal.timeout(1, function() return rx:recv() end)
 -- @tparam number seconds nil or `math.huge` for no limit
 -- @tparam function fn
 M.timeout = core.timeout
@@ -85,6 +92,7 @@ M.timeout = core.timeout
 -- start in order; one that finishes before the next has started wins and
 -- the later ones never start. An error in the winning branch propagates.
 -- @function select
+-- @usage local i, v = tidal.select({ rx:recv_op(), tidal.sleep_op(1) })
 -- @tparam table branches
 M.select = core.select
 
@@ -92,6 +100,7 @@ M.select = core.select
 -- packed results (`{n = ..., ...}` per element). The first error cancels the
 -- rest, waits for them to unwind, and propagates.
 -- @function join_all
+-- @usage local results = tidal.join_all({ function() return 1 end, function() return 2 end })
 M.join_all = core.join_all
 
 --- A structured task group: `g:spawn([opts,] fn, ...)` → JoinHandle,
@@ -100,6 +109,7 @@ M.join_all = core.join_all
 -- the rest and is raised), `g:abort()`, `#g`. Closing the group (`<close>`
 -- or `g:close()`) aborts what is left and waits for it to unwind.
 -- @function group
+-- @usage local g <close> = tidal.group(); g:spawn(work); g:wait()
 M.group = core.group
 
 --- Channels
@@ -116,12 +126,14 @@ M.group = core.group
 -- each producer task its clone as an argument and bind it with
 -- `local tx <close> = tx`, then close the original (Tokio's `drop(tx)`).
 -- @function channel
+-- @usage local tx, rx = tidal.channel(16)
 M.channel = core.channel
 
 --- A oneshot channel: `tx, rx = tidal.oneshot()`. `tx:send(v)` → `true` or
 -- `nil, err` ("closed" when the receiver is gone); `rx:recv()` waits → the
 -- value, or `nil, err` ("closed" when the sender closed without sending).
 -- @function oneshot
+-- @usage local tx, rx = tidal.oneshot()
 M.oneshot = core.oneshot
 
 --- A broadcast channel: `tx, rx = tidal.broadcast(capacity)`;
@@ -129,6 +141,7 @@ M.oneshot = core.oneshot
 -- that falls more than `capacity` values behind gets `nil, err` with
 -- `err.kind == "lagged"` and `err.skipped`, then continues.
 -- @function broadcast
+-- @usage local tx, rx = tidal.broadcast(64)
 M.broadcast = core.broadcast
 
 --- A watched value: `tx, rx = tidal.watch(initial)`; `tx:send(v)`;
@@ -136,6 +149,7 @@ M.broadcast = core.broadcast
 -- one → `true`, or `nil, err` ("closed") once the sender is closed and the
 -- last value was seen.
 -- @function watch
+-- @usage local tx, rx = tidal.watch("initial")
 M.watch = core.watch
 
 --- Locks
@@ -144,22 +158,26 @@ M.watch = core.watch
 --- A FIFO-fair async mutex: `m:lock()` → guard (`local g <close> =
 -- m:lock()`), `m:try_lock()` → guard or nil; `g:release()`.
 -- @function mutex
+-- @usage local m = tidal.mutex(); local g <close> = m:lock()
 M.mutex = core.mutex
 
 --- An async reader-writer lock: `rw:read()`, `rw:write()` → guard;
 -- `try_read`, `try_write`. Writers are not starved.
 -- @function rwlock
+-- @usage local rw = tidal.rwlock(); local g <close> = rw:read()
 M.rwlock = core.rwlock
 
 --- A counting semaphore with FIFO waiters: `s:acquire([k])` → permit (or
 -- `nil, err` "closed"), `s:try_acquire([k])`, `s:available()`,
 -- `s:add_permits(k)`, `s:close()`; `permit:release()`.
 -- @function semaphore
+-- @usage local s = tidal.semaphore(4); local p <close> = s:acquire()
 M.semaphore = core.semaphore
 
 --- A notification between tasks: `n:notified()` waits; `n:notify_one()`
 -- wakes one waiter or stores a permit; `n:notify_waiters()` wakes all.
 -- @function notify
+-- @usage local n = tidal.notify(); n:notify_one()
 M.notify = core.notify
 
 --- Wait operations
@@ -169,6 +187,7 @@ M.notify = core.notify
 -- Other ops: `rx:recv_op()`, `tx:send_op(v)`, `m:lock_op()`. An op branch
 -- that can complete at once completes without starting a task.
 -- @function sleep_op
+-- @usage local i = tidal.select({ rx:recv_op(), tidal.sleep_op(0.5) })
 M.sleep_op = core.sleep_op
 
 --- Parallel work
@@ -179,6 +198,7 @@ M.sleep_op = core.sleep_op
 -- back. Aborting a queued job cancels it; aborting a running one discards
 -- its result.
 -- @function spawn_blocking
+-- @usage local h = tidal.spawn_blocking(function(n) return n * n end, 12)
 -- @tparam function fn
 -- @return JoinHandle
 M.spawn_blocking = core.spawn_blocking
@@ -187,6 +207,7 @@ M.spawn_blocking = core.spawn_blocking
 -- option of `tidal.run`); `fn` and its arguments are copied. The JoinHandle
 -- can be awaited from any worker.
 -- @function spawn_parallel
+-- @usage local h = tidal.spawn_parallel(function(n) return n + 1 end, 41)
 -- @tparam[opt] table opts `{name = "..."}`
 -- @tparam function fn
 -- @return JoinHandle
@@ -198,15 +219,18 @@ M.spawn_parallel = core.spawn_parallel
 --- The traceback recorded where error value `err` was first raised in a
 -- task, or nil.
 -- @function traceback
+-- @usage local ok, err = h:join(); print(tidal.traceback(err))
 M.traceback = core.traceback
 
 --- Make an error object like the runtime's own: `{kind = kind, message =
 -- message}` whose `tostring` is the message.
 -- @function error
+-- @usage error(tidal.error("bad_input", "expected a number"))
 M.error = core.error
 
 --- Whether `v` is a tidal error object (of the given kind, if one is given).
 -- @function is_error
+-- @usage if tidal.is_error(err, "timeout") then print("too slow") end
 M.is_error = core.is_error
 
 --- Introspection
@@ -215,6 +239,7 @@ M.is_error = core.is_error
 --- The live tasks of the running runtime, in spawn order: a list of
 -- `{id, name, state, waiting, where, handle}`.
 -- @function tasks
+-- @usage for _, t in ipairs(tidal.tasks()) do print(t.id, t.name, t.state, t.where) end
 local function by_id(a, b) return a.id < b.id end
 function M.tasks()
   local ok, list = pcall(core.tasks)
@@ -230,10 +255,12 @@ end
 -- finished, failed, cancelled, resumes, polls, timers, and `workers` (the
 -- same counters for each worker).
 -- @function stats
+-- @usage print(tidal.stats().alive)
 M.stats = core.stats
 
 --- The id of the running task, or nil outside a task.
 -- @function current_id
+-- @usage print(tidal.current_id())
 M.current_id = core.current_id
 
 --- HTTP
