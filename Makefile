@@ -5,7 +5,8 @@
 #   make test-asan   the suite under AddressSanitizer + UBSan
 #   make valgrind    the suite under valgrind memcheck (no definite leaks)
 #   make test-tsan   the multi-threaded specs under ThreadSanitizer
-#   make bench       tidal's own bench workloads (bench/run)
+#   make bench       the floor programs (bench/floor.lua), then tidal's own
+#                    bench workloads (bench/run), one line each
 #   make docs        the LDoc reference under docs/ref
 #   make lint        luacheck over lua/, spec/, examples/, bench/
 #   make layers      csrc/'s layer rules (tools/check_layers.py; also run
@@ -139,6 +140,9 @@ demo: deps build
 BENCH_WORKLOADS ?= spawn timers chan chan_mp pingpong mutex timeout select cpu
 
 bench: build
+	@echo "# the floor: PUC Lua's own cost of the steps tidal cannot avoid"
+	@$(LUA) bench/floor.lua
+	@echo "# tidal (bench/run <workload>; ns per operation unless named)"
 	@for w in $(BENCH_WORKLOADS); do ./bench/run $$w; done
 	@BENCH_SELECT=fn ./bench/run select
 	@BENCH_CHAN=parallel ./bench/run chan_mp

@@ -84,7 +84,7 @@ typedef struct tidal_scope tidal_scope;
 ** libuv callback, with no Lua (sched.c). The heap knows no kinds. */
 struct tidal_timer {
   uint64_t due; /* uv_hrtime() clock, nanoseconds */
-  uint32_t pos; /* heap index + 1; 0 while not armed */
+  uint32_t id;  /* its slot in the heap (timer.c); 0 while not armed */
   uint8_t call; /* in a tidal_ctimer: call its fire (else: wake the task) */
 };
 
@@ -95,15 +95,26 @@ struct tidal_ctimer {
   tidal_timer_fn fire;
 };
 
+/* The heap holds (due, slot) pairs, so a sift compares keys in the array
+** and records moves in a dense array of positions, without touching the
+** timers themselves, scattered in their owners (timer.c). */
+typedef struct tidal_hent {
+  uint64_t due;
+  uint32_t id; /* slot: tm[id] is the timer, pos[id] - 1 this entry's index */
+} tidal_hent;
+
 typedef struct tidal_heap {
-  tidal_timer **v;
+  tidal_hent *v;
   uint32_t n, cap;
+  tidal_timer **tm; /* by slot (1..); slot 0 unused */
+  uint32_t *pos;    /* by slot: heap index + 1; a free slot: the next free */
+  uint32_t nslot, slot_cap, free_slot;
 } tidal_heap;
 
 int tidal__heap_push(tidal_heap *h, tidal_timer *tm); /* 0 or UV_ENOMEM */
 void tidal__heap_remove(tidal_heap *h, tidal_timer *tm);
 void tidal__heap_free(tidal_heap *h);
-#define tidal__heap_top(h) ((h)->n ? (h)->v[0] : NULL)
+#define tidal__heap_top(h) ((h)->n ? (h)->tm[(h)->v[0].id] : NULL)
 
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
@@ -449,6 +460,8 @@ struct tidal_worker {
   int nested;          /* steps running nested (handoff, select) */
   int handoffs;        /* nested steps since the loop's last one */
   uint64_t slice0;     /* coarse start of the running step's slice */
+  uint64_t slice_end;  /* coarse time the last step ended, for the next
+                          step of the batch to start from (0: read it) */
   int running;         /* inside block_on or step */
   int closing, closed, handles_open;
   struct {

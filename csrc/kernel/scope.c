@@ -23,7 +23,7 @@ static tidal_scope *scope_new(tidal_worker *w) {
   sc->next = w->scopes;
   if (w->scopes) w->scopes->prev = sc;
   w->scopes = sc;
-  sc->timer.tm.pos = 0;
+  sc->timer.tm.id = 0;
   sc->expired = 0;
   sc->at = 0;
   sc->err_ref = LUA_NOREF;

@@ -6,9 +6,10 @@
 ** A task gets its coroutine only when it first runs, from the worker's pool
 ** of idle coroutines; when it ends the coroutine goes back to the pool. So a
 ** burst of short tasks spawned before any runs costs one userdata each, not
-** one coroutine each.
+** one coroutine each. A coroutine runs task after task without returning
+** (see run_body): between two tasks it waits, idle, in a yield.
 **
-** The body runs under lua_pcallk inside the coroutine (task_main): errors and
+** The body runs under lua_pcallk inside the coroutine (run_body): errors and
 ** cancellations unwind there, <close> variables run (and may still wait),
 ** and the message handler records the traceback where the error was raised.
 */
@@ -106,8 +107,9 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
   tidal_ctx *ctx = w->ctx;
   int top = lua_gettop(L);
   int fn = first;
-  if (lua_type(L, fn) == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
-  if (fn > top || !tidal__is_callable(L, fn))
+  int ty = lua_type(L, fn);
+  if (ty == LUA_TTABLE && !tidal__is_callable(L, fn)) fn++;
+  if (ty != LUA_TFUNCTION && (fn > top || !tidal__is_callable(L, fn)))
     luaL_error(L,
                "tidal.spawn: expected a function to run as the task%s, got %s",
                fn > first ? " after the options table" : "",
@@ -231,12 +233,13 @@ static int task_msgh(lua_State *L) {
   return 1;
 }
 
-static void store_results(lua_State *L, tidal_task *t, int first, int n) {
+static void store_results(lua_State *L, tidal_task *t, int h, int first,
+                          int n) {
   t->nres = n;
   if (n <= t->nuv - 1) {
     for (int i = 0; i < n; i++) {
       lua_pushvalue(L, first + i);
-      lua_setiuservalue(L, 1, UV_OUT + i);
+      lua_setiuservalue(L, h, UV_OUT + i);
     }
   } else {
     lua_createtable(L, n, 0);
@@ -244,13 +247,13 @@ static void store_results(lua_State *L, tidal_task *t, int first, int n) {
       lua_pushvalue(L, first + i);
       lua_rawseti(L, -2, i + 1);
     }
-    lua_setiuservalue(L, 1, UV_OUT);
+    lua_setiuservalue(L, h, UV_OUT);
     t->flags |= TF_PACKED;
   }
 }
 
-/* stack: handle, msgh, error */
-static void store_failure(lua_State *L, tidal_task *t, int err) {
+/* the handle at h, the error at err */
+static void store_failure(lua_State *L, tidal_task *t, int h, int err) {
   tidal_ctx *ctx = t->w->ctx;
   const char *kind = tidal__error_kind(L, err);
   if (t->cancel && kind &&
@@ -269,11 +272,11 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
     ** the error if nobody observed it. It refers back to the handle. */
     lua_newuserdatauv(L, 0, 1);
     tidal__setmt(L, &ctx->aux, TT_REPORT);
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, h);
     lua_setiuservalue(L, -2, 1);
     lua_rawseti(L, -2, 3);
   }
-  lua_setiuservalue(L, 1, UV_OUT);
+  lua_setiuservalue(L, h, UV_OUT);
   if ((t->flags & TF_FAILED) && !(t->flags & TF_INTERNAL) &&
       (t->ext == NULL || (t->ext->joiners == NULL && t->ext->set == NULL &&
                           t->ext->subs == NULL))) {
@@ -281,7 +284,7 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
     ** handle is dropped (the scheduler looks for that soon: sched.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->side_ref);
     lua_rawgeti(L, -1, SIDE_UNOBSERVED);
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, h);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_pop(L, 2);
@@ -291,29 +294,71 @@ static void store_failure(lua_State *L, tidal_task *t, int err) {
   }
 }
 
-static int task_main_k(lua_State *L, int status, lua_KContext k) {
-  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
-  (void)k;
-  if (status == LUA_OK || status == LUA_YIELD)
-    store_results(L, t, 4, lua_gettop(L) - 3);
-  else
-    store_failure(L, t, 4);
-  lua_settop(L, 0); /* (closes the closer: the task ends) */
-  return 0;
+/*
+** A task's coroutine runs one task after another: when a task ends, the
+** coroutine stays inside its base function and yields, idle, back to the
+** scheduler, which keeps it in the worker's pool for the next task. So the
+** closer and the message handler are set up once per coroutine, not once
+** per task (a to-be-closed variable costs a close at every return). Its
+** stack:
+**   1 closer (to-be-closed)  2 message handler  3 IDLE_KEY
+**   4 the task's handle      5 its function      6.. its arguments
+** An ended task's body yields IDLE_KEY as its one value, which no Lua code
+** can yield: that is how step tells an end from a wait.
+*/
+#define CO_HANDLE 4
+#define CO_FN 5
+static const char idle_key = 0;
+#define IDLE_KEY ((void *)&idle_key)
+
+static int body_k(lua_State *L, int status, lua_KContext k);
+static int ran_outside(lua_State *L, tidal_task *t);
+
+/* stack: as above, with the task's handle, function and arguments */
+static int run_body(lua_State *L) {
+  int status = lua_pcallk(L, lua_gettop(L) - CO_FN, LUA_MULTRET, 2, 0,
+                          body_k);
+  return body_k(L, status, 0);
 }
 
-/* stack: handle, function, arguments... */
-static int task_main(lua_State *L) {
-  tidal_task *t = (tidal_task *)lua_touserdata(L, 1);
+/* Resumed while idle: by the scheduler, with the next task's handle,
+** function and arguments; or by Lua code holding a finished task's
+** coroutine (coroutine.running() kept past its end): refused, as a resume
+** of a waiting task is (sched.c), and it stays idle. */
+static int idle_k(lua_State *L, int status, lua_KContext kc) {
+  tidal_ctx *ctx = (tidal_ctx *)kc;
+  tidal_task *t = ctx->cur;
+  (void)status;
+  if (t != NULL && t->co == L && t->state == TS_RUNNING) return run_body(L);
+  lua_settop(L, 3);
+  if (lua_checkstack(L, 2)) {
+    lua_pushliteral(L,
+                    "coroutine.resume: cannot resume the coroutine of a "
+                    "finished task: tidal keeps it for later tasks, and only "
+                    "its scheduler may resume it");
+    tidal__refuse(L);
+  }
+  return lua_yieldk(L, 0, kc, idle_k);
+}
+
+static int body_k(lua_State *L, int status, lua_KContext k) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, CO_HANDLE);
   tidal_ctx *ctx = t->w->ctx;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->closer_ref);
-  lua_insert(L, 2);
-  lua_toclose(L, 2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->msgh_ref);
-  lua_insert(L, 3);
-  int status =
-      lua_pcallk(L, lua_gettop(L) - 4, LUA_MULTRET, 3, 0, task_main_k);
-  return task_main_k(L, status, 0);
+  (void)k;
+  if (ctx->cur != t) return ran_outside(L, t);
+  if (status == LUA_OK || status == LUA_YIELD)
+    store_results(L, t, CO_HANDLE, CO_FN, lua_gettop(L) - CO_HANDLE);
+  else
+    store_failure(L, t, CO_HANDLE, CO_FN);
+  lua_settop(L, 3);
+  lua_pushvalue(L, 3); /* IDLE_KEY: the task ended */
+  return lua_yieldk(L, 1, (lua_KContext)ctx, idle_k);
+}
+
+/* The base function of a new task coroutine: stack as above. */
+static int co_main(lua_State *L) {
+  lua_toclose(L, 1);
+  return run_body(L);
 }
 
 /* Closes t's coroutine for the scheduler (the closer then stays quiet). */
@@ -356,26 +401,12 @@ static tidal_task *task_anywhere(lua_State *L, tidal_ctx *ctx,
   return t;
 }
 
-/*
-** __close of the value every task body keeps at its base (the closer). It
-** runs when the task ends, and when Lua code closes the task's coroutine
-** (coroutine.close on a captured coroutine.running(), which Lua allows on
-** any suspended coroutine) or runs it to its end (coroutine.resume on a
-** task that did a plain coroutine.yield). Then the task's frames are gone:
-** its wait is withdrawn at once (so nothing is handed to it any more), and
-** the scheduler finishes it as cancelled when it next comes to it; the
-** code that did it gets an error.
-*/
-static int l_task_closed(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  tidal_task *t = ctx->cur;
-  lua_Debug ar;
-  if (t != NULL && t->co == L) return 0; /* the task ends */
-  if ((t = task_anywhere(L, ctx, L)) == NULL || t->cancel == CK_CLOSED)
-    return 0;
+/* Lua code closed t's coroutine, or ran it to its end (see below): its
+** frames are gone, so its wait is withdrawn at once (nothing is handed to
+** it any more) and the scheduler finishes it as cancelled when it next
+** comes to it. Pushes t's label. */
+static void closed_by_lua(lua_State *L, tidal_task *t) {
   t->cancel = CK_CLOSED;
-  int closing = !lua_getstack(L, 1, &ar); /* no frame left: closethread */
-  const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
   if (t->state == TS_PARKED) {
     const tidal_waitop *op = t->op;
     void *obj = t->wobj;
@@ -384,12 +415,24 @@ static int l_task_closed(lua_State *L) {
       tidal__wake(t, 0); /* the scheduler finishes it */
   }
   tidal__push_label(L, t, 0);
-  if (!closing) /* still inside task_main: raise here, out of the resume */
-    return luaL_error(L,
-                      "coroutine.resume: ran the coroutine of %s outside "
-                      "tidal's scheduler to its end: the task is cancelled "
-                      "(only the scheduler may resume a task)",
-                      lua_tostring(L, -1));
+}
+
+/*
+** __close of the value every task coroutine keeps at its base (the
+** closer). It runs when Lua code closes a task's coroutine (coroutine.close
+** on a captured coroutine.running(), which Lua allows on any suspended
+** coroutine), and when the scheduler resets one (then it is quiet, as it is
+** for an idle coroutine: no live task runs in it). The code that closed a
+** task's coroutine gets an error.
+*/
+static int l_task_closed(lua_State *L) {
+  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *t = ctx->cur;
+  if (t != NULL && t->co == L) return 0; /* the scheduler resets it */
+  if ((t = task_anywhere(L, ctx, L)) == NULL || t->cancel == CK_CLOSED)
+    return 0;
+  const char *where = t->state == TS_PARKED && t->op ? t->op->name : NULL;
+  closed_by_lua(L, t);
   /* An error raised here would go through the message handler of a call
   ** that lua_closethread has already discarded: raised in the closer. */
   lua_pushfstring(L,
@@ -402,27 +445,52 @@ static int l_task_closed(lua_State *L) {
   return 0;
 }
 
+/* t's body ended in a resume by Lua code (coroutine.resume on a task that
+** did a plain coroutine.yield), not the scheduler's: t is cancelled, and
+** the error ends the coroutine and goes to the resumer. */
+static int ran_outside(lua_State *L, tidal_task *t) {
+  closed_by_lua(L, t);
+  return luaL_error(L,
+                    "coroutine.resume: ran the coroutine of %s outside "
+                    "tidal's scheduler to its end: the task is cancelled "
+                    "(only the scheduler may resume a task)",
+                    lua_tostring(L, -1));
+}
+
 /* ------------------------------------------------------------- scheduler */
 
 static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
                   tidal_task *t) {
-  lua_State *co;
+  lua_State *co = NULL;
   int nargs = t->nres; /* before the start, nres counts the arguments */
-  if (w->npool > 0) {
-    lua_rawgeti(L, pool, w->npool);
+  int h, fresh = 0;
+  /* (a slot taken keeps its reference until the pool grows back over it:
+  ** no more coroutines than a full pool holds anyway) */
+  while (w->npool > 0) {
+    lua_rawgeti(L, pool, w->npool--);
     co = lua_tothread(L, -1);
-    lua_pushnil(L);
-    lua_rawseti(L, pool, w->npool--);
-  } else {
-    co = lua_newthread(L);
+    if (lua_status(co) == LUA_YIELD) break; /* idle, as it should be */
+    lua_pop(L, 1); /* Lua code closed it meanwhile: dropped */
+    co = NULL;
   }
-  if (!lua_checkstack(co, nargs + 3)) /* (nargs is at most TIDAL_MAX_ARGS) */
+  /* (nargs is at most TIDAL_MAX_ARGS) */
+  if (co == NULL) {
+    fresh = 1;
+    co = lua_newthread(L);
+    if (!lua_checkstack(co, nargs + 6))
+      luaL_error(L, "tidal: not enough memory to start a task");
+    lua_pushcfunction(co, co_main);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->ctx->closer_ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->ctx->msgh_ref);
+    lua_pushlightuserdata(co, IDLE_KEY);
+  } else if (!lua_checkstack(co, nargs + 2)) {
     luaL_error(L, "tidal: not enough memory to start a task");
+  }
   lua_rawgeti(L, anchors, t->slot); /* L: co, handle */
-  lua_pushcfunction(co, task_main);
   lua_pushvalue(L, -1);
-  lua_xmove(L, co, 1); /* co: task_main, handle */
-  for (int i = 0; i <= nargs; i++) lua_getiuservalue(co, 2, UV_FN + i);
+  lua_xmove(L, co, 1); /* co: [co_main, closer, msgh, key,] handle */
+  h = lua_gettop(co);
+  for (int i = 0; i <= nargs; i++) lua_getiuservalue(co, h, UV_FN + i);
   /* the handle holds the coroutine now; fn and arguments live on its stack */
   lua_pushvalue(L, -2);
   lua_setiuservalue(L, -2, UV_FN);
@@ -432,7 +500,8 @@ static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
   }
   lua_pop(L, 2);
   t->co = co;
-  t->nres = 2 + nargs; /* resume with: handle, fn, args */
+  /* resume with: [closer, msgh, key,] handle, fn, args */
+  t->nres = (fresh ? 5 : 2) + nargs;
 }
 
 /* Tells t's subscribers that it is done (its handle at hidx). */
@@ -553,7 +622,8 @@ void tidal__task_finish_unstarted(tidal_task *t) {
   done(t->w, t); /* still queued: released when the scheduler pops it */
 }
 
-/* An error escaped task_main itself (out of memory while storing results):
+/* An error escaped the coroutine's base function (out of memory while
+** storing results):
 ** record it as the task's failure. */
 static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   lua_rawgeti(L, anchors, t->slot);
@@ -616,7 +686,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
                 tidal_task *t) {
   tidal_ctx *ctx = w->ctx;
   tidal_task *prev = ctx->cur;
-  int nres, st;
+  int nres, st, ended;
   if (t->state == TS_DONE) { /* cancelled before it started */
     lua_rawgeti(L, anchors, t->slot);
     for (int i = 1; i <= t->nuv; i++) {
@@ -638,27 +708,41 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   t->flags &= ~TF_HANDOFF;
   ctx->cur = t;
   uint64_t saved = w->slice0;
-  w->slice0 = w->slow_ns ? tidal__coarse_ns() : 0;
+  if (w->slow_ns) /* (the clock is coarse: a step's end is the next start) */
+    w->slice0 = w->slice_end ? w->slice_end : tidal__coarse_ns();
+  else
+    w->slice0 = 0;
+  w->slice_end = 0;
   lua_State *prev_co = tidal__irq_enter(w, t->co);
   st = lua_resume(t->co, L, t->nres, &nres);
   tidal__irq_leave(w, prev_co);
-  if (st != LUA_YIELD && (st != LUA_OK || w->npool >= TIDAL_POOL_MAX))
+  /* the body ended: the coroutine yielded IDLE_KEY (see body_k) */
+  ended = st == LUA_YIELD && nres == 1 &&
+          lua_touserdata(t->co, -1) == IDLE_KEY;
+  if (st != LUA_YIELD || (ended && w->npool >= TIDAL_POOL_MAX))
     tidal__irq_quiesce(w); /* co is about to be reset or dropped */
   ctx->cur = prev;
   w->st.resumes++;
   uint64_t t0 = w->slice0; /* a handoff restarts the slice */
   w->slice0 = saved;
-  if (t0 && !(t->flags & TF_SLOW) && tidal__coarse_ns() - t0 > w->slow_ns)
-    report_slow(L, t, tidal__coarse_ns() - t0, st);
-  if (st == LUA_YIELD) {
+  if (t0) {
+    uint64_t now = tidal__coarse_ns();
+    if (!(t->flags & TF_SLOW) && now - t0 > w->slow_ns)
+      report_slow(L, t, now - t0, ended ? LUA_OK : st);
+    w->slice_end = now;
+  }
+  if (st == LUA_YIELD && !ended) {
     lua_pop(t->co, nres);
     /* a plain coroutine.yield() from the task body: treat as tidal.yield */
     if (t->state == TS_RUNNING) tidal__requeue(t);
     return 0;
   }
-  if (st != LUA_OK) escaped(w, L, anchors, t);
+  if (ended)
+    lua_pop(t->co, 1); /* idle: back to the pool */
+  else
+    escaped(w, L, anchors, t);
   done(w, t);
-  release(w, L, anchors, pool, t, st == LUA_OK);
+  release(w, L, anchors, pool, t, ended);
   return 1;
 }
 
@@ -669,6 +753,7 @@ int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
   int anchors = lua_gettop(L) - 1, pool = anchors + 1;
+  w->slice_end = 0; /* (time passed since the last batch) */
   while (n < max && (t = tidal__runq_pop(w)) != NULL) {
     int fin;
     n++;
@@ -713,7 +798,9 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
   lua_settop(L, top - 2);
   w->handing = NULL;
   w->nested--;
-  if (w->slow_ns) w->slice0 = tidal__coarse_ns(); /* u's time is not t's */
+  if (w->slow_ns) /* u's time is not t's */
+    w->slice0 = w->slice_end ? w->slice_end : tidal__coarse_ns();
+  w->slice_end = 0; /* t runs on: it is no step's start */
   if (w->rq_head != t || t->nres != 0) return 0;
   tidal__runq_pop(w);
   t->state = TS_RUNNING; /* (ctx->cur is t again: step restored it) */
@@ -738,6 +825,7 @@ int tidal__run_now(lua_State *L, tidal_task *t) {
   w->nested++;
   fin = step(w, L, lua_gettop(L) - 1, lua_gettop(L), t);
   w->nested--;
+  w->slice_end = 0; /* the caller runs on: it is no step's start */
   lua_pop(L, 2);
   return fin;
 }
