@@ -222,7 +222,7 @@ static int tick_park(lua_State *L, tidal_task *t, interval *iv) {
   if (iv->tickers.head != NULL && iv->w != t->w)
     return luaL_error(L, "Interval:tick: this interval is being ticked by "
                          "another runtime's tasks");
-  if (iv->timer.tm.pos == 0) {
+  if (iv->timer.tm.id == 0) {
     if (tidal__ctimer_start(t->w, &iv->timer, iv->next, interval_fire))
       return luaL_error(L, "Interval:tick: not enough memory");
   }
@@ -297,7 +297,7 @@ static int l_reset(lua_State *L) {
     next = at_ns(at);
   }
   iv->next = next;
-  if (iv->timer.tm.pos != 0) { /* tickers wait: for the new deadline */
+  if (iv->timer.tm.id != 0) { /* tickers wait: for the new deadline */
     tidal__timer_stop(iv->w, &iv->timer.tm);
     if (tidal__ctimer_start(iv->w, &iv->timer, next, interval_fire)) {
       wake_tickers(iv); /* they arm it again themselves (or raise) */
@@ -317,7 +317,7 @@ static int l_close(lua_State *L) {
   interval *iv = check_iv(L, "Interval:close");
   if (iv->closed) return 0;
   iv->closed = 1;
-  if (iv->timer.tm.pos != 0) tidal__timer_stop(iv->w, &iv->timer.tm);
+  if (iv->timer.tm.id != 0) tidal__timer_stop(iv->w, &iv->timer.tm);
   wake_tickers(iv);
   return 0;
 }
@@ -329,7 +329,7 @@ static int l_close(lua_State *L) {
 static int l_gc(lua_State *L) {
   interval *iv = check_iv(L, "Interval:__gc");
   iv->closed = 1;
-  if (iv->timer.tm.pos != 0) tidal__timer_stop(iv->w, &iv->timer.tm);
+  if (iv->timer.tm.id != 0) tidal__timer_stop(iv->w, &iv->timer.tm);
   tidal__wq_orphan(&iv->tickers, tidal__cur_worker(L));
   return 0;
 }
@@ -405,7 +405,7 @@ static int l_interval(lua_State *L) {
   iv = (interval *)lua_newuserdatauv(L, sizeof *iv, 0);
   iv->period = pns;
   iv->next = start; /* the first tick completes at once (at start) */
-  iv->timer.tm.pos = 0;
+  iv->timer.tm.id = 0;
   iv->w = NULL;
   iv->tickers.head = iv->tickers.tail = NULL;
   iv->policy = (uint8_t)policy;
