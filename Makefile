@@ -36,8 +36,10 @@ TSAN_SPECS ?= spec/parallel_spec.lua spec/transfer_spec.lua \
               spec/regress/i9_18_record_ids_spec.lua \
               spec/regress/i9_26_blocking_abort_spec.lua \
               spec/regress/i9_audit_xfer_spec.lua \
+              spec/file_spec.lua \
               spec/regress/i9_19_semaphore_close_spec.lua \
-              spec/regress/i9_06_capacity_is_a_limit_spec.lua
+              spec/regress/i9_06_capacity_is_a_limit_spec.lua \
+              spec/net_move_spec.lua
 ROCKSPEC   := tidal-scm-1.rockspec
 WARN       := -Wall -Wextra -Werror
 CSTD       := -std=c11

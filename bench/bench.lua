@@ -272,6 +272,106 @@ function W.cpu()
     { "mode", mode }, { "threads", threads }, { "rss_kb", C.hwm_kb() } })
 end
 
+-- TCP echo on 127.0.0.1 (WORKLOADS.md "echo"): a task per accepted
+-- connection writes back what arrives; 64 client tasks connect, then R
+-- times write a 64-byte message and read exactly 64 bytes back, compared.
+-- The timer covers the client phase, connects included.
+function W.echo()
+  local net = tidal.net
+  local CLIENTS, R = 64, C.scaled(2000)
+  local bytes, t0, t1 = 0, 0, 0
+  local function serve(s)
+    while true do
+      local d = s:read()
+      if not d or not s:write(d) then break end
+    end
+    s:close()
+  end
+  tidal.run(function()
+    local l = assert(net.listen("127.0.0.1", 0, { backlog = 1024 }))
+    local port = l:port()
+    tidal.spawn(function()
+      while true do
+        local s = l:accept()
+        if not s then break end
+        tidal.spawn(serve, s)
+      end
+    end)
+    t0 = clock()
+    local hs = {}
+    for c = 0, CLIENTS - 1 do
+      hs[c + 1] = tidal.spawn(function()
+        local s = assert(net.connect("127.0.0.1", port, { nodelay = true }))
+        local fill = string.rep(string.char(65 + c % 26), 56)
+        local n = 0
+        for i = 0, R - 1 do
+          local msg = string.format("%08d", i % 100000000) .. fill
+          if not s:write(msg) then break end
+          local back = s:read_exactly(64)
+          if back ~= msg then
+            io.stderr:write("client ", c, ": echo ", i, " differs\n")
+            break
+          end
+          n = n + #back
+        end
+        s:close()
+        return n
+      end)
+    end
+    for c = 1, CLIENTS do bytes = bytes + hs[c]:await() end
+    t1 = clock()
+    l:close()
+  end)
+  if bytes ~= CLIENTS * R * 64 then C.fail("bytes " .. bytes) end
+  C.result("echo", { { "ns_per_rt", (t1 - t0) * 1e9 / (CLIENTS * R) }, { "check", bytes },
+    { "clients", CLIENTS }, { "rt_per_client", R }, { "rss_kb", C.hwm_kb() } })
+end
+
+-- TCP connect on 127.0.0.1 (WORKLOADS.md "connect"): the server's task per
+-- connection writes "x" and closes; 64 client tasks take the next number
+-- until C: connect, read the byte, close.
+function W.connect()
+  local net = tidal.net
+  local N, TASKS = C.scaled(20000), 64
+  local good, t0, t1 = 0, 0, 0
+  local function serve(s)
+    s:write("x")
+    s:close()
+  end
+  tidal.run(function()
+    local l = assert(net.listen("127.0.0.1", 0, { backlog = 1024 }))
+    local port = l:port()
+    tidal.spawn(function()
+      while true do
+        local s = l:accept()
+        if not s then break end
+        tidal.spawn(serve, s)
+      end
+    end)
+    t0 = clock()
+    local next_i = 0
+    local hs = {}
+    for k = 1, TASKS do
+      hs[k] = tidal.spawn(function()
+        local n = 0
+        while next_i < N do
+          next_i = next_i + 1
+          local s = assert(net.connect("127.0.0.1", port))
+          if s:read_exactly(1) == "x" then n = n + 1 end
+          s:close()
+        end
+        return n
+      end)
+    end
+    for k = 1, TASKS do good = good + hs[k]:await() end
+    t1 = clock()
+    l:close()
+  end)
+  if good ~= N then C.fail("connections " .. good) end
+  C.result("connect", { { "ns_per_conn", (t1 - t0) * 1e9 / N }, { "check", good },
+    { "rss_kb", C.hwm_kb() } })
+end
+
 local w = arg[1]
 if not W[w] then C.skip(tostring(w), "no such workload in tidal's bench") end
 W[w]()

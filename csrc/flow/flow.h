@@ -15,7 +15,7 @@
 
 typedef struct tidal_group tidal_group;
 
-enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_FLOW_END };
+enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_INTERVAL, TT_FLOW_END };
 _Static_assert((int)TT_FLOW_END <= (int)TIDAL_TT_SYNC, "flow type ids");
 
 /* time.c */

@@ -1,5 +1,6 @@
 /*
-** timeout.c: tidal.timeout(seconds, fn, ...), a cancel scope with a
+** timeout.c: tidal.timeout(seconds, fn, ...) and tidal.timeout_at(deadline,
+** fn, ...): a cancel scope with a
 ** deadline (kernel/scope.c). No extra coroutine: fn runs under a protected
 ** call in the current task. When the deadline passes, the task's pending
 ** wait is withdrawn and a "timeout" error is raised where it waits -- and
@@ -50,7 +51,34 @@ static int l_timeout(lua_State *L) {
   return timeout_k(L, status, (lua_KContext)sc);
 }
 
-static const luaL_Reg funcs[] = {{"timeout", l_timeout}, {NULL, NULL}};
+/* tidal.timeout_at(deadline, fn, ...) -> true, ... | false, err: the same
+** with a point in time on the tidal.now() clock */
+static int l_timeout_at(lua_State *L) {
+  tidal_task *t = tidal__task_check(L, "tidal.timeout_at");
+  double at = HUGE_VAL;
+  int ty = lua_type(L, 1);
+  if (ty == LUA_TNUMBER) {
+    at = lua_tonumber(L, 1);
+    if (isnan(at))
+      return luaL_error(L,
+                        "tidal.timeout_at: the deadline must be a number "
+                        "(a tidal.now() value), got nan");
+  } else if (ty != LUA_TNIL) {
+    return luaL_error(L,
+                      "tidal.timeout_at: the deadline must be a number (a "
+                      "tidal.now() value, or nil for no limit), got %s",
+                      luaL_typename(L, 1));
+  }
+  tidal__check_callable(L, 2, "tidal.timeout_at", "a function to run");
+  tidal_scope *sc = tidal__scope_open_at(t, at, "tidal.timeout_at");
+  if (sc == NULL) return luaL_error(L, "tidal.timeout_at: not enough memory");
+  int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0,
+                          (lua_KContext)sc, timeout_k);
+  return timeout_k(L, status, (lua_KContext)sc);
+}
+
+static const luaL_Reg funcs[] = {
+    {"timeout", l_timeout}, {"timeout_at", l_timeout_at}, {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__timeout_open(lua_State *L) {

@@ -119,6 +119,9 @@ void tidal__heap_free(tidal_heap *h);
 /* Convert seconds (as given by Lua) to a deadline; HUGE or NaN-free
 ** durations beyond ~100 years saturate. */
 uint64_t tidal__deadline(double seconds);
+/* The same for a point in time on the tidal.now() clock (seconds): the
+** past saturates to now, beyond ~100 years from now to that. Not NaN. */
+uint64_t tidal__deadline_at(double at);
 uint64_t tidal__coarse_ns(void); /* cheap monotonic clock, ms resolution */
 
 /* ------------------------------------------------------- wait queues */
@@ -294,6 +297,7 @@ struct tidal_scope {
   const char *label; /* who opened it, for the error: "tidal.timeout" */
   int err_ref;       /* the timeout error once raised (registry), or NOREF */
   uint8_t expired;
+  uint8_t at;        /* seconds is a deadline (tidal__scope_open_at) */
 };
 
 /* Who hears of a task's end, besides those parked in await/join on it:
@@ -349,14 +353,15 @@ tidal_sub *tidal__task_sub_find(tidal_task *t, const tidal_subclass *cls);
 /* ---------------------------------------------------------------- worker */
 
 /* Per-worker extensions: state a layer above keeps per worker (the HTTP
-** multi handles, the blocking jobs, the free groups, ...), created on first
-** use and found by its class. close runs at shutdown after every task has
-** finished and before the loop closes, in the order the extensions were
-** set: it must uv_close its handles (the worker then runs the loop until
-** they are closed) and free what it owns. It also runs when a runtime is
-** collected without close(). shutdown (may be NULL) runs as the worker
-** starts shutting down, before its tasks are cancelled: work in flight
-** that tasks wait for is stopped there. */
+** multi handles, the blocking jobs, the free groups, io, ...), created on
+** first use and found by its class. close runs at shutdown after every
+** task has finished and before the loop closes, in the reverse of the
+** order the extensions were set (the last set closes first, as
+** destructors do): it must uv_close its handles (the worker then runs the
+** loop until they are closed) and free what it owns. It also runs when a
+** runtime is collected without close(). shutdown (may be NULL) runs as the
+** worker starts shutting down, before its tasks are cancelled: work in
+** flight that tasks wait for is stopped there. */
 #define TIDAL_EXT_MAX 8
 
 typedef struct tidal_ext_class {
@@ -687,6 +692,11 @@ void tidal__worker_run(lua_State *L, tidal_worker *w);
 ** memory (nothing left behind). */
 tidal_scope *tidal__scope_open(tidal_task *t, double seconds,
                                const char *label);
+/* The same with a deadline on the tidal.now() clock (seconds; not after
+** now: expired at once; HUGE_VAL: none); its error says "<label>: deadline
+** passed". */
+tidal_scope *tidal__scope_open_at(tidal_task *t, double at,
+                                  const char *label);
 /* Whether the error at idx is sc's own timeout error. */
 int tidal__scope_owns(lua_State *L, tidal_scope *sc, int idx);
 /* Leaves the scope: unlinked, its deadline stopped. */

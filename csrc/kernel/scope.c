@@ -25,6 +25,7 @@ static tidal_scope *scope_new(tidal_worker *w) {
   w->scopes = sc;
   sc->timer.tm.id = 0;
   sc->expired = 0;
+  sc->at = 0;
   sc->err_ref = LUA_NOREF;
   return sc;
 }
@@ -77,6 +78,26 @@ tidal_scope *tidal__scope_open(tidal_task *t, double seconds,
   return sc;
 }
 
+tidal_scope *tidal__scope_open_at(tidal_task *t, double at,
+                                  const char *label) {
+  tidal_scope *sc = scope_new(t->w);
+  if (sc == NULL) return NULL;
+  sc->task = t;
+  sc->seconds = at;
+  sc->label = label;
+  sc->at = 1;
+  if (!(at * 1e9 > (double)uv_hrtime())) {
+    expire(sc); /* already past: the first wait raises */
+  } else if (at != HUGE_VAL) {
+    if (tidal__ctimer_start(t->w, &sc->timer, tidal__deadline_at(at),
+                            scope_fire)) {
+      scope_end(t->w, NULL, sc);
+      return NULL;
+    }
+  }
+  return sc;
+}
+
 int tidal__scope_owns(lua_State *L, tidal_scope *sc, int idx) {
   int mine;
   if (sc->err_ref == LUA_NOREF) return 0;
@@ -100,8 +121,11 @@ int tidal__scope_error(lua_State *L, tidal_task *t) {
     if (sc->task == t && sc->expired) found = sc;
   if (found == NULL) return 0;
   if (found->err_ref == LUA_NOREF) {
-    tidal__error_push(L, "timeout", "%s: timed out after %f s", found->label,
-                      found->seconds);
+    if (found->at)
+      tidal__error_push(L, "timeout", "%s: deadline passed", found->label);
+    else
+      tidal__error_push(L, "timeout", "%s: timed out after %f s",
+                        found->label, found->seconds);
     lua_pushvalue(L, -1);
     found->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {

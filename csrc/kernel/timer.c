@@ -164,3 +164,12 @@ uint64_t tidal__deadline(double seconds) {
   if (seconds > max) seconds = max;
   return now + (uint64_t)(seconds * 1e9);
 }
+
+uint64_t tidal__deadline_at(double at) {
+  uint64_t now = uv_hrtime();
+  const double max = 100.0 * 365 * 24 * 3600 * 1e9; /* as above, in ns */
+  double ns = at * 1e9;
+  if (!(ns > (double)now)) return now;
+  if (ns - (double)now > max) return now + (uint64_t)max;
+  return (uint64_t)ns;
+}

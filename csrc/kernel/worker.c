@@ -270,7 +270,11 @@ void tidal__ext_shutdown(tidal_worker *w) {
 void tidal__worker_close_handles(tidal_worker *w) {
   if (!w->handles_open) return;
   w->handles_open = 0;
-  for (int i = 0; i < w->next_ext; i++) {
+  /* last set, first closed: the runtime's own Ctrl-C watcher, set as
+  ** block_on starts, closes after io's signal watchers, so the SIGINT
+  ** disposition it puts back is not undone by libuv's (SIG_DFL) when they
+  ** stop */
+  for (int i = w->next_ext - 1; i >= 0; i--) {
     tidal_ext *e = &w->ext[i];
     if (e->cls->close) e->cls->close(w, e->data);
     e->data = NULL;

@@ -35,6 +35,10 @@ int luaopen_tidal_core(lua_State *L) {
   tidal__blocking_open(L);
   tidal__introspect_open(L);
   tidal__http_open(L);
+  tidal__net_open(L);
+  tidal__fs_open(L);
+  tidal__process_open(L);
+  tidal__signal_open(L);
   lua_pop(L, 1);
   /* (for tidal.testhooks, which links none of tidal.core) */
   lua_pushlightuserdata(L, (void *)&tidal__xfer_api);

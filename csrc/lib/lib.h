@@ -15,6 +15,7 @@
 #include "sync/sync.h"
 #include "parallel/parallel.h"
 #include "http/http.h"
+#include "io/io.h"
 
 #define TIDAL_RUNTIME_MT "tidal.Runtime"
 

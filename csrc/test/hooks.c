@@ -14,6 +14,7 @@
 **   bench(n, ...)    -> ns per encode+decode+discard of the values, bytes
 **   probe([v])       -> a new "tidal.XProbe" (see xprobe.c)
 **   probe_live()     -> probes alive in the process
+**   fds(), children() what the process holds (test/procs.c)
 **
 ** A string from encode holds handle references like any buffer: decode it
 ** as often as you like, then discard it exactly once.
@@ -278,8 +279,11 @@ static void bind_core(lua_State *L) {
   X.reg(&tidal__xprobe_xtype);
 }
 
+void tidal__procs_hooks(lua_State *L); /* test/procs.c: fds, children */
+
 int luaopen_tidal_testhooks(lua_State *L) {
   bind_core(L);
   luaL_newlib(L, funcs);
+  tidal__procs_hooks(L);
   return 1;
 }

@@ -83,6 +83,7 @@ enum {
 ** written once, before the count that publishes them. */
 #define MAXXTYPES 32
 static const tidal_xtype *xtypes[MAXXTYPES];
+static const tidal_xhooks *xhooks[MAXXTYPES]; /* optional, or NULL */
 static atomic_int nxtypes;
 static uv_mutex_t xtypes_mu;
 static uv_once_t xtypes_once = UV_ONCE_INIT;
@@ -92,6 +93,10 @@ static void xtypes_init(void) {
 }
 
 int tidal__xfer_register(const tidal_xtype *t) {
+  return tidal__xfer_register_hooks(t, NULL);
+}
+
+int tidal__xfer_register_hooks(const tidal_xtype *t, const tidal_xhooks *h) {
   int i, n;
   uv_once(&xtypes_once, xtypes_init);
   uv_mutex_lock(&xtypes_mu);
@@ -104,6 +109,7 @@ int tidal__xfer_register(const tidal_xtype *t) {
       return -1;
     }
     xtypes[n] = t;
+    xhooks[n] = h;
     atomic_store_explicit(&nxtypes, n + 1, memory_order_release);
   }
   uv_mutex_unlock(&xtypes_mu);
@@ -265,6 +271,7 @@ typedef struct xpath {
 typedef struct xheld {
   const tidal_xtype *t;
   void *obj;
+  size_t ti; /* t's index (its hooks) */
 } xheld;
 
 typedef struct xenc {
@@ -740,9 +747,12 @@ static void enc_userdata(xenc *e, int u, int depth) {
   }
   obj = t->share(L, u);
   if (obj == NULL) {
-    lua_pushfstring(L, "closed %s", t->mt);
+    if (xhooks[ti] == NULL || xhooks[ti]->refusal == NULL ||
+        !xhooks[ti]->refusal(L, u))
+      lua_pushfstring(L, "closed %s", t->mt);
     refuse(e, depth, lua_tostring(L, -1), "");
   }
+  e->held[e->nheld].ti = ti;
   e->held[e->nheld].t = t;
   e->held[e->nheld++].obj = obj;
   rec[0] = (unsigned char)ti;
@@ -802,7 +812,7 @@ static int enc_protected(lua_State *L) {
 int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
                        tidal_buf *out) {
   size_t base = out->len, header;
-  int i, status;
+  int i, status, fresh = out->data == NULL; /* (freed again on failure) */
   xenc enc, *e;
   first = lua_absindex(L, first);
   if (put_tagvar(out, X_MAGIC, (uint64_t)n)) goto oom;
@@ -834,6 +844,7 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   e->nheld = e->heldcap = 0;
   if (!lua_checkstack(L, n + 4)) { /* the preallocated message: see below */
     out->len = base;
+    if (fresh) tidal__buf_free(out);
     lua_pushliteral(L, "not enough memory");
     return LUA_ERRMEM;
   }
@@ -844,15 +855,22 @@ int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,
   status = lua_pcall(L, n + 1, 0, 0);
   if (status != LUA_OK) { /* give back the references taken so far */
     size_t j;
-    for (j = 0; j < e->nheld; j++)
-      e->held[j].t->drop(e->held[j].obj);
+    for (j = 0; j < e->nheld; j++) {
+      const tidal_xhooks *h = xhooks[e->held[j].ti];
+      if (h != NULL && h->unshare != NULL)
+        h->unshare(L, e->held[j].obj);
+      else
+        e->held[j].t->drop(e->held[j].obj);
+    }
     out->len = base;
+    if (fresh) tidal__buf_free(out); /* as before: no memory held */
   }
   free(e->held);
   if (e->path != e->path0) free(e->path);
   return status;
 oom: /* Lua keeps this message preallocated: pushing it cannot raise */
   out->len = base;
+  if (fresh) tidal__buf_free(out);
   lua_pushliteral(L, "not enough memory");
   return LUA_ERRMEM;
 }

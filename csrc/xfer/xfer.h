@@ -85,9 +85,27 @@ typedef struct tidal_xtype {
 ** or -1 when full. */
 int tidal__xfer_register(const tidal_xtype *t);
 
+/* Optional hooks of a type whose values MOVE when shared (io's streams:
+** share detaches the object from its userdata). */
+typedef struct tidal_xhooks {
+  /* share(L, idx) returned NULL: push why ("tidal.Stream that a task
+  ** waits on") and return 1, or push nothing and return 0 (the refusal
+  ** then says "closed <mt>"). Must not raise. */
+  int (*refusal)(lua_State *L, int idx);
+  /* The encode that shared obj failed: called instead of drop, on the
+  ** encoding thread while the encoded values are still on L's stack, so
+  ** the type can give the object back to its userdata. Must not raise. */
+  void (*unshare)(lua_State *L, void *obj);
+} tidal_xhooks;
+
+/* tidal__xfer_register with hooks (h: static storage, or NULL). */
+int tidal__xfer_register_hooks(const tidal_xtype *t, const tidal_xhooks *h);
+
 /* Appends the n values at stack index first.. to out. Returns 0, or
 ** non-zero with an error message pushed (out->len and every reference are
-** as before): "cannot copy userdata at args[2].conn". root names the values
+** as before, and an empty buffer holds no memory again, so a caller that
+** raises then leaks nothing): "cannot copy userdata at args[2].conn". root
+** names the values
 ** in that path: "root" when n is 1, else "root[i]". Never raises. As with
 ** any push, the caller provides the free stack slot for the message. */
 int tidal__xfer_encode(lua_State *L, int first, int n, const char *root,

@@ -70,11 +70,39 @@ M.yield = core.yield
 -- @tparam number seconds
 M.sleep = core.sleep
 
---- Monotonic time in seconds.
+--- Monotonic time in seconds. Deadlines (`sleep_until`, `timeout_at`,
+-- `interval`'s `start`) are values of this clock.
 -- @function now
 -- @usage local t0 = tidal.now(); tidal.sleep(0.1); print(tidal.now() - t0)
 -- @treturn number
 M.now = core.now
+
+--- Wait until `deadline`, a `tidal.now()` value. A deadline in the past
+-- yields once (as `sleep(0)`); nil or `math.huge` waits until cancelled.
+-- @function sleep_until
+-- @usage local next = tidal.now()
+-- for _ = 1, 10 do next = next + 0.1; tidal.sleep_until(next); poll() end
+-- @tparam number deadline
+M.sleep_until = core.sleep_until
+
+--- A periodic timer: `iv:tick()` waits for the next tick and returns its
+-- deadline and the number of ticks skipped (`nil, err` of kind "closed"
+-- once the interval is closed). The first tick completes at once; later
+-- ones fall on the grid `start + k * period`, so the interval never
+-- drifts. `opts.missed` says what a late `tick()` does: `"skip"` (the
+-- default: tick now, then go on at the next grid point, reporting how many
+-- were skipped), `"burst"` (deliver every missed tick at once, as Tokio's
+-- default) or `"delay"` (tick now and start a new grid from now).
+-- `opts.start`: the first tick's deadline (a `tidal.now()` value).
+-- Methods: `tick`, `tick_op` (a wait operation), `reset([deadline])`,
+-- `period`, `close` (also `<close>`).
+-- @function interval
+-- @usage local iv <close> = tidal.interval(1)
+-- while iv:tick() do send_heartbeat() end
+-- @tparam number period seconds, > 0
+-- @tparam[opt] table opts `missed`, `start`
+-- @return a `tidal.Interval`
+M.interval = core.interval
 
 --- Run `fn(...)` with a deadline, in the current task. Returns `true, ...`
 -- with fn's results, or `false, err` (`err.kind == "timeout"`) when the
@@ -85,6 +113,16 @@ M.now = core.now
 -- @tparam number seconds nil or `math.huge` for no limit
 -- @tparam function fn
 M.timeout = core.timeout
+
+--- `tidal.timeout` with a deadline (a `tidal.now()` value) instead of a
+-- duration: `true, ...` or `false, err` (`err.kind == "timeout"`, message
+-- "tidal.timeout_at: deadline passed"). nil or `math.huge`: no limit.
+-- @function timeout_at
+-- @usage local deadline = tidal.now() + 5
+-- local ok, err = tidal.timeout_at(deadline, fetch_all, urls)
+-- @tparam number deadline
+-- @tparam function fn
+M.timeout_at = core.timeout_at
 
 --- Run the branches (a table of functions, array or keyed) as child tasks
 -- and return the key of the first to finish, followed by its results. The
@@ -269,6 +307,22 @@ M.current_id = core.current_id
 --- The HTTP client (`tidal.http`, also `require("tidal.http")`): `get`,
 -- `post`, `request`, `client`. See the `tidal.http` module.
 M.http = require("tidal.http")
+
+--- I/O
+-- @section io
+
+--- Sockets (`tidal.net`, also `require("tidal.net")`): TCP, Unix-domain
+-- sockets, UDP, DNS. See the `tidal.net` module.
+M.net = require("tidal.net")
+
+--- Files (`tidal.fs`) on libuv's thread pool. See the `tidal.fs` module.
+M.fs = require("tidal.fs")
+
+--- Child processes (`tidal.process`). See the `tidal.process` module.
+M.process = require("tidal.process")
+
+--- Signals (`tidal.signal`). See the `tidal.signal` module.
+M.signal = require("tidal.signal")
 
 -- anything the core offers that is not listed above (never its private
 -- "_" functions)

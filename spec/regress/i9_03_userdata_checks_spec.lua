@@ -120,6 +120,22 @@ local types = {
   { name = "Op (lock, its mutex finalized)", mt = "tidal.Op",
     make = [[local m = tidal.mutex()
              local op = m:lock_op(); getmetatable(m).__gc(m); return op]] },
+  { name = "Op (tick)", mt = "tidal.Op", make = "return tidal.interval(1):tick_op()" },
+  { name = "Op (tick, its interval finalized)", mt = "tidal.Op",
+    make = [[local iv = tidal.interval(1)
+             local op = iv:tick_op(); getmetatable(iv).__gc(iv); return op]] },
+  { name = "Interval", mt = "tidal.Interval", make = "return tidal.interval(0.001)",
+    close = "o:close()" },
+  { name = "Interval (a task waits in tick)", mt = "tidal.Interval",
+    make = [[local iv = tidal.interval(10); iv:tick()
+             keep[#keep + 1] = tidal.spawn(iv.tick, iv); tidal.yield(); return iv]],
+    close = "o:close()" },
+  { name = "SignalListener", mt = "tidal.SignalListener",
+    make = "return tidal.signal.listen('usr2')", close = "o:close()" },
+  { name = "SignalListener (a task waits in recv)", mt = "tidal.SignalListener",
+    make = [[local l = tidal.signal.listen('usr2')
+             keep[#keep + 1] = tidal.spawn(l.recv, l); tidal.yield(); return l]],
+    close = "o:close()" },
   { name = "RemoteHandle", mt = "tidal.RemoteHandle", workers = 1,
     make = "return tidal.spawn_parallel(function() return 1 end)" },
   { name = "RemoteHandle (blocking)", mt = "tidal.RemoteHandle",
@@ -129,6 +145,41 @@ local types = {
              keep[#keep + 1] = h
              return debug.getuservalue(h, 2)[3] ]] },
   { name = "Error", mt = "tidal.Error", make = "return tidal.error('kind', 'message')" },
+  { name = "Stream", mt = "tidal.Stream",
+    make = [[local l = assert(tidal.net.listen("127.0.0.1", 0)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect("127.0.0.1", l:port()))
+             local s = assert(l:accept()); keep[#keep + 1] = s; s:write("abc\n")
+             return c]],
+    close = "o:close()" },
+  { name = "Stream (unix)", mt = "tidal.Stream",
+    make = [[local path = os.tmpname(); os.remove(path)
+             local l = assert(tidal.net.listen_unix(path)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect_unix(path)); keep[#keep + 1] = assert(l:accept())
+             return c]],
+    close = "o:close()" },
+  { name = "Stream (moved here, not used yet)", mt = "tidal.Stream", workers = 1,
+    make = [[local l = assert(tidal.net.listen("127.0.0.1", 0)); keep[#keep + 1] = l
+             local c = assert(tidal.net.connect("127.0.0.1", l:port()))
+             keep[#keep + 1] = assert(l:accept())
+             local ok, back = tidal.spawn_parallel(function(s) return s end, c):join()
+             return back]],
+    close = "o:close()" },
+  { name = "Listener", mt = "tidal.Listener",
+    make = "return assert(tidal.net.listen('127.0.0.1', 0))", close = "o:close()" },
+  { name = "UdpSocket", mt = "tidal.UdpSocket",
+    make = "return assert(tidal.net.udp('127.0.0.1', 0))", close = "o:close()" },
+  { name = "File", mt = "tidal.File",
+    make = "return assert(tidal.fs.open('/dev/null', 'w+'))", close = "o:close()" },
+  { name = "File (read ahead, written)", mt = "tidal.File",
+    make = [[local f = assert(tidal.fs.open('/dev/null', 'r+'))
+             f:read(1); f:write('x'); return f]],
+    close = "o:close()" },
+  { name = "Child", mt = "tidal.Child",
+    make = "return assert(tidal.process.spawn({'sleep', '5'}, {stdin = 'pipe', stdout = 'pipe'}))",
+    close = "o:close()" },
+  { name = "Child (exited)", mt = "tidal.Child",
+    make = "local c = assert(tidal.process.spawn({'true'})); c:wait(); return c",
+    close = "o:close()" },
   { name = "http Client", mt = "tidal.http.Client",
     make = "return tidal.http.client{}", close = "o:close()" },
   { name = "http Response", mt = "tidal.http.Response", http = true,
