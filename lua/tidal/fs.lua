@@ -29,9 +29,7 @@
 
 local core = require("tidal.core")
 
-local type, tostring, pairs, error, math_type =
-  type, tostring, pairs, error, math.type
-local concat, sort = table.concat, table.sort
+local type, tostring, math_type = type, tostring, math.type
 
 local c_read_file, c_write_file = core._fs_read_file, core._fs_write_file
 local c_stat, c_lstat = core._fs_stat, core._fs_lstat
@@ -41,24 +39,13 @@ local c_remove, c_rename, c_open = core._fs_remove, core._fs_rename,
 
 local M = {}
 
--- misuse: raise at the first caller outside this file (the user's code)
-local this_file = debug.getinfo(1, "S").source
-local function argerror(fname, msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= this_file then break end
-    level = level + 1
-  end
-  error(fname .. ": " .. msg, level)
-end
+-- misuse: raise at the first caller outside tidal's files (the user's code)
+local argcheck = require("tidal.argcheck")
+argcheck.own()
+local argerror = argcheck.argerror
 
 -- option checkers: name -> function(fname, name, value) raising on misuse
-local function boolean(fname, k, v)
-  if type(v) ~= "boolean" then
-    argerror(fname, "option '" .. k .. "' must be a boolean, got " .. type(v))
-  end
-end
+local boolean = argcheck.boolean
 local function mode_bits(fname, k, v)
   if math_type(v) ~= "integer" or v < 0 or v > 4095 then
     argerror(fname, "option '" .. k .. "' must be permission bits (an "
@@ -66,32 +53,9 @@ local function mode_bits(fname, k, v)
       .. tostring(v))
   end
 end
-local function size(fname, k, v)
-  if math_type(v) ~= "integer" or v < 0 then
-    argerror(fname, "option '" .. k .. "' must be a non-negative integer "
-      .. "(bytes), got " .. tostring(v))
-  end
-end
+local size = argcheck.size
 
--- Checks opts against known (name -> checker); returns opts or {}.
-local function options(fname, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    argerror(fname, "options must be a table, got " .. type(opts))
-  end
-  for k, v in pairs(opts) do
-    local check = known[k]
-    if check == nil then
-      local names = {}
-      for name in pairs(known) do names[#names + 1] = name end
-      sort(names)
-      argerror(fname, "unknown option '" .. tostring(k) .. "' (known: "
-        .. concat(names, ", ") .. ")")
-    end
-    check(fname, k, v)
-  end
-  return opts
-end
+local options = argcheck.options
 
 local function path_arg(fname, p, what)
   if type(p) ~= "string" then

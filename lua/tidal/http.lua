@@ -44,17 +44,10 @@ local M = {}
 
 local BUFFER, STREAM, PROGRESS = 0, 1, 2
 
--- misuse: raise at the first caller outside this file (the user's code)
-local this_file = debug.getinfo(1, "S").source
-local function argerror(fname, msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= this_file then break end
-    level = level + 1
-  end
-  error(fname .. ": " .. msg, level)
-end
+-- misuse: raise at the first caller outside tidal's files (the user's code)
+local argcheck = require("tidal.argcheck")
+argcheck.own()
+local argerror = argcheck.argerror
 
 -- lua-cjson, loaded on first use to encode the json option (an instance of
 -- our own: other users' settings do not leak in); resp:json() decodes with

@@ -22,9 +22,7 @@
 
 local core = require("tidal.core")
 
-local type, tostring, pairs, error, pcall, math_type =
-  type, tostring, pairs, error, pcall, math.type
-local concat, sort = table.concat, table.sort
+local type, tostring, pcall = type, tostring, pcall
 
 local c_spawn, c_kill, c_pid, c_signal = core._process_spawn,
   core._process_kill, core._process_pid, core._process_signal
@@ -32,23 +30,12 @@ local timeout, join_all, make_error = core.timeout, core.join_all, core.error
 
 local M = {}
 
--- misuse: raise at the first caller outside this file (the user's code)
-local this_file = debug.getinfo(1, "S").source
-local function argerror(fname, msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= this_file then break end
-    level = level + 1
-  end
-  error(fname .. ": " .. msg, level)
-end
+-- misuse: raise at the first caller outside tidal's files (the user's code)
+local argcheck = require("tidal.argcheck")
+argcheck.own()
+local argerror = argcheck.argerror
 
-local function boolean(fname, k, v)
-  if type(v) ~= "boolean" then
-    argerror(fname, "option '" .. k .. "' must be a boolean, got " .. type(v))
-  end
-end
+local boolean = argcheck.boolean
 local function string_opt(fname, k, v)
   if type(v) ~= "string" then
     argerror(fname, "option '" .. k .. "' must be a string, got " .. type(v))
@@ -77,31 +64,9 @@ local function seconds(fname, k, v)
       .. tostring(v))
   end
 end
-local function size(fname, k, v)
-  if math_type(v) ~= "integer" or v < 0 then
-    argerror(fname, "option '" .. k .. "' must be a non-negative integer "
-      .. "(bytes), got " .. tostring(v))
-  end
-end
+local size = argcheck.size
 
-local function options(fname, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    argerror(fname, "options must be a table, got " .. type(opts))
-  end
-  for k, v in pairs(opts) do
-    local check = known[k]
-    if check == nil then
-      local names = {}
-      for name in pairs(known) do names[#names + 1] = name end
-      sort(names)
-      argerror(fname, "unknown option '" .. tostring(k) .. "' (known: "
-        .. concat(names, ", ") .. ")")
-    end
-    check(fname, k, v)
-  end
-  return opts
-end
+local options = argcheck.options
 
 --- Start a program.
 -- @function spawn
