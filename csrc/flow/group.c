@@ -392,9 +392,9 @@ static int l_select(lua_State *L) {
     const void *o = tidal__op_push(L, ctx, 2, &nargs);
     if (o == NULL) break;
     int nr = tidal__op_try(L, o, 3);
-    if (nr >= 0) {
+    if (nr >= 0) { /* i in the slot below the results (op or more) */
       lua_pushinteger(L, i);
-      lua_insert(L, -nr - 1);
+      lua_replace(L, -nr - 2);
       return nr + 1;
     }
     lua_settop(L, 1);

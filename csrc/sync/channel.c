@@ -592,7 +592,7 @@ static int try_send_op(lua_State *L, int base) {
   lua_pushvalue(L, base + 1);
   buf_push(L, ch, buf);
   lua_settop(L, buf - 1);
-  if (ch->recvq.head) wake_one(ch, &ch->recvq, tidal__cur_worker(L));
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, NULL); /* (local: direct) */
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -746,11 +746,11 @@ static int l_recv(lua_State *L) {
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
   chan *ch = CH((end *)lua_touserdata(L, base));
-  tidal_worker *cur = tidal__cur_worker(L);
   if (ch == NULL) return 0; /* finalized: closed */
   if (ch->sh.on) {
     uv_mutex_lock(&ch->sh.mu);
-    if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
+    if (ch->n > 0)
+      return shared_take(L, ch, tidal__cur_worker(L), "Receiver:recv");
     int e = ended(ch) && ch->taking == 0;
     uv_mutex_unlock(&ch->sh.mu);
     return e ? 0 : -1;
@@ -759,7 +759,7 @@ static int try_recv_op(lua_State *L, int base) {
     int buf = push_buf(L, base);
     buf_take(L, ch, buf);
     lua_replace(L, buf); /* the value, in the ring's slot */
-    wake_sender(ch, cur);
+    wake_sender(ch, NULL); /* (local: woken directly, no worker needed) */
     return 1;
   }
   return ended(ch) ? 0 : -1;
