@@ -276,9 +276,16 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
 
 #define check_end(L, idx, tt, fname) ((end *)tidal__checkud(L, idx, tt, fname))
 
-/* self of a hot method: checked once per object (see TIDAL_SELF) */
-static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
-  end *e = (end *)tidal__self(L, &ctx->aux, tt, fname);
+/* self of a hot method: checked once per object (see TIDAL_HOT), inline
+** in send and recv: a hit costs one lua_touserdata and a compare */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline end *self_end(lua_State *L, tidal_ctx *ctx, int tt,
+                            const char *fname) {
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e != NULL && TIDAL_HOT(&ctx->aux, tt, e) == e) return e;
+  e = (end *)tidal__checkud(L, 1, tt, fname);
   if (CH(e) != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
   return e;
 }
