@@ -747,7 +747,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
     w->slice_end = now;
   }
   if (st == LUA_YIELD && !ended) {
-    lua_pop(t->co, nres);
+    if (nres != 0) lua_pop(t->co, nres); /* (a wait yields none) */
     /* a plain coroutine.yield() from the task body: treat as tidal.yield */
     if (t->state == TS_RUNNING) tidal__requeue(t);
     return 0;

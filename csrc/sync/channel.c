@@ -417,6 +417,12 @@ static int l_channel(lua_State *L) {
   return 2;
 }
 
+/* lua_settop(L, n) where the stack most often has n values already (a
+** continuation, a wait): lua_gettop is the cheaper of the two. */
+static inline void keep_top(lua_State *L, int n) {
+  if (lua_gettop(L) != n) lua_settop(L, n);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 static int fail(lua_State *L, const char *kind, const char *msg) {
@@ -517,7 +523,7 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   if (tidal__wake_lost(t)) wake_sender(ch, cur); /* pass the room on */
   tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
-  lua_settop(L, 2);
+  keep_top(L, 2);
   if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:send");
@@ -702,7 +708,7 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
   tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
-  lua_settop(L, 1);
+  keep_top(L, 1);
   tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) {
@@ -732,7 +738,7 @@ static int l_recv(lua_State *L) {
   if (!ch->sh.on) {
     if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
     if (ended(ch)) return 0;
-    lua_settop(L, 1);
+    keep_top(L, 1);
     t = tidal__wait_ok(L, t, "Receiver:recv"); /* raises outside a task */
     return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
   }
