@@ -126,9 +126,9 @@ describe("tidal.channel", function()
       local alive = support.run(function()
         local weak = setmetatable({}, { __mode = "k" })
         local tx, rx = tidal.channel()
-        for i = 1, 10 do tx:send(i) end
+        for i = 1, 10 do tx:send(i) end -- the ring starts with 16 slots
         for _ = 1, 6 do rx:recv() end -- head in the middle
-        for i = 1, 40 do -- wraps, then grows
+        for i = 1, 13 do -- wraps, fills the 16 slots, then grows once
           local t = {}
           weak[t] = i
           tx:send(t)
