@@ -98,6 +98,48 @@ describe("tidal.channel", function()
       assert.matches("unbounded", tostring(tx))
       assert.matches("capacity 1,", tostring((tidal.channel(1))))
     end)
+    it("keeps FIFO order when the ring grows while wrapped, at any head", function()
+      -- the ring grows in place: the values from the head move up
+      for _, cap in ipairs({ false, 20, 33, 1000 }) do
+        local sent, got = support.run(function()
+          local tx, rx = tidal.channel(cap or nil)
+          local nin, out = 1, {}
+          for round = 1, 40 do
+            for _ = 1, round % 5 do
+              local v = rx:try_recv()
+              if v then out[#out + 1] = v end
+            end
+            for _ = 1, round * 3 do
+              if tx:try_send(nin) then nin = nin + 1 end
+            end
+          end
+          for _, v in ipairs(drain(rx)) do out[#out + 1] = v end
+          return nin - 1, out
+        end)
+        assert.is_true(sent > 20)
+        assert.are.equal(sent, #got)
+        for i = 1, sent do assert.are.equal(i, got[i]) end
+      end
+    end)
+
+    it("keeps no reference to a value once received, across ring growth", function()
+      local alive = support.run(function()
+        local weak = setmetatable({}, { __mode = "k" })
+        local tx, rx = tidal.channel()
+        for i = 1, 10 do tx:send(i) end -- the ring starts with 16 slots
+        for _ = 1, 6 do rx:recv() end -- head in the middle
+        for i = 1, 13 do -- wraps, fills the 16 slots, then grows once
+          local t = {}
+          weak[t] = i
+          tx:send(t)
+        end
+        while rx:try_recv() do end
+        collectgarbage()
+        collectgarbage()
+        return next(weak) ~= nil
+      end)
+      assert.is_false(alive)
+    end)
   end)
 
   describe("try_send and try_recv", function()

@@ -384,7 +384,7 @@ static int l_select(lua_State *L) {
                       luaL_typename(L, 1));
   TIDAL_SPEND(L, t, &select_again);
   if (t->cancel | t->tmo) tidal__raise_cancel(L, t); /* nothing started */
-  lua_settop(L, 1);
+  if (lua_gettop(L) != 1) lua_settop(L, 1); /* (cheaper when it is) */
   /* Fast path: leading op branches are tried in order; the first that can
   ** complete at once wins, and nothing else starts. */
   for (int i = 1, nargs;; i++) {
@@ -392,9 +392,9 @@ static int l_select(lua_State *L) {
     const void *o = tidal__op_push(L, ctx, 2, &nargs);
     if (o == NULL) break;
     int nr = tidal__op_try(L, o, 3);
-    if (nr >= 0) {
+    if (nr >= 0) { /* i in the slot below the results (op or more) */
       lua_pushinteger(L, i);
-      lua_insert(L, -nr - 1);
+      lua_replace(L, -nr - 2);
       return nr + 1;
     }
     lua_settop(L, 1);

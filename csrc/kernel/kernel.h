@@ -579,8 +579,6 @@ void tidal__wake_any(tidal_worker *cur, tidal_task *t);
 /* A task of w starts / stops waiting on something another thread wakes. */
 void tidal__external(tidal_worker *w, int delta);
 void tidal__async_ref(tidal_worker *w);
-void tidal__resumed(lua_State *L, tidal_task *t);
-int tidal__wake_lost(tidal_task *t);
 void tidal__requeue(tidal_task *t);
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r);
 int tidal__yield(lua_State *L, tidal_task *t, lua_KFunction k);
@@ -588,6 +586,21 @@ void tidal__unhook(lua_State *L, tidal_ctx *ctx);
 void tidal__refuse(lua_State *L); /* message on top */
 void tidal__cancel(tidal_task *t, int kind);
 int tidal__raise_cancel(lua_State *L, tidal_task *t); /* never returns */
+/* A task resumes from a wait: raise if its wait was withdrawn, or if it was
+** cancelled after the wake but before it ran (its operation is not observed
+** yet, so it is withdrawn too: the waker's ops pass such wakes on, see
+** tidal__wake_lost). Inline: every wait's continuation calls it. */
+static inline void tidal__resumed(lua_State *L, tidal_task *t) {
+  if ((t->flags & TF_WAKECANCEL) || (t->cancel | t->tmo)) {
+    t->flags &= ~TF_WAKECANCEL;
+    tidal__raise_cancel(L, t);
+  }
+}
+/* Was t woken for its operation, but is about to raise a cancellation
+** instead? Then the primitive must pass the wake on to the next waiter. */
+static inline int tidal__wake_lost(tidal_task *t) {
+  return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
+}
 void tidal__push_cancel_error(lua_State *L, tidal_task *t);
 /* The handle at the top of the stack, of task t dropped with its collected
 ** runtime, lets go of its coroutine (or function and arguments); a started

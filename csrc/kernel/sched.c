@@ -392,23 +392,6 @@ void tidal__requeue(tidal_task *t) {
   tidal__runq_push(t->w, t);
 }
 
-/* A task resumes from a wait: raise if its wait was withdrawn, or if it was
-** cancelled after the wake but before it ran (its operation is not observed
-** yet, so it is withdrawn too: the waker's ops pass such wakes on, see
-** tidal__wake_lost). */
-void tidal__resumed(lua_State *L, tidal_task *t) {
-  if ((t->flags & TF_WAKECANCEL) || (t->cancel | t->tmo)) {
-    t->flags &= ~TF_WAKECANCEL;
-    tidal__raise_cancel(L, t);
-  }
-}
-
-/* Was t woken for its operation, but is about to raise a cancellation
-** instead? Then the primitive must pass the wake on to the next waiter. */
-int tidal__wake_lost(tidal_task *t) {
-  return !(t->flags & TF_WAKECANCEL) && (t->cancel | t->tmo);
-}
-
 int tidal__budget_yield(lua_State *L, tidal_task *t, const tidal_restart *r) {
   tidal__requeue(t);
   return task_yield(L, t, (lua_KFunction)(void (*)(void))r->fn, &restart_key);

@@ -680,13 +680,27 @@ static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
   lua_settop(L, top);
 }
 
+/* anchors 0 (a handoff): pushes the anchor and pool tables on L now that
+** step needs them (the caller resets L's top after the step). */
+static void need_tables(tidal_worker *w, lua_State *L, int *anchors,
+                        int *pool) {
+  if (*anchors != 0) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+  *pool = lua_gettop(L);
+  *anchors = *pool - 1;
+}
+
 /* Runs t (popped from the run queue, or never queued) until it waits or
-** ends. Returns 1 when it is done. */
+** ends. Returns 1 when it is done. anchors and pool: the indices of the
+** worker's tables on L, or 0 (a handoff, whose task most often only
+** waits again): pushed when needed, with 8 free slots on L. */
 static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
                 tidal_task *t) {
   tidal_ctx *ctx = w->ctx;
   tidal_task *prev = ctx->cur;
   int nres, st, ended;
+  if (t->state != TS_RUNNABLE) need_tables(w, L, &anchors, &pool);
   if (t->state == TS_DONE) { /* cancelled before it started */
     lua_rawgeti(L, anchors, t->slot);
     for (int i = 1; i <= t->nuv; i++) {
@@ -700,6 +714,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   if (t->state == TS_NEW) {
     start(w, L, anchors, pool, t);
   } else if (t->cancel == CK_CLOSED || lua_status(t->co) != LUA_YIELD) {
+    need_tables(w, L, &anchors, &pool);
     finish_closed(w, L, anchors, t); /* Lua code closed its coroutine */
     return 1;
   }
@@ -732,11 +747,12 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
     w->slice_end = now;
   }
   if (st == LUA_YIELD && !ended) {
-    lua_pop(t->co, nres);
+    if (nres != 0) lua_pop(t->co, nres); /* (a wait yields none) */
     /* a plain coroutine.yield() from the task body: treat as tidal.yield */
     if (t->state == TS_RUNNING) tidal__requeue(t);
     return 0;
   }
+  need_tables(w, L, &anchors, &pool);
   if (ended)
     lua_pop(t->co, 1); /* idle: back to the pool */
   else
@@ -785,17 +801,16 @@ int tidal__handoff(lua_State *L, tidal_task *t) {
   tidal_worker *w = t->w;
   tidal_task *u = w->rq_head;
   int top;
-  /* the 2 tables below, and the 6 slots a step uses (as in run_batch) */
+  /* the 2 tables step pushes if it needs them, and the 6 slots it uses (as
+  ** in run_batch) */
   if (u == w->main || !lua_checkstack(L, 8)) return 0;
   tidal__runq_pop(w);
   w->nested++;
   w->handoffs++;
   w->handing = t; /* parked, yet on the C stack: not to be resumed */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchors_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
   top = lua_gettop(L);
-  step(w, L, top - 1, top, u);
-  lua_settop(L, top - 2);
+  step(w, L, 0, 0, u);
+  lua_settop(L, top);
   w->handing = NULL;
   w->nested--;
   if (w->slow_ns) /* u's time is not t's */

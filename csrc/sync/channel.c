@@ -3,11 +3,11 @@
 ** single-consumer (any task may hold the receiver), bounded or unbounded.
 **
 ** The channel is a C core shared by its ends (Sender and Receiver userdata,
-** reference-counted). Buffered values live in a Lua table ring (in a holder
-** table that is the ends' uservalue), so within one Lua state a value is
+** reference-counted). Buffered values live in a Lua table ring (the ends'
+** uservalue, one table for all), so within one Lua state a value is
 ** passed by reference. A capacity is a limit, not an allocation: the ring
-** starts small and doubles as values arrive, up to the capacity (it does
-** not shrink: it keeps the size of the largest backlog). Waits
+** starts small and doubles in place as values arrive, up to the capacity
+** (it does not shrink: it keeps the size of the largest backlog). Waits
 ** follow wake-then-take (kernel.h): a sender puts the value in the buffer
 ** and wakes a waiting receiver, which takes it when it runs; a bounded
 ** channel wakes a waiting sender when room appears. A task cancelled between
@@ -120,22 +120,27 @@ static int next_size(const chan *ch) {
   return ch->cap && size > ch->cap ? ch->cap : size;
 }
 
-/* Ring table at index buf (in its holder at buf - 1); value on top
-** (popped). A full ring doubles into a new table, which the holder (shared
-** by every end) then points at. */
+/* Ring table at index buf; value on top (popped). A full ring grows in
+** place (the ends share the table): the values from the head to the end of
+** the old size move up to the end of the new size, and the slots they
+** leave are cleared (nothing buffered stays referenced once taken). */
 static void buf_push(lua_State *L, chan *ch, int buf) {
   if (ch->n == ch->size) {
     int size = next_size(ch);
     if (size < 0) luaL_error(L, "Sender:send: too many values buffered");
-    lua_createtable(L, size, 0);
-    for (int i = 0; i < ch->n; i++) {
-      lua_rawgeti(L, buf, (ch->head - 1 + i) % ch->size + 1);
-      lua_rawseti(L, -2, i + 1);
+    if (ch->head > 1) { /* wrapped: slots head .. old size move up by d */
+      int d = size - ch->size;
+      luaL_checkstack(L, 2, "Sender:send");
+      for (int i = ch->size; i >= ch->head; i--) {
+        lua_rawgeti(L, buf, i);
+        lua_rawseti(L, buf, i + d);
+      }
+      for (int i = ch->head; i < ch->head + d && i <= ch->size; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, buf, i);
+      }
+      ch->head += d;
     }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, buf - 1, 1);
-    lua_replace(L, buf);
-    ch->head = 1;
     ch->size = size;
   }
   lua_rawseti(L, buf, (ch->head - 1 + ch->n) % ch->size + 1);
@@ -239,7 +244,6 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     return 0;
   }
   lua_getiuservalue(L, idx, 1);
-  lua_rawgeti(L, -1, 1);
   buf = lua_gettop(L);
   for (i = 0; i < ch->n; i++) {
     int slot = (ch->head - 1 + i) % ch->size;
@@ -256,14 +260,14 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
       tidal__buf_free(&r[slot]);
     }
     free(r);
-    lua_settop(L, buf - 2);
+    lua_settop(L, buf - 1);
     return 0;
   }
   for (i = 1; i <= ch->size; i++) { /* the Lua ring is not used any more */
     lua_pushnil(L);
     lua_rawseti(L, buf, i);
   }
-  lua_settop(L, buf - 2);
+  lua_settop(L, buf - 1);
   ch->ring = r; /* (shared now: tidal__sh_enable) */
   return 1;
 }
@@ -272,9 +276,16 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
 
 #define check_end(L, idx, tt, fname) ((end *)tidal__checkud(L, idx, tt, fname))
 
-/* self of a hot method: checked once per object (see TIDAL_SELF) */
-static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
-  end *e = (end *)tidal__self(L, &ctx->aux, tt, fname);
+/* self of a hot method: checked once per object (see TIDAL_HOT), inline
+** in send and recv: a hit costs one lua_touserdata and a compare */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline end *self_end(lua_State *L, tidal_ctx *ctx, int tt,
+                            const char *fname) {
+  end *e = (end *)lua_touserdata(L, 1);
+  if (e != NULL && TIDAL_HOT(&ctx->aux, tt, e) == e) return e;
+  e = (end *)tidal__checkud(L, 1, tt, fname);
   if (CH(e) != NULL) TIDAL_HOT(&ctx->aux, tt, e) = e;
   return e;
 }
@@ -282,7 +293,7 @@ static end *self_end(lua_State *L, tidal_ctx *ctx, int tt, const char *fname) {
 static const tidal_htype tx_type, rx_type;
 
 /* Pushes a new end, closed (harmless until it gets its channel); buf:
-** its ring holder. */
+** its ring. */
 static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
   end *e = (end *)tidal__handle_new(L, &ctx->aux,
                                     tt == TT_SENDER ? &tx_type : &rx_type,
@@ -292,7 +303,7 @@ static end *new_end(lua_State *L, tidal_ctx *ctx, int tt, int buf) {
   return e;
 }
 
-/* Pushes a new end over ch (taking a reference); buf: its ring holder. */
+/* Pushes a new end over ch (taking a reference); buf: its ring. */
 static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
                      int buf) {
   end *e = new_end(L, ctx, tt, buf);
@@ -300,13 +311,11 @@ static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
   atomic_fetch_add(&ch->refs, 1);
 }
 
-/* Pushes the ring of the end at idx and returns its index. The ends hold
-** a holder table whose [1] is the ring, so that growing it is seen by
-** every end (the holder is then just below the ring). Not used once
+/* Pushes the ring of the end at idx (its uservalue, one table shared by
+** every end: it grows in place) and returns its index. Not used once
 ** shared. */
 static int push_buf(lua_State *L, int idx) {
   lua_getiuservalue(L, idx, 1);
-  lua_rawgeti(L, -1, 1);
   return lua_gettop(L);
 }
 
@@ -390,9 +399,7 @@ static int l_channel(lua_State *L) {
   }
   lua_settop(L, 0);
   int size = cap && cap < 16 ? cap : 16;
-  lua_createtable(L, 1, 0); /* the ring's holder */
-  lua_createtable(L, size, 0); /* the ring */
-  lua_rawseti(L, 1, 1);
+  lua_createtable(L, size, 0); /* the ring, uservalue of both ends */
   /* both ends first, closed and harmless, so that nothing can raise once
   ** the core is allocated */
   end *tx = new_end(L, ctx, TT_SENDER, 1);
@@ -408,6 +415,12 @@ static int l_channel(lua_State *L) {
   tidal__handle_attach(&tx->h, ch);
   tidal__handle_attach(&rx->h, ch);
   return 2;
+}
+
+/* lua_settop(L, n) where the stack most often has n values already (a
+** continuation, a wait): lua_gettop is the cheaper of the two. */
+static inline void keep_top(lua_State *L, int n) {
+  if (lua_gettop(L) != n) lua_settop(L, n);
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -510,7 +523,7 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
   if (tidal__wake_lost(t)) wake_sender(ch, cur); /* pass the room on */
   tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
-  lua_settop(L, 2);
+  keep_top(L, 2);
   if (ch->sh.on) {
     tidal_buf b = {NULL, 0, 0};
     encode_value(L, 2, &b, "Sender:send");
@@ -591,8 +604,8 @@ static int try_send_op(lua_State *L, int base) {
   int buf = push_buf(L, base);
   lua_pushvalue(L, base + 1);
   buf_push(L, ch, buf);
-  lua_settop(L, buf - 2);
-  if (ch->recvq.head) wake_one(ch, &ch->recvq, tidal__cur_worker(L));
+  lua_settop(L, buf - 1);
+  if (ch->recvq.head) wake_one(ch, &ch->recvq, NULL); /* (local: direct) */
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -695,7 +708,7 @@ static int recv_k(lua_State *L, int status, lua_KContext k) {
   if (tidal__wake_lost(t) && ch->n > 0) wake_one(ch, &ch->recvq, t->w);
   tidal__sh_unlock(&ch->sh);
   tidal__resumed(L, t);
-  lua_settop(L, 1);
+  keep_top(L, 1);
   tidal__sh_lock(&ch->sh);
   if (ch->n > 0) return take(L, ch, t->w, "Receiver:recv");
   if (ended(ch) && ch->taking == 0) {
@@ -725,7 +738,7 @@ static int l_recv(lua_State *L) {
   if (!ch->sh.on) {
     if (ch->n > 0) return take(L, ch, ctx->w, "Receiver:recv");
     if (ended(ch)) return 0;
-    lua_settop(L, 1);
+    keep_top(L, 1);
     t = tidal__wait_ok(L, t, "Receiver:recv"); /* raises outside a task */
     return park_on(L, t, ch, &ch->recvq, 0, &recv_op, recv_k);
   }
@@ -746,11 +759,11 @@ static int l_recv(lua_State *L) {
 /* select's fast path for rx:recv_op(): the receiver at base */
 static int try_recv_op(lua_State *L, int base) {
   chan *ch = CH((end *)lua_touserdata(L, base));
-  tidal_worker *cur = tidal__cur_worker(L);
   if (ch == NULL) return 0; /* finalized: closed */
   if (ch->sh.on) {
     uv_mutex_lock(&ch->sh.mu);
-    if (ch->n > 0) return shared_take(L, ch, cur, "Receiver:recv");
+    if (ch->n > 0)
+      return shared_take(L, ch, tidal__cur_worker(L), "Receiver:recv");
     int e = ended(ch) && ch->taking == 0;
     uv_mutex_unlock(&ch->sh.mu);
     return e ? 0 : -1;
@@ -758,9 +771,8 @@ static int try_recv_op(lua_State *L, int base) {
   if (ch->n > 0) {
     int buf = push_buf(L, base);
     buf_take(L, ch, buf);
-    lua_replace(L, buf - 1); /* the value, in the holder's slot */
-    lua_settop(L, buf - 1);
-    wake_sender(ch, cur);
+    lua_replace(L, buf); /* the value, in the ring's slot */
+    wake_sender(ch, NULL); /* (local: woken directly, no worker needed) */
     return 1;
   }
   return ended(ch) ? 0 : -1;
@@ -874,7 +886,7 @@ static void *share_receiver(lua_State *L, int idx) {
 
 static void push_copy(lua_State *L, void *obj, int tt) {
   chan *ch = (chan *)obj;
-  lua_newtable(L); /* an unused ring holder: the channel is shared */
+  lua_newtable(L); /* an unused ring: the channel is shared */
   push_end(L, tidal__ctx_need(L), ch, tt, lua_gettop(L));
   lua_remove(L, -2);
   uv_mutex_lock(&ch->sh.mu);
