@@ -20,7 +20,9 @@ local function round(n, max_ms, seed)
   local rnd = lcg(seed)
   local log, res, hs = {}, {}, {}
   for i = 1, n do
-    local d = rnd(max_ms) / 1000
+    -- (from 1 ms: a zero sleep arms no timer, it yields once and wakes in
+    -- the same tick, before timers that fell due during a long tick)
+    local d = (1 + rnd(max_ms)) / 1000
     local kind = (i % 3 == 0) and "timeout" or (i % 7 == 0) and "abort" or "sleep"
     hs[i] = tidal.spawn(function()
       local t0 = tidal.now()
