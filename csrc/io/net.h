@@ -134,7 +134,9 @@ void io__udp_open(lua_State *L);
 void io__move_open(lua_State *L);
 
 /* stream.c: a stream from an fd that accept4 or a move gave us (kind
-** IO_TCP, IO_UNIX or IO_PIPE); 0, or a UV error (the fd is closed then). */
+** IO_TCP, IO_UNIX or IO_PIPE); 0, or a UV error (the fd is closed then).
+** A TCP stream stays bare (SF_BARE: no libuv handle) until it needs the
+** loop; see stream.c. */
 int io__stream_from_fd(io_worker *iw, int kind, int dirs, int fd,
                        size_t rbuf, io_stream **out);
 /* The options of a new TCP stream; 0 or a UV error. */
