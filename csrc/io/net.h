@@ -20,6 +20,8 @@
 #define SF_CLOSING 0x0020  /* uv_close was called */
 #define SF_LIVE 0x0040     /* in the worker's live list */
 #define SF_NODELAY 0x0080  /* TCP_NODELAY wanted: set at the first write */
+#define SF_BARE 0x0100     /* a TCP socket no libuv handle owns yet (fd) */
+#define SF_HINIT 0x0200    /* SF_BARE, but its handle is initialised */
 
 struct io_stream {
   io_obj obj; /* first */
@@ -31,7 +33,8 @@ struct io_stream {
   } u; /* u.h.data = this */
   uint8_t kind, dirs;
   uint16_t f;
-  int fd;          /* the socket (uv_fileno), for the send fast path */
+  int fd;          /* the socket (uv_fileno), for the send fast path;
+                   ** SF_BARE: owned by the stream until it needs a handle */
   int rerr;        /* sticky read error, reported after the buffered bytes */
   int werr;        /* sticky write error */
   int shut_status; /* of the finished shutdown */
@@ -131,7 +134,9 @@ void io__udp_open(lua_State *L);
 void io__move_open(lua_State *L);
 
 /* stream.c: a stream from an fd that accept4 or a move gave us (kind
-** IO_TCP, IO_UNIX or IO_PIPE); 0, or a UV error (the fd is closed then). */
+** IO_TCP, IO_UNIX or IO_PIPE); 0, or a UV error (the fd is closed then).
+** A TCP stream stays bare (SF_BARE: no libuv handle) until it needs the
+** loop; see stream.c. */
 int io__stream_from_fd(io_worker *iw, int kind, int dirs, int fd,
                        size_t rbuf, io_stream **out);
 /* The options of a new TCP stream; 0 or a UV error. */

@@ -24,6 +24,15 @@
 ** started sent nothing; one cancelled after it started completes in the
 ** background, in order (unless the stream is closed first).
 **
+** An accepted (or moved) TCP socket starts bare: the stream holds the fd,
+** writes that the kernel takes at once go through send, options through
+** setsockopt, and the libuv handle is made (uv_tcp_init + uv_tcp_open)
+** only when the stream first needs the loop: a read that waits, a write
+** that would block, shutdown, keepalive. A stream that never needs it
+** costs neither uv_tcp_open's ioctl(FIONBIO) (accept4 made it
+** non-blocking) nor uv_close's epoll_ctl(DEL) of an fd never added: its
+** close is a plain close(2).
+**
 ** A stream's handle is referenced only while a task is parked on it, so
 ** an idle open stream neither keeps the loop alive nor hides a deadlock.
 ** close() never waits: it wakes the parked tasks (nil, err "closed") and
@@ -34,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +116,36 @@ static void close_cb(uv_handle_t *h) {
   core_free((io_stream *)h->data);
 }
 
+/* Gives a bare stream its libuv handle (0 or a UV error). */
+static int need_handle(io_stream *s) {
+  int rc;
+  if (!(s->f & SF_BARE)) return 0;
+  if (!(s->f & SF_HINIT)) {
+    rc = uv_tcp_init(s->obj.iw->w->loop, &s->u.tcp);
+    if (rc != 0) return rc;
+    s->f |= SF_HINIT;
+    uv_unref(&s->u.h);
+  }
+  rc = uv_tcp_open(&s->u.tcp, s->fd);
+  if (rc != 0) return rc;
+  s->f &= (uint16_t)~(SF_BARE | SF_HINIT);
+  return 0;
+}
+
+/* Closes the handle (memory freed in close_cb) or, for a bare stream, the
+** fd (and the handle if need_handle initialised it but failed to open). */
+static void close_core(io_stream *s) {
+  if (s->f & SF_BARE) {
+    close(s->fd);
+    s->fd = -1;
+    if (!(s->f & SF_HINIT)) {
+      core_free(s);
+      return;
+    }
+  }
+  uv_close(&s->u.h, close_cb);
+}
+
 void io__stream_ref(io_stream *s) {
   if (s->nparked++ == 0) uv_ref(&s->u.h);
 }
@@ -126,7 +166,7 @@ static void wake_all(io_stream *s, tidal_wq *q) {
 static void stream_shutdown(io_obj *o) {
   io_stream *s = (io_stream *)o;
   s->f |= SF_CLOSING;
-  uv_close(&s->u.h, close_cb);
+  close_core(s);
 }
 
 void io__stream_close(io_stream *s) {
@@ -139,7 +179,7 @@ void io__stream_close(io_stream *s) {
   wake_all(s, &s->writers);
   wake_all(s, &s->shutters);
   if (s->f & SF_LIVE) io__live_remove(s->obj.iw, &s->obj);
-  uv_close(&s->u.h, close_cb);
+  close_core(s);
 }
 
 /* ----------------------------------------------------------------- read */
@@ -230,15 +270,19 @@ int io__stream_read_now(io_stream *s) {
   return start_reading(s);
 }
 
+static void go_live(io_stream *s, size_t read_buffer) {
+  s->rmax = read_buffer ? read_buffer : IO_READ_MAX;
+  io__live_add(s->obj.iw, &s->obj);
+  s->obj.shutdown = stream_shutdown;
+  s->f |= SF_LIVE;
+}
+
 int io__stream_start(io_stream *s, size_t read_buffer) {
   int rc = 0;
   uv_os_fd_t fd;
   s->fd = uv_fileno(&s->u.h, &fd) == 0 ? fd : -1;
-  s->rmax = read_buffer ? read_buffer : IO_READ_MAX;
   uv_unref(&s->u.h);
-  io__live_add(s->obj.iw, &s->obj);
-  s->obj.shutdown = stream_shutdown;
-  s->f |= SF_LIVE;
+  go_live(s, read_buffer);
   /* A child's output pipe reads at once (up to read_buffer): a child that
   ** writes more than the socket holds and exits before anyone reads must
   ** not block on a full pipe while we wait for it. Sockets start reading
@@ -382,9 +426,16 @@ static const tidal_waitop read_ops[RD_N] = {
 
 static const lua_KFunction read_ks[RD_N];
 
+static int lines_result(lua_State *L, int n);
+
 /* Parks t among the readers (at the front: it was the head already). */
 static int park_reader(lua_State *L, io_stream *s, tidal_task *t, int mode,
                        int front) {
+  int rc = need_handle(s);
+  if (rc != 0) {
+    rc = io__fail(L, rc, rd_names[mode], NULL);
+    return mode == RD_LINES ? lines_result(L, rc) : rc;
+  }
   if (front)
     tidal__wq_push_front(&s->readers, t);
   else
@@ -801,6 +852,10 @@ static int write_body(lua_State *L, io_stream *s, tidal_task *t) {
     }
   }
   r->s = s;
+  if ((rc = need_handle(s)) != 0) {
+    wreq_free(s->obj.iw, r);
+    return io__fail(L, rc, write_name, NULL);
+  }
   {
     uv_buf_t b = uv_buf_init(r->data, (unsigned int)r->len);
     rc = uv_write(&r->req, &s->u.s, &b, 1, write_cb);
@@ -897,7 +952,8 @@ static int l_shutdown(lua_State *L) {
   lua_settop(L, 1);
   if (s->f & SF_SHUTDONE) return shut_result(L, s);
   if (!(s->f & SF_WSHUT)) {
-    int rc = uv_shutdown(&s->sreq, &s->u.s, shutdown_cb);
+    int rc = need_handle(s);
+    if (rc == 0) rc = uv_shutdown(&s->sreq, &s->u.s, shutdown_cb);
     if (rc != 0) return io__fail(L, rc, "Stream:shutdown", NULL);
     s->f |= SF_WSHUT;
   }
@@ -935,6 +991,7 @@ static int l_buffered(lua_State *L) {
 
 static int sock_fd(io_stream *s) {
   uv_os_fd_t fd = -1;
+  if (s->f & SF_BARE) return s->fd;
   return uv_fileno(&s->u.h, &fd) == 0 ? fd : -1;
 }
 
@@ -969,9 +1026,17 @@ static int l_local_addr(lua_State *L) {
     return 2;
   }
   memset(&sa, 0, sizeof sa);
-  if (s->kind == IO_TCP &&
-      (rc = uv_tcp_getsockname(&s->u.tcp, (struct sockaddr *)&sa, &len)) != 0)
+  if (s->kind == IO_TCP && (s->f & SF_BARE)) {
+    socklen_t slen = sizeof sa;
+    if (getsockname(s->fd, (struct sockaddr *)&sa, &slen) != 0)
+      return io__fail(L, uv_translate_sys_error(errno), "Stream:local_addr",
+                      NULL);
+    len = (int)slen;
+  } else if (s->kind == IO_TCP &&
+             (rc = uv_tcp_getsockname(&s->u.tcp, (struct sockaddr *)&sa,
+                                      &len)) != 0) {
     return io__fail(L, rc, "Stream:local_addr", NULL);
+  }
   io__addr_push(L, (struct sockaddr *)&sa, (socklen_t)len);
   return 2;
 }
@@ -1003,14 +1068,24 @@ static int keepalive_arg(lua_State *L, int idx, const char *fname) {
 int io__stream_tcp_opts(io_stream *s, int nodelay, int keepalive) {
   int rc = 0;
   if (nodelay) s->f |= SF_NODELAY;
-  if (keepalive > 0) rc = uv_tcp_keepalive(&s->u.tcp, 1, keepalive);
+  if (keepalive > 0 && (rc = need_handle(s)) == 0)
+    rc = uv_tcp_keepalive(&s->u.tcp, 1, keepalive);
   return rc;
+}
+
+/* TCP_NODELAY on or off (a bare stream: on its fd). */
+static int set_nodelay(io_stream *s, int on) {
+  if (s->f & SF_BARE)
+    return setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == 0
+               ? 0
+               : uv_translate_sys_error(errno);
+  return uv_tcp_nodelay(&s->u.tcp, on);
 }
 
 /* The TCP_NODELAY that io__stream_tcp_opts left for the first write. */
 static void nodelay_now(io_stream *s) {
   s->f &= (uint16_t)~SF_NODELAY;
-  uv_tcp_nodelay(&s->u.tcp, 1); /* (a failure shows at the write) */
+  set_nodelay(s, 1); /* (a failure shows at the write) */
 }
 
 static int l_set_nodelay(lua_State *L) {
@@ -1018,15 +1093,17 @@ static int l_set_nodelay(lua_State *L) {
   tcp_only(L, s, "Stream:set_nodelay");
   luaL_checktype(L, 2, LUA_TBOOLEAN);
   s->f &= (uint16_t)~SF_NODELAY;
-  return opt_result(L, uv_tcp_nodelay(&s->u.tcp, lua_toboolean(L, 2)),
+  return opt_result(L, set_nodelay(s, lua_toboolean(L, 2)),
                     "Stream:set_nodelay");
 }
 
 static int l_set_keepalive(lua_State *L) {
   io_stream *s = (io_stream *)io__check(L, TT_STREAM, "Stream:set_keepalive");
-  int delay;
+  int delay, rc;
   tcp_only(L, s, "Stream:set_keepalive");
   delay = keepalive_arg(L, 2, "Stream:set_keepalive");
+  if ((rc = need_handle(s)) != 0)
+    return opt_result(L, rc, "Stream:set_keepalive");
   return opt_result(L, uv_tcp_keepalive(&s->u.tcp, delay > 0, (unsigned)delay),
                     "Stream:set_keepalive");
 }
@@ -1093,6 +1170,13 @@ int io__stream_from_fd(io_worker *iw, int kind, int dirs, int fd,
   if (s == NULL) {
     close(fd);
     return UV_ENOMEM;
+  }
+  if (kind == IO_TCP) { /* bare until it needs the loop */
+    s->fd = fd;
+    s->f |= SF_BARE;
+    go_live(s, rbuf);
+    *out = s;
+    return 0;
   }
   rc = kind == IO_TCP ? uv_tcp_init(iw->w->loop, &s->u.tcp)
                       : uv_pipe_init(iw->w->loop, &s->u.pipe, 0);
