@@ -177,6 +177,10 @@ io_ud *io__ud(lua_State *L, int tt, const char *fname);
 /* close / __gc of a userdata whose core is NULL: lets go of what moved
 ** here (move.c); nothing otherwise. */
 void io__ud_forget(io_ud *u);
+/* close() (gc 0) or __gc (gc 1) of the movable userdata at index 1 of type
+** tt: close_core closes its core, or what moved here is let go (move.c). */
+int io__ud_close(lua_State *L, int tt, const char *fname, int gc,
+                 void (*close_core)(void *core));
 /* io__check found u pending: builds its core in the running worker
 ** (move.c); raises when that cannot be done. */
 io_obj *io__adopt(lua_State *L, io_ud *u, int tt, const char *fname);

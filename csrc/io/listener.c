@@ -294,23 +294,14 @@ static int l_local_addr(lua_State *L) {
   return 2;
 }
 
+static void close_core(void *core) { listener_close((io_listener *)core); }
+
 static int l_close(lua_State *L) {
-  io_ud *u = io__ud(L, TT_LISTENER, "Listener:close");
-  if (u->core != NULL)
-    listener_close((io_listener *)u->core);
-  else
-    io__ud_forget(u);
-  return 0;
+  return io__ud_close(L, TT_LISTENER, "Listener:close", 0, close_core);
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_LISTENER, "Listener:__gc");
-  io__ud_unhot(L, TT_LISTENER, u);
-  if (u->core != NULL)
-    listener_close((io_listener *)u->core);
-  else
-    io__ud_forget(u);
-  return 0;
+  return io__ud_close(L, TT_LISTENER, "Listener:__gc", 1, close_core);
 }
 
 static int l_tostring(lua_State *L) {

@@ -73,6 +73,18 @@ void io__ud_forget(io_ud *u) {
   }
 }
 
+int io__ud_close(lua_State *L, int tt, const char *fname, int gc,
+                 void (*close_core)(void *core)) {
+  io_ud *u =
+      gc ? (io_ud *)tidal__checkud(L, 1, tt, fname) : io__ud(L, tt, fname);
+  if (gc) io__ud_unhot(L, tt, u);
+  if (u->core != NULL)
+    close_core(u->core);
+  else
+    io__ud_forget(u);
+  return 0;
+}
+
 /* ---------------------------------------------------------------- xtype */
 
 static void *share(lua_State *L, int idx, int tt) {

@@ -964,23 +964,14 @@ static int l_shutdown(lua_State *L) {
 
 /* ---------------------------------------------------------------- other */
 
+static void ud_close_core(void *core) { io__stream_close((io_stream *)core); }
+
 static int l_close(lua_State *L) {
-  io_ud *u = io__ud(L, TT_STREAM, "Stream:close");
-  if (u->core != NULL)
-    io__stream_close((io_stream *)u->core);
-  else
-    io__ud_forget(u);
-  return 0;
+  return io__ud_close(L, TT_STREAM, "Stream:close", 0, ud_close_core);
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *u = (io_ud *)tidal__checkud(L, 1, TT_STREAM, "Stream:__gc");
-  io__ud_unhot(L, TT_STREAM, u);
-  if (u->core != NULL)
-    io__stream_close((io_stream *)u->core);
-  else
-    io__ud_forget(u);
-  return 0;
+  return io__ud_close(L, TT_STREAM, "Stream:__gc", 1, ud_close_core);
 }
 
 static int l_buffered(lua_State *L) {

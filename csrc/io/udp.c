@@ -411,23 +411,14 @@ static int l_local_addr(lua_State *L) {
   return 2;
 }
 
+static void close_core(void *core) { udp_close((io_udp *)core); }
+
 static int l_close(lua_State *L) {
-  io_ud *ud = io__ud(L, TT_UDP, "UdpSocket:close");
-  if (ud->core != NULL)
-    udp_close((io_udp *)ud->core);
-  else
-    io__ud_forget(ud);
-  return 0;
+  return io__ud_close(L, TT_UDP, "UdpSocket:close", 0, close_core);
 }
 
 static int l_gc(lua_State *L) {
-  io_ud *ud = (io_ud *)tidal__checkud(L, 1, TT_UDP, "UdpSocket:__gc");
-  io__ud_unhot(L, TT_UDP, ud);
-  if (ud->core != NULL)
-    udp_close((io_udp *)ud->core);
-  else
-    io__ud_forget(ud);
-  return 0;
+  return io__ud_close(L, TT_UDP, "UdpSocket:__gc", 1, close_core);
 }
 
 static int l_tostring(lua_State *L) {
