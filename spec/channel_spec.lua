@@ -122,6 +122,56 @@ describe("tidal.channel", function()
       end
     end)
 
+    it("keeps each value's type and identity through the ring, across wrap and growth", function()
+      -- numbers, booleans and light userdata are kept in C, other values in
+      -- a Lua table at the same slot: the order and the types must not mix
+      local lud = debug.upvalueid(drain, 1) -- a light userdata
+      local t, f, co = {}, function() end, coroutine.create(function() end)
+      local kinds = { 7, 1.0, -0.0, 2 ^ 53 + 1, math.maxinteger, math.mininteger,
+        1 / 0, 0 / 0, true, false, "s", t, f, co, lud, 0.5, "x" }
+      local ok, why = support.run(function()
+        local tx, rx = tidal.channel()
+        for _ = 1, 5 do tx:send(0) end
+        for _ = 1, 5 do rx:recv() end -- the head away from slot 1
+        for round = 1, 3 do -- 3 x 17 values: wraps and grows twice
+          for _, v in ipairs(kinds) do tx:send(v) end
+          assert(round)
+        end
+        for _ = 1, 3 do
+          for i, v in ipairs(kinds) do
+            local got = rx:recv()
+            if v ~= v then -- NaN
+              if got == got then return false, "NaN became " .. tostring(got) end
+            elseif got ~= v or math.type(got) ~= math.type(v) or type(got) ~= type(v) then
+              return false, ("value %d: sent %s (%s), got %s (%s)"):format(i,
+                tostring(v), math.type(v) or type(v), tostring(got), math.type(got) or type(got))
+            end
+            if v == 0 and 1 / v < 0 and 1 / got > 0 then return false, "-0.0 lost its sign" end
+          end
+        end
+        return rx:try_recv() == nil, "left over"
+      end)
+      assert.is_true(ok, why)
+    end)
+
+    it("keeps the buffered values' types when the channel starts crossing workers", function()
+      local got = tidal.run({ workers = 1 }, function()
+        local tx, rx = tidal.channel()
+        local values = { 1, 2.0, true, false, "three", { 4 } }
+        for _, v in ipairs(values) do tx:send(v) end
+        -- rx moves to another worker: what is buffered is copied over
+        return tidal.spawn_parallel(function(r)
+          local out = {}
+          for _ = 1, 6 do
+            local v = r:recv()
+            out[#out + 1] = type(v) == "table" and "t" .. v[1] or (math.type(v) or "") .. tostring(v)
+          end
+          return table.concat(out, " ")
+        end, rx):await()
+      end)
+      assert.are.equal("integer1 float2.0 true false three t4", got)
+    end)
+
     it("keeps no reference to a value once received, across ring growth", function()
       local alive = support.run(function()
         local weak = setmetatable({}, { __mode = "k" })

@@ -3,9 +3,11 @@
 ** single-consumer (any task may hold the receiver), bounded or unbounded.
 **
 ** The channel is a C core shared by its ends (Sender and Receiver userdata,
-** reference-counted). Buffered values live in a Lua table ring (the ends'
-** uservalue, one table for all), so within one Lua state a value is
-** passed by reference. A capacity is a limit, not an allocation: the ring
+** reference-counted). Buffered values live in a ring of slots in C:
+** numbers, booleans and light userdata stay in the slot itself (no table
+** is touched per message), any other value sits in a Lua table at the same
+** slot (the ends' uservalue, one table for all), so within one Lua state a
+** value is passed by reference. A capacity is a limit, not an allocation: the ring
 ** starts small and doubles in place as values arrive, up to the capacity
 ** (it does not shrink: it keeps the size of the largest backlog). Waits
 ** follow wake-then-take (kernel.h): a sender puts the value in the buffer
@@ -55,7 +57,20 @@ typedef struct chan {
   tidal_shared sh; /* cross-worker mode: its mutex guards all of the above
                       but refs */
   tidal_buf *ring; /* shared: the values, encoded; slot i-1 for Lua slot i */
+  struct cval *vals; /* local: the values, slot i-1 for Lua slot i */
 } chan;
+
+/* A value buffered in local mode: a scalar is kept here, anything else in
+** the Lua ring at the same slot (CV_REF). */
+enum { CV_REF, CV_INT, CV_FLT, CV_FALSE, CV_TRUE, CV_LUD };
+typedef struct cval {
+  union {
+    lua_Integer i;
+    lua_Number n;
+    void *p;
+  } u;
+  int tag;
+} cval;
 
 
 typedef struct end {
@@ -80,6 +95,7 @@ static void chan_unref(chan *ch, tidal_worker *cur) {
     free(ch->ring);
   }
   tidal__sh_destroy(&ch->sh);
+  free(ch->vals);
   free(ch);
 }
 
@@ -120,39 +136,98 @@ static int next_size(const chan *ch) {
   return ch->cap && size > ch->cap ? ch->cap : size;
 }
 
-/* Ring table at index buf; value on top (popped). A full ring grows in
-** place (the ends share the table): the values from the head to the end of
-** the old size move up to the end of the new size, and the slots they
-** leave are cleared (nothing buffered stays referenced once taken). */
-static void buf_push(lua_State *L, chan *ch, int buf) {
-  if (ch->n == ch->size) {
-    int size = next_size(ch);
-    if (size < 0) luaL_error(L, "Sender:send: too many values buffered");
-    if (ch->head > 1) { /* wrapped: slots head .. old size move up by d */
-      int d = size - ch->size;
-      luaL_checkstack(L, 2, "Sender:send");
-      for (int i = ch->size; i >= ch->head; i--) {
-        lua_rawgeti(L, buf, i);
-        lua_rawseti(L, buf, i + d);
+/* The next slot after s (1-based) in a ring of size slots */
+#define RING_NEXT(s, size) ((s) == (size) ? 1 : (s) + 1)
+
+/* A full ring grows in place (the ends share the Lua table): the values
+** from the head to the end of the old size move up to the end of the new
+** size, and the Lua slots they leave are cleared (nothing buffered stays
+** referenced once taken). The end at eidx gives the Lua ring. */
+static void buf_grow(lua_State *L, chan *ch, int eidx) {
+  int size = next_size(ch), buf = 0;
+  if (size < 0) luaL_error(L, "Sender:send: too many values buffered");
+  cval *v = (cval *)realloc(ch->vals, (size_t)size * sizeof *v);
+  if (v == NULL) luaL_error(L, "Sender:send: not enough memory");
+  ch->vals = v;
+  if (ch->head > 1) { /* wrapped: slots head .. old size move up by d */
+    int d = size - ch->size;
+    for (int i = ch->size; i >= ch->head; i--) {
+      v[i - 1 + d] = v[i - 1];
+      if (v[i - 1].tag != CV_REF) continue;
+      if (buf == 0) {
+        luaL_checkstack(L, 3, "Sender:send");
+        lua_getiuservalue(L, eidx, 1);
+        buf = lua_gettop(L);
       }
-      for (int i = ch->head; i < ch->head + d && i <= ch->size; i++) {
-        lua_pushnil(L);
-        lua_rawseti(L, buf, i);
-      }
-      ch->head += d;
+      lua_rawgeti(L, buf, i);
+      lua_rawseti(L, buf, i + d);
+      lua_pushnil(L);
+      lua_rawseti(L, buf, i);
     }
-    ch->size = size;
+    if (buf != 0) lua_settop(L, buf - 1);
+    ch->head += d;
   }
-  lua_rawseti(L, buf, (ch->head - 1 + ch->n) % ch->size + 1);
+  ch->size = size;
+}
+
+/* Buffers the value at index val; eidx: an end (its uservalue is the Lua
+** ring). Local mode. */
+static void buf_push(lua_State *L, chan *ch, int eidx, int val) {
+  if (ch->n == ch->size) buf_grow(L, ch, eidx);
+  int s = ch->head + ch->n; /* 1-based */
+  if (s > ch->size) s -= ch->size;
+  cval *c = &ch->vals[s - 1];
+  switch (lua_type(L, val)) {
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, val)) {
+      c->u.i = lua_tointeger(L, val);
+      c->tag = CV_INT;
+    } else {
+      c->u.n = lua_tonumber(L, val);
+      c->tag = CV_FLT;
+    }
+    break;
+  case LUA_TBOOLEAN:
+    c->tag = lua_toboolean(L, val) ? CV_TRUE : CV_FALSE;
+    break;
+  case LUA_TLIGHTUSERDATA:
+    c->u.p = lua_touserdata(L, val);
+    c->tag = CV_LUD;
+    break;
+  default:
+    lua_getiuservalue(L, eidx, 1);
+    lua_pushvalue(L, val);
+    lua_rawseti(L, -2, s);
+    lua_pop(L, 1);
+    c->tag = CV_REF;
+  }
   ch->n++;
 }
 
-/* pushes the oldest value */
-static void buf_take(lua_State *L, chan *ch, int buf) {
-  lua_rawgeti(L, buf, ch->head);
-  lua_pushnil(L);
-  lua_rawseti(L, buf, ch->head);
-  ch->head = ch->head % ch->size + 1;
+/* Pushes the value at slot s (1-based), clearing its Lua slot */
+static void push_slot(lua_State *L, chan *ch, int eidx, int s, int clear) {
+  const cval *c = &ch->vals[s - 1];
+  switch (c->tag) {
+  case CV_INT: lua_pushinteger(L, c->u.i); break;
+  case CV_FLT: lua_pushnumber(L, c->u.n); break;
+  case CV_FALSE: lua_pushboolean(L, 0); break;
+  case CV_TRUE: lua_pushboolean(L, 1); break;
+  case CV_LUD: lua_pushlightuserdata(L, c->u.p); break;
+  default:
+    lua_getiuservalue(L, eidx, 1);
+    lua_rawgeti(L, -1, s);
+    if (clear) {
+      lua_pushnil(L);
+      lua_rawseti(L, -3, s);
+    }
+    lua_remove(L, -2);
+  }
+}
+
+/* pushes the oldest value (local mode) */
+static void buf_take(lua_State *L, chan *ch, int eidx) {
+  push_slot(L, ch, eidx, ch->head, 1);
+  ch->head = RING_NEXT(ch->head, ch->size);
   ch->n--;
 }
 
@@ -237,6 +312,7 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
   tidal_buf *r;
   int i, buf;
   if (ch->sh.on) return 1;
+  idx = lua_absindex(L, idx);
   r = (tidal_buf *)calloc((size_t)ch->size, sizeof *r);
   if (r == NULL) return 0;
   if (!lua_checkstack(L, 6)) {
@@ -247,7 +323,7 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
   buf = lua_gettop(L);
   for (i = 0; i < ch->n; i++) {
     int slot = (ch->head - 1 + i) % ch->size;
-    lua_rawgeti(L, buf, slot + 1);
+    push_slot(L, ch, idx, slot + 1, 0);
     int fail = tidal__xfer_encode(L, lua_gettop(L), 1, "message", &r[slot]);
     lua_pop(L, fail ? 2 : 1);
     if (fail) break;
@@ -268,6 +344,8 @@ static int make_shared(lua_State *L, chan *ch, int idx) {
     lua_rawseti(L, buf, i);
   }
   lua_settop(L, buf - 1);
+  free(ch->vals); /* (not used any more either) */
+  ch->vals = NULL;
   ch->ring = r; /* (shared now: tidal__sh_enable) */
   return 1;
 }
@@ -311,13 +389,6 @@ static void push_end(lua_State *L, tidal_ctx *ctx, chan *ch, int tt,
   atomic_fetch_add(&ch->refs, 1);
 }
 
-/* Pushes the ring of the end at idx (its uservalue, one table shared by
-** every end: it grows in place) and returns its index. Not used once
-** shared. */
-static int push_buf(lua_State *L, int idx) {
-  lua_getiuservalue(L, idx, 1);
-  return lua_gettop(L);
-}
 
 static void sender_gone(chan *ch, tidal_worker *cur) {
   if (--ch->nsenders == 0) wake_all(ch, &ch->recvq, cur); /* see the end */
@@ -405,7 +476,13 @@ static int l_channel(lua_State *L) {
   end *tx = new_end(L, ctx, TT_SENDER, 1);
   end *rx = new_end(L, ctx, TT_RECEIVER, 1);
   chan *ch = (chan *)calloc(1, sizeof *ch);
-  if (ch == NULL) return luaL_error(L, "tidal.channel: not enough memory");
+  cval *vals = (cval *)calloc((size_t)size, sizeof *vals);
+  if (ch == NULL || vals == NULL) {
+    free(ch);
+    free(vals);
+    return luaL_error(L, "tidal.channel: not enough memory");
+  }
+  ch->vals = vals;
   ch->cap = cap;
   ch->size = size;
   ch->head = 1;
@@ -461,9 +538,7 @@ static int closed_sender(lua_State *L, const char *fname);
 
 /* value at 2; local mode */
 static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
-  int buf = push_buf(L, 1);
-  lua_pushvalue(L, 2);
-  buf_push(L, ch, buf);
+  buf_push(L, ch, 1, 2);
   if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
   lua_pushboolean(L, 1);
   return 1;
@@ -601,10 +676,7 @@ static int try_send_op(lua_State *L, int base) {
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
   if (!has_room(ch) || ch->sendq.head != NULL) return -1;
-  int buf = push_buf(L, base);
-  lua_pushvalue(L, base + 1);
-  buf_push(L, ch, buf);
-  lua_settop(L, buf - 1);
+  buf_push(L, ch, base, base + 1);
   if (ch->recvq.head) wake_one(ch, &ch->recvq, NULL); /* (local: direct) */
   lua_pushboolean(L, 1);
   return 1;
@@ -690,8 +762,7 @@ static const tidal_restart recv_again = {l_recv};
 ** Local mode, or shared with the lock held (released here). */
 static int take(lua_State *L, chan *ch, tidal_worker *cur, const char *fname) {
   if (ch->sh.on) return shared_take(L, ch, cur, fname);
-  int buf = push_buf(L, 1);
-  buf_take(L, ch, buf);
+  buf_take(L, ch, 1);
   wake_sender(ch, cur);
   return 1;
 }
@@ -769,9 +840,7 @@ static int try_recv_op(lua_State *L, int base) {
     return e ? 0 : -1;
   }
   if (ch->n > 0) {
-    int buf = push_buf(L, base);
-    buf_take(L, ch, buf);
-    lua_replace(L, buf); /* the value, in the ring's slot */
+    buf_take(L, ch, base); /* (at base + 1) */
     wake_sender(ch, NULL); /* (local: woken directly, no worker needed) */
     return 1;
   }
