@@ -671,11 +671,10 @@ static int l_send(lua_State *L) {
     return http__err(L, "%s: libcurl refused the request for %s", fname,
                 push_url(L, url));
   }
+  /* curl runs it before the worker's next poll (glue.c: on_prepare), with
+  ** the requests of the other tasks that run until then */
   lua_settop(L, 8);
   lua_pushlightuserdata(L, x); /* S_XFER */
-  http__multi_kick(m);         /* write it now: no timer round trip */
-  if (x->state == XS_DONE || (mode != MODE_BUFFER && (x->flags & XF_HEADERS)))
-    return send_finish(L, x, mode != MODE_BUFFER);
   x->task = t;
   x->wait = mode == MODE_BUFFER ? XW_DONE : XW_HEADERS;
   return tidal__park(L, t, &send_op, x, send_k);
