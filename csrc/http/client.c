@@ -395,30 +395,43 @@ static const char *push_url(lua_State *L, const char *url) {
 #define S_BODY 6
 #define S_XFER 9
 
+/* l_send's upvalues: the context, the response metatable, the names of
+** the response's fields (set with lua_rawset: no lookup of the name) */
+#define UV_RESPONSE_MT 2
+#define UV_STATUS 3
+#define UV_BODY 4
+#define UV_HEADERS 5
+#define UV_URL 6
+#define SEND_NUPVALUES 6
+
 static void push_response(lua_State *L, http_xfer *x, int with_body) {
   long code = 0;
   char *url = NULL;
   lua_createtable(L, 0, 6);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  lua_pushvalue(L, lua_upvalueindex(UV_STATUS));
   lua_pushinteger(L, code);
-  lua_setfield(L, -2, "status");
+  lua_rawset(L, -3);
   if (with_body) {
+    lua_pushvalue(L, lua_upvalueindex(UV_BODY));
     lua_pushlstring(L, x->body.data, x->body.len);
-    lua_setfield(L, -2, "body");
+    lua_rawset(L, -3);
   }
+  lua_pushvalue(L, lua_upvalueindex(UV_HEADERS));
   lua_pushlstring(L, x->hdr.data, x->hdr.len);
-  lua_setfield(L, -2, "_h");
+  lua_rawset(L, -3);
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
   if (url) {
     const char *given = lua_tostring(L, S_URL);
+    lua_pushvalue(L, lua_upvalueindex(UV_URL));
     if (strcmp(url, given) == 0 && !has_userinfo(given))
       lua_pushvalue(L, S_URL); /* not redirected: the caller's string */
     else
       push_url(L, url);
-    lua_setfield(L, -2, "url");
+    lua_rawset(L, -3);
   }
   /* http_version and reason come from _h's status line, on demand */
-  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, lua_upvalueindex(UV_RESPONSE_MT));
   lua_setmetatable(L, -2);
 }
 
@@ -474,8 +487,20 @@ static int push_body(lua_State *L, http_xfer *x);
 
 /* The request is over (or, streamed, its headers are in): results. */
 static int send_finish(lua_State *L, http_xfer *x, int stream) {
-  const char *fname = lua_tostring(L, S_FNAME);
-  const char *method = lua_tostring(L, S_METHOD);
+  const char *fname, *method;
+  if (x->state == XS_DONE && x->rc == CURLE_OK &&
+      !(x->flags & (XF_NOMEM | XF_TOO_LARGE))) { /* the common case */
+    push_response(L, x, !stream);
+    if (!stream) {
+      http__xfer_release(x);
+      return 1;
+    }
+    push_body(L, x);
+    lua_setfield(L, -2, "_b");
+    return 1;
+  }
+  fname = lua_tostring(L, S_FNAME);
+  method = lua_tostring(L, S_METHOD);
   if (x->flags & XF_NOMEM) {
     http__xfer_release(x);
     return http__err(L, "%s: not enough memory for the response of %s %s", fname,
@@ -950,10 +975,13 @@ void tidal__http_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  /* _http_send gets the response metatable as a second upvalue */
+  /* _http_send's upvalues: see UV_RESPONSE_MT */
+  lua_pushvalue(L, -1);
   luaL_newmetatable(L, RESPONSE_MT);
-  lua_pushvalue(L, -2);
-  lua_insert(L, -2);
-  lua_pushcclosure(L, l_send, 2);
+  lua_pushliteral(L, "status");
+  lua_pushliteral(L, "body");
+  lua_pushliteral(L, "_h");
+  lua_pushliteral(L, "url");
+  lua_pushcclosure(L, l_send, SEND_NUPVALUES);
   lua_setfield(L, -3, "_http_send");
 }

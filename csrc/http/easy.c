@@ -15,6 +15,14 @@
 
 /* ---------------------------------------------------------------- buffers */
 
+/* tidal__buf_add, with the common case (room left) inline. */
+static int buf_put(tidal_buf *b, const char *p, size_t n) {
+  if (b->data == NULL || b->cap - b->len < n) return tidal__buf_add(b, p, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
 /* Buffers grown by one large body are not kept for the next request. */
 static void buf_trim(tidal_buf *b, size_t keep) {
   b->len = 0;
@@ -37,7 +45,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
   http_xfer *x = (http_xfer *)ud;
   size_t len = size * n;
   if (x->flags & XF_HEADERS) return len; /* trailers */
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+  if (len >= 5 && p[0] == 'H' && memcmp(p, "HTTP/", 5) == 0) {
     /* a status line: a new header block (1xx, a redirect, the final one);
     ** it stays first in the block (resp.http_version, resp.reason) */
     x->hdr.len = 0;
@@ -54,12 +62,14 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
     if (x->wait == XW_HEADERS) wake(x);
     return len;
   }
-  if (len > 9 && strncasecmp(p, "location:", 9) == 0) x->flags |= XF_LOCATION;
+  if (len > 9 && (p[0] == 'L' || p[0] == 'l') &&
+      strncasecmp(p, "location:", 9) == 0)
+    x->flags |= XF_LOCATION;
   if (x->hdr.len + len > HTTP_MAX_HEADERS) {
     x->flags |= XF_HDR_LARGE; /* a server that never ends its headers */
     return 0;
   }
-  if (tidal__buf_add(&x->hdr, p, len)) {
+  if (buf_put(&x->hdr, p, len)) {
     x->flags |= XF_NOMEM;
     return 0;
   }
@@ -77,7 +87,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
     x->flags |= XF_PAUSED; /* curl keeps the data and offers it again */
     return CURL_WRITEFUNC_PAUSE;
   }
-  if (tidal__buf_add(&x->body, p, len)) {
+  if (buf_put(&x->body, p, len)) {
     x->flags |= XF_NOMEM;
     return 0;
   }
