@@ -23,8 +23,13 @@
 **    closed it), stopped. A reused connection then costs no epoll_ctl at
 **    all. We learn that curl closed a socket through
 **    CURLOPT_CLOSESOCKETFUNCTION, so a recycled descriptor number never
-**    meets a stale handle. Other sockets (the resolver's) are dropped at
-**    CURL_POLL_REMOVE as in the example.
+**    meets a stale handle. libcurl 7.88 closes a socket that never
+**    connected (an attempt cancelled, or beaten by another address)
+**    without that callback, so a socket curl has not yet waited to read
+**    from is dropped at CURL_POLL_REMOVE, like the sockets that are not
+**    connections (the resolver's), as in the example. (A stale handle
+**    would get the events of the next socket given that number, and
+**    closing it would take that socket out of epoll.)
 **  - Idle handles are unreferenced, so an idle pool never keeps the loop
 **    alive (nor hides a deadlock); the timer is referenced only while the
 **    multi has transfers, and the prepare handle is active only until the
@@ -269,9 +274,9 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
   if (what == CURL_POLL_REMOVE) {
     if (s == NULL) return 0;
     s->want = 0;
-    if (s->owned)
+    if (s->owned && s->connected)
       uv_unref((uv_handle_t *)&s->poll); /* kept until closesocket_cb */
-    else
+    else /* (curl may close a connection attempt without closesocket_cb) */
       sock_close(s);
     return 0;
   }
@@ -279,7 +284,10 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     if ((s = sock_new(m, fd, 0)) == NULL) return -1;
     resolver_cloexec(fd); /* not a connection: the resolver's */
   }
-  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_IN) { /* (it waits to write while connecting) */
+    events |= UV_READABLE;
+    s->connected = 1;
+  }
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
   s->want = events;
   uv_ref((uv_handle_t *)&s->poll);
@@ -340,10 +348,10 @@ static void on_prepare(uv_prepare_t *p) {
   http_multi *m = (http_multi *)p->data;
   int running;
   uv_prepare_stop(p);
-  m->kicking = 1;
+  m->kicking = 1; /* (the prepare phase is under way: see timer_cb) */
   curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
-  m->kicking = 0;
   multi_drain(m);
+  m->kicking = 0;
 }
 
 static int timer_cb(CURLM *cm, long ms, void *userp) {

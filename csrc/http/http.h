@@ -131,7 +131,11 @@ struct http_multi {
 /* A socket libcurl asked us to watch. Sockets of connections (opened by
 ** our CURLOPT_OPENSOCKETFUNCTION) keep their poll handle while idle in the
 ** pool, so reusing a connection costs no epoll_ctl; the handle goes when
-** curl closes the socket (CURLOPT_CLOSESOCKETFUNCTION). */
+** curl closes the socket (CURLOPT_CLOSESOCKETFUNCTION). libcurl 7.88 closes
+** a socket that never connected (an attempt cancelled, or beaten by another
+** address) without that callback, right after or right before it says
+** CURL_POLL_REMOVE: until curl first waits to read from a socket (it has
+** connected then), its handle goes at CURL_POLL_REMOVE. */
 struct http_sock {
   uv_poll_t poll;
   http_multi *m;
@@ -139,6 +143,7 @@ struct http_sock {
   int want;  /* UV_READABLE / UV_WRITABLE curl wants; 0 after REMOVE */
   int reg;   /* events the poll handle is started with; 0 when stopped */
   int owned; /* a connection socket: closed through closesocket_cb */
+  int connected; /* curl waited to read from it: closed by callback */
 };
 
 /* transfer states */
