@@ -781,6 +781,144 @@ describe("tidal.http", function()
     end)
   end)
 
+  -- A request is written in the worker's prepare phase, right before its
+  -- next poll for I/O, together with the others its batch of tasks starts
+  -- (glue.c: on_prepare). These serve on a tidal.net listener of the same
+  -- runtime, so they see when a connection opens and what is sent.
+  describe("requests are written before the worker's next poll", function()
+    -- answers every request on every connection with "ok" (keep-alive)
+    local function serve(l, stats)
+      while true do
+        local s = l:accept()
+        if not s then return end
+        stats.conns = stats.conns + 1
+        tidal.spawn(function()
+          local conn <close> = s
+          for line in conn:lines() do
+            if line == "" then
+              stats.requests = stats.requests + 1
+              conn:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            end
+          end
+        end)
+      end
+    end
+
+    local function listen()
+      local l = assert(tidal.net.listen("127.0.0.1", 0))
+      return l, "http://127.0.0.1:" .. l:port() .. "/x"
+    end
+
+    it("a request cancelled before that poll is never sent; the pool keeps working", function()
+      support.run(function()
+        local l <close>, u = listen()
+        local c <close> = http.client()
+        local h = tidal.spawn(function() return c:get(u) end)
+        tidal.yield() -- h starts its request and waits; no poll came between
+        h:abort()
+        local ok, err = h:join()
+        assert.is_false(ok)
+        assert.are.equal("cancelled", kind_of(err))
+        -- not even a connection was opened
+        assert.is_false((tidal.timeout(0.3, l.accept, l)))
+        local stats = { conns = 0, requests = 0 }
+        local server = tidal.spawn(serve, l, stats)
+        assert.are.equal("ok", assert(c:get(u)).body)
+        assert.are.equal("ok", assert(c:get(u)).body)
+        assert.are.same({ conns = 1, requests = 2 }, stats)
+        server:abort()
+      end)
+    end)
+
+    it("of the requests one batch of tasks starts, the cancelled ones go and the others are answered", function()
+      support.run(function()
+        local l <close>, u = listen()
+        local stats = { conns = 0, requests = 0 }
+        local server = tidal.spawn(serve, l, stats)
+        local c <close> = http.client()
+        for round = 1, 3 do
+          local hs = {}
+          for i = 1, 20 do hs[i] = tidal.spawn(function() return c:get(u) end) end
+          tidal.yield() -- they all start their requests
+          for i = 2, 20, 2 do hs[i]:abort() end
+          for i = 1, 20 do
+            local ok, r = hs[i]:join()
+            if i % 2 == 0 then
+              assert.is_false(ok)
+              assert.are.equal("cancelled", kind_of(r))
+            else
+              assert.is_true(ok, tostring(r))
+              assert.are.equal("ok", r.body)
+            end
+          end
+          assert.are.equal(10 * round, stats.requests)
+        end
+        -- the 10 connections of the first round were kept and reused
+        assert.are.equal(10, stats.conns)
+        server:abort()
+      end)
+    end)
+
+    it("on a runtime that a host steps (Runtime:step)", function()
+      local rt = tidal.runtime()
+      local l, u
+      local got = {}
+      rt:spawn(function()
+        l, u = listen()
+        local stats = { conns = 0, requests = 0 }
+        tidal.spawn(serve, l, stats)
+        local hs = {}
+        for i = 1, 5 do hs[i] = tidal.spawn(function() return http.get(u) end) end
+        for i = 1, 5 do got[i] = assert(hs[i]:await()).body end
+        got.requests = stats.requests
+        l:close()
+      end)
+      local steps = 0
+      while #got < 5 and steps < 1000 do
+        rt:step(0.1)
+        steps = steps + 1
+      end
+      rt:close()
+      assert.are.same({ "ok", "ok", "ok", "ok", "ok", requests = 5 }, got)
+    end)
+
+    it("on luv's loop", function()
+      if not pcall(require, "luv") then return pending("luv is not installed (lua-luv)") end
+      local out, status = support.lua([[
+        local uv = require("luv")
+        local tidal = require("tidal")
+        local http = require("tidal.http")
+        local rt = tidal.runtime({ loop = uv })
+        rt:spawn(function()
+          local l <close> = assert(tidal.net.listen("127.0.0.1", 0))
+          local u = "http://127.0.0.1:" .. l:port() .. "/x"
+          local server = tidal.spawn(function()
+            while true do
+              local s = assert(l:accept())
+              tidal.spawn(function()
+                local conn <close> = s
+                for line in conn:lines() do
+                  if line == "" then
+                    conn:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                  end
+                end
+              end)
+            end
+          end)
+          local c <close> = http.client() -- closed: the server sees EOF
+          local hs = {}
+          for i = 1, 3 do hs[i] = tidal.spawn(function() return c:get(u) end) end
+          for i = 1, 3 do io.write(assert(hs[i]:await()).body, " ") end
+          server:abort()
+        end)
+        uv.run()
+        print("done")
+      ]], 20)
+      assert.are.equal(0, status, out)
+      assert.are.equal("ok ok ok done\n", out)
+    end)
+  end)
+
   describe("streaming", function()
     it("stream = true returns at the headers; chunks() gives the body", function()
       support.run(function()
