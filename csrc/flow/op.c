@@ -45,7 +45,9 @@ const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs) {
   op *o = (op *)tidal__toud(L, &ctx->aux, idx, TT_OP);
   if (o == NULL) return NULL;
   idx = lua_absindex(L, idx);
-  luaL_checkstack(L, o->nargs + 4, "tidal: op");
+  /* (a C function has LUA_MINSTACK slots without asking) */
+  if (lua_gettop(L) + o->nargs + 4 > LUA_MINSTACK)
+    luaL_checkstack(L, o->nargs + 4, "tidal: op");
   for (int i = 1; i <= o->nargs; i++) lua_getiuservalue(L, idx, i);
   *nargs = o->nargs;
   return o;
