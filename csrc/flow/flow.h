@@ -15,7 +15,9 @@
 
 typedef struct tidal_group tidal_group;
 
-enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_INTERVAL, TT_FLOW_END };
+/* TT_OPHOT: an op used more than once (see op.c): the same type as TT_OP
+** to Lua code, with a finalizer so that its checks can be cached */
+enum { TT_GROUP = TIDAL_TT_FLOW, TT_OP, TT_OPHOT, TT_INTERVAL, TT_FLOW_END };
 _Static_assert((int)TT_FLOW_END <= (int)TIDAL_TT_SYNC, "flow type ids");
 
 /* time.c */
@@ -33,6 +35,8 @@ void tidal__op_open(lua_State *L);
 void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
                    lua_CFunction run, tidal_try_fn try, int first, int nargs);
 const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs);
+/* Is the value at idx an op? */
+int tidal__op_is(lua_State *L, tidal_ctx *ctx, int idx);
 int tidal__op_try(lua_State *L, const void *op, int base);
 
 /* group.c */

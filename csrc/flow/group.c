@@ -422,7 +422,7 @@ static int l_select(lua_State *L) {
     lua_pushvalue(L, 2 + i);
     lua_rawget(L, 1);
     if (lua_type(L, -1) != LUA_TFUNCTION &&
-        tidal__toud(L, &ctx->aux, -1, TT_OP) == NULL &&
+        !tidal__op_is(L, ctx, -1) &&
         !tidal__is_callable(L, -1)) {
       drop_scratch_group(g);
       lua_pushvalue(L, 2 + i);
