@@ -303,6 +303,26 @@ describe("tidal.select", function()
       assert.are.equal("1:1 1:2 1:3 1:4 1:5 s tidal.Op 1:s", r)
     end)
 
+    it("give every kind of value, in order, and see the channel's end", function()
+      local r = support.run(function()
+        local tx, rx = tidal.channel()
+        local recv = rx:recv_op()
+        local t = {}
+        local sent = { 1, "two", 3.5, t, false, true, 2 ^ 63, math.mininteger }
+        local out = {}
+        for _, v in ipairs(sent) do tx:send(v) end
+        for i = 1, #sent do
+          local k, v = tidal.select({ recv, tidal.sleep_op(5) })
+          out[i] = k == 1 and rawequal(v, sent[i]) and math.type(v) == math.type(sent[i])
+        end
+        tx:close()
+        local k, v = tidal.select({ recv, tidal.sleep_op(5) })
+        out[#out + 1] = k == 1 and v == nil
+        return out
+      end)
+      assert.are.same({ true, true, true, true, true, true, true, true, true }, r)
+    end)
+
     it("once collected, leave nothing behind that would take another object for an op", function()
       -- a reused op is remembered as checked until its finalizer runs; the
       -- memory of a collected op then serves other objects, which select

@@ -26,6 +26,8 @@
 typedef struct op {
   lua_CFunction run;
   tidal_try_fn try;
+  tidal_tryfast_fn fast; /* or NULL */
+  void *target;          /* the memory of uservalue 1, for fast */
   const char *name;
   int nargs; /* target + arguments, in uservalues 1.. */
   uint8_t used; /* seen by select before */
@@ -38,6 +40,8 @@ void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
   op *o = (op *)lua_newuserdatauv(L, sizeof *o, nargs);
   o->run = run;
   o->try = try;
+  o->fast = NULL;
+  o->target = NULL;
   o->name = name;
   o->nargs = nargs;
   o->used = o->dead = 0;
@@ -46,6 +50,15 @@ void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
     lua_setiuservalue(L, -2, i + 1);
   }
   tidal__setmt(L, &ctx->aux, TT_OP);
+}
+
+/* the new op on top, over a userdata target */
+void tidal__op_fast(lua_State *L, tidal_tryfast_fn fast) {
+  op *o = (op *)lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, 1);
+  o->target = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  o->fast = o->target != NULL ? fast : NULL;
 }
 
 static op *to_op(lua_State *L, tidal_actx *a, int idx) {
@@ -89,16 +102,21 @@ static op *check_select_op(lua_State *L, tidal_actx *a, int idx, op *p) {
   return NULL;
 }
 
-/* If the value at idx is an op: pushes its target and arguments and returns
-** the op (the caller then calls op->try with their base). Else NULL. */
-const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs) {
-  tidal_actx *a = &ctx->aux;
+const void *tidal__op_get(lua_State *L, tidal_ctx *ctx, int idx) {
   op *o = (op *)lua_touserdata(L, idx);
-  if (o == NULL) return NULL;
+  if (o == NULL || TIDAL_HOT(&ctx->aux, TT_OPHOT, o) == o) return o;
+  return check_select_op(L, &ctx->aux, idx, o);
+}
+
+int tidal__op_try_fast(lua_State *L, const void *o) {
+  const op *p = (const op *)o;
+  return p->fast != NULL ? p->fast(L, p->target) : -2;
+}
+
+const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs) {
   idx = lua_absindex(L, idx);
-  if (TIDAL_HOT(a, TT_OPHOT, o) != o &&
-      (o = check_select_op(L, a, idx, o)) == NULL)
-    return NULL;
+  const op *o = (const op *)tidal__op_get(L, ctx, idx);
+  if (o == NULL) return NULL;
   /* (a C function has LUA_MINSTACK slots without asking) */
   if (lua_gettop(L) + o->nargs + 4 > LUA_MINSTACK)
     luaL_checkstack(L, o->nargs + 4, "tidal: op");

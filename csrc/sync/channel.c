@@ -849,10 +849,25 @@ static int try_recv_op(lua_State *L, int base) {
   return ended(ch) ? 0 : -1;
 }
 
+/* try_recv_op without the receiver on the stack, for a number, a boolean
+** or a light userdata at the head (-2: let try_recv_op see) */
+static int try_recv_fast(lua_State *L, void *target) {
+  chan *ch = CH((end *)target);
+  if (ch == NULL || ch->sh.on) return -2;
+  if (ch->n > 0) {
+    if (ch->vals[ch->head - 1].tag == CV_REF) return -2;
+    buf_take(L, ch, 0); /* (no Lua ring needed) */
+    wake_sender(ch, NULL); /* (local: woken directly, no worker needed) */
+    return 1;
+  }
+  return ended(ch) ? -2 : -1;
+}
+
 static int l_recv_op(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   check_end(L, 1, TT_RECEIVER, "Receiver:recv_op");
   tidal__op_new(L, ctx, "Receiver:recv", l_recv, try_recv_op, 1, 1);
+  tidal__op_fast(L, try_recv_fast);
   return 1;
 }
 
