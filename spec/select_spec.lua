@@ -282,6 +282,121 @@ describe("tidal.select", function()
     end)
   end)
 
+  describe("ops used again and again", function()
+    it("work in every select, call and tostring, before and after select caches them", function()
+      local r = support.run(function()
+        local tx, rx = tidal.channel()
+        local recv, send = rx:recv_op(), tx:send_op("s")
+        local out = {}
+        for i = 1, 5 do
+          tx:send(i)
+          local k, v = tidal.select({ recv, tidal.sleep_op(5) })
+          out[#out + 1] = k .. ":" .. tostring(v)
+        end
+        assert.is_true(send())
+        out[#out + 1] = recv()
+        out[#out + 1] = tostring(recv):match("^tidal.Op") or tostring(recv)
+        local k = tidal.select({ send })
+        out[#out + 1] = k .. ":" .. tostring(recv())
+        return table.concat(out, " ")
+      end)
+      assert.are.equal("1:1 1:2 1:3 1:4 1:5 s tidal.Op 1:s", r)
+    end)
+
+    it("give every kind of value, in order, and see the channel's end", function()
+      local r = support.run(function()
+        local tx, rx = tidal.channel()
+        local recv = rx:recv_op()
+        local t = {}
+        local sent = { 1, "two", 3.5, t, false, true, 2 ^ 63, math.mininteger }
+        local out = {}
+        for _, v in ipairs(sent) do tx:send(v) end
+        for i = 1, #sent do
+          local k, v = tidal.select({ recv, tidal.sleep_op(5) })
+          out[i] = k == 1 and rawequal(v, sent[i]) and math.type(v) == math.type(sent[i])
+        end
+        tx:close()
+        local k, v = tidal.select({ recv, tidal.sleep_op(5) })
+        out[#out + 1] = k == 1 and v == nil
+        return out
+      end)
+      assert.are.same({ true, true, true, true, true, true, true, true, true }, r)
+    end)
+
+    it("once collected, leave nothing behind that would take another object for an op", function()
+      -- a reused op is remembered as checked until its finalizer runs; the
+      -- memory of a collected op then serves other objects, which select
+      -- must still refuse (under ASan, any mix-up is a crash)
+      local r = support.run(function()
+        local tx, rx = tidal.channel()
+        local refused, won = 0, 0
+        for round = 1, support.scaled(300) do
+          local op = rx:recv_op()
+          for _ = 1, 3 do
+            tx:send(round)
+            if tidal.select({ op }) == 1 then won = won + 1 end
+          end
+          op = nil
+          collectgarbage()
+          collectgarbage()
+          -- (not a Receiver: it is callable, a branch that receives)
+          local others = { tidal.notify(), tidal.mutex(), (tidal.channel()),
+            tidal.semaphore(1) }
+          for _, o in ipairs(others) do
+            local ok, err = pcall(tidal.select, { o })
+            if not ok and err:match("branch 1 is a userdata, not a function") then
+              refused = refused + 1
+            end
+          end
+        end
+        return { won = won, refused = refused, rounds = support.scaled(300) }
+      end)
+      assert.are.equal(3 * r.rounds, r.won)
+      assert.are.equal(4 * r.rounds, r.refused)
+    end)
+  end)
+
+  it("takes no other userdata for a collected op whose memory it got (child process)", function()
+    if not support.can_spawn then return end
+    -- userdata of another library, made where collected ops were (same
+    -- sizes, memory not cleared): select must refuse each of them
+    local out, status = support.lua([[
+      local tidal = require("tidal")
+      local hooks = require("tidal.testhooks")
+      local refused, tried = 0, 0
+      tidal.run(function()
+        local tx, rx = tidal.channel()
+        for _ = 1, 40 do
+          local ops = {}
+          for i = 1, 20 do ops[i] = i % 2 == 0 and rx:recv_op() or tx:send_op(i) end
+          for i, op in ipairs(ops) do
+            for _ = 1, 2 do
+              if i % 2 == 0 then tx:send(i) end -- (a value for the recv op)
+              tidal.select({ op })
+              if i % 2 == 1 then rx:try_recv() end -- (what the send op sent)
+            end
+          end
+          ops = nil
+          collectgarbage()
+          collectgarbage()
+          for size = 8, 64, 8 do
+            for nuv = 0, 2 do
+              local u = hooks.foreign(size, nuv)
+              tried = tried + 1
+              local ok, err = pcall(tidal.select, { u })
+              if not ok and tostring(err):match("branch 1 is a userdata, not a function") then
+                refused = refused + 1
+              end
+            end
+          end
+        end
+      end)
+      print("refused " .. refused .. " of " .. tried)
+    ]], 60)
+    assert.are.equal(0, status, out)
+    assert.matches("refused 960 of 960", out)
+  end)
+
   describe("two recv branches", function()
     it("both ready at the start: exactly one message is taken", function()
       local r = support.run(function()

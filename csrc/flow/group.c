@@ -388,10 +388,21 @@ static int l_select(lua_State *L) {
   /* Fast path: leading op branches are tried in order; the first that can
   ** complete at once wins, and nothing else starts. */
   for (int i = 1, nargs;; i++) {
+    lua_pushinteger(L, i);
     lua_rawgeti(L, 1, i);
-    const void *o = tidal__op_push(L, ctx, 2, &nargs);
+    const void *o = tidal__op_get(L, ctx, 3);
     if (o == NULL) break;
-    int nr = tidal__op_try(L, o, 3);
+    lua_settop(L, 2); /* (the op stays in the branches) */
+    int nr = tidal__op_try_fast(L, o);
+    if (nr >= 0) return nr + 1; /* i under the results */
+    if (nr == -1) {
+      lua_settop(L, 1);
+      continue;
+    }
+    lua_settop(L, 1);
+    lua_rawgeti(L, 1, i);
+    o = tidal__op_push(L, ctx, 2, &nargs);
+    nr = tidal__op_try(L, o, 3);
     if (nr >= 0) { /* i in the slot below the results (op or more) */
       lua_pushinteger(L, i);
       lua_replace(L, -nr - 2);
@@ -422,7 +433,7 @@ static int l_select(lua_State *L) {
     lua_pushvalue(L, 2 + i);
     lua_rawget(L, 1);
     if (lua_type(L, -1) != LUA_TFUNCTION &&
-        tidal__toud(L, &ctx->aux, -1, TT_OP) == NULL &&
+        !tidal__op_is(L, ctx, -1) &&
         !tidal__is_callable(L, -1)) {
       drop_scratch_group(g);
       lua_pushvalue(L, 2 + i);

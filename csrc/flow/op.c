@@ -10,6 +10,12 @@
 ** An op holds its target object and arguments in uservalues, and two C
 ** functions of its primitive: run (the waiting method) and try (complete
 ** without waiting, or report "not ready").
+**
+** An op made once and given to select again and again (the common loop)
+** is checked once: the second time select sees it, it gets the metatable
+** of TT_OPHOT, the same but with a finalizer, and enters the per-type
+** cache of checked objects (TIDAL_HOT), which its finalizer clears. An op
+** made for one select only pays no finalizer.
 */
 #include "flow.h"
 
@@ -20,8 +26,12 @@
 typedef struct op {
   lua_CFunction run;
   tidal_try_fn try;
+  tidal_tryfast_fn fast; /* or NULL */
+  void *target;          /* the memory of uservalue 1, for fast */
   const char *name;
   int nargs; /* target + arguments, in uservalues 1.. */
+  uint8_t used; /* seen by select before */
+  uint8_t dead; /* finalized (TT_OPHOT): never cached again */
 } op;
 
 /* Pushes an op over stack[first .. first+nargs-1] (target, arguments). */
@@ -30,8 +40,11 @@ void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
   op *o = (op *)lua_newuserdatauv(L, sizeof *o, nargs);
   o->run = run;
   o->try = try;
+  o->fast = NULL;
+  o->target = NULL;
   o->name = name;
   o->nargs = nargs;
+  o->used = o->dead = 0;
   for (int i = 0; i < nargs; i++) {
     lua_pushvalue(L, first + i);
     lua_setiuservalue(L, -2, i + 1);
@@ -39,13 +52,74 @@ void tidal__op_new(lua_State *L, tidal_ctx *ctx, const char *name,
   tidal__setmt(L, &ctx->aux, TT_OP);
 }
 
-/* If the value at idx is an op: pushes its target and arguments and returns
-** the op (the caller then calls op->try with their base). Else NULL. */
+/* the new op on top, over a userdata target */
+void tidal__op_fast(lua_State *L, tidal_tryfast_fn fast) {
+  op *o = (op *)lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, 1);
+  o->target = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  o->fast = o->target != NULL ? fast : NULL;
+}
+
+static op *to_op(lua_State *L, tidal_actx *a, int idx) {
+  op *o = (op *)tidal__toud(L, a, idx, TT_OP);
+  return o != NULL ? o : (op *)tidal__toud(L, a, idx, TT_OPHOT);
+}
+
+int tidal__op_is(lua_State *L, tidal_ctx *ctx, int idx) {
+  return to_op(L, &ctx->aux, idx) != NULL;
+}
+
+static op *check_op(lua_State *L, const char *fname) {
+  tidal_actx *a = (tidal_actx *)lua_touserdata(L, lua_upvalueindex(1));
+  op *o = to_op(L, a, 1);
+  if (o == NULL) /* (raises) */
+    return (op *)tidal__checkud(L, 1, TT_OP, fname);
+  return o;
+}
+
+/* The op p at idx (absolute) seen by select for the first time, or out of
+** the cache: checked by its metatable. NULL if it is no op. */
+static op *check_select_op(lua_State *L, tidal_actx *a, int idx, op *p) {
+  if (!lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt == a->mt[TT_OP]) {
+    if (p->used) { /* the second time: worth a finalizer */
+      luaL_checkstack(L, 2, "tidal: op");
+      lua_pushvalue(L, idx);
+      tidal__setmt(L, a, TT_OPHOT);
+      lua_pop(L, 1);
+      TIDAL_HOT(a, TT_OPHOT, p) = p;
+    }
+    p->used = 1;
+    return p;
+  }
+  if (mt == a->mt[TT_OPHOT]) {
+    if (!p->dead) TIDAL_HOT(a, TT_OPHOT, p) = p; /* (was pushed out) */
+    return p;
+  }
+  return NULL;
+}
+
+const void *tidal__op_get(lua_State *L, tidal_ctx *ctx, int idx) {
+  op *o = (op *)lua_touserdata(L, idx);
+  if (o == NULL || TIDAL_HOT(&ctx->aux, TT_OPHOT, o) == o) return o;
+  return check_select_op(L, &ctx->aux, idx, o);
+}
+
+int tidal__op_try_fast(lua_State *L, const void *o) {
+  const op *p = (const op *)o;
+  return p->fast != NULL ? p->fast(L, p->target) : -2;
+}
+
 const void *tidal__op_push(lua_State *L, tidal_ctx *ctx, int idx, int *nargs) {
-  op *o = (op *)tidal__toud(L, &ctx->aux, idx, TT_OP);
-  if (o == NULL) return NULL;
   idx = lua_absindex(L, idx);
-  luaL_checkstack(L, o->nargs + 4, "tidal: op");
+  const op *o = (const op *)tidal__op_get(L, ctx, idx);
+  if (o == NULL) return NULL;
+  /* (a C function has LUA_MINSTACK slots without asking) */
+  if (lua_gettop(L) + o->nargs + 4 > LUA_MINSTACK)
+    luaL_checkstack(L, o->nargs + 4, "tidal: op");
   for (int i = 1; i <= o->nargs; i++) lua_getiuservalue(L, idx, i);
   *nargs = o->nargs;
   return o;
@@ -58,7 +132,7 @@ int tidal__op_try(lua_State *L, const void *o, int base) {
 /* op(): perform the wait, as the method would (the stack becomes the
 ** method's: target, arguments) */
 static int l_call(lua_State *L) {
-  op *o = (op *)tidal__checkud(L, 1, TT_OP, "Op:__call");
+  op *o = check_op(L, "Op:__call");
   lua_settop(L, 1);
   for (int i = 1; i <= o->nargs; i++) lua_getiuservalue(L, 1, i);
   lua_remove(L, 1);
@@ -66,15 +140,36 @@ static int l_call(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  op *o = (op *)tidal__checkud(L, 1, TT_OP, "Op:__tostring");
+  op *o = check_op(L, "Op:__tostring");
   lua_pushfstring(L, "tidal.Op (%s)", o->name);
   return 1;
 }
 
+/* TT_OPHOT's finalizer: out of the cache, for good */
+static int l_gc(lua_State *L) {
+  tidal_actx *a = (tidal_actx *)lua_touserdata(L, lua_upvalueindex(1));
+  op *o = (op *)tidal__toud(L, a, 1, TT_OPHOT);
+  if (o == NULL) return 0;
+  o->dead = 1;
+  if (TIDAL_HOT(a, TT_OPHOT, o) == o) TIDAL_HOT(a, TT_OPHOT, o) = NULL;
+  return 0;
+}
+
 static const luaL_Reg meta[] = {
     {"__call", l_call}, {"__tostring", l_tostring}, {NULL, NULL}};
+static const luaL_Reg hot_meta[] = {{"__call", l_call},
+                                    {"__tostring", l_tostring},
+                                    {"__gc", l_gc},
+                                    {NULL, NULL}};
 
 /* stack: module, ctx */
 void tidal__op_open(lua_State *L) {
   tidal__newtype(L, TT_OP, OP_MT, "Op", meta, NULL);
+  tidal__newtype(L, TT_OPHOT, OP_MT ".reused", "Op", hot_meta, NULL);
+  /* the same name to Lua code (luaL_typeerror, luaL_tolstring) */
+  tidal_actx *a = (tidal_actx *)lua_touserdata(L, -1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->mt_ref[TT_OPHOT]);
+  lua_pushliteral(L, OP_MT);
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
 }

@@ -800,15 +800,15 @@ int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
 int tidal__handoff(lua_State *L, tidal_task *t) {
   tidal_worker *w = t->w;
   tidal_task *u = w->rq_head;
-  int top;
+  int top = lua_gettop(L);
   /* the 2 tables step pushes if it needs them, and the 6 slots it uses (as
-  ** in run_batch) */
-  if (u == w->main || !lua_checkstack(L, 8)) return 0;
+  ** in run_batch); a C function has LUA_MINSTACK slots without asking */
+  if (u == w->main || (top + 8 > LUA_MINSTACK && !lua_checkstack(L, 8)))
+    return 0;
   tidal__runq_pop(w);
   w->nested++;
   w->handoffs++;
   w->handing = t; /* parked, yet on the C stack: not to be resumed */
-  top = lua_gettop(L);
   step(w, L, 0, 0, u);
   lua_settop(L, top);
   w->handing = NULL;

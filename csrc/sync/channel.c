@@ -170,14 +170,14 @@ static void buf_grow(lua_State *L, chan *ch, int eidx) {
   ch->size = size;
 }
 
-/* Buffers the value at index val; eidx: an end (its uservalue is the Lua
-** ring). Local mode. */
-static void buf_push(lua_State *L, chan *ch, int eidx, int val) {
+/* Buffers the value at index val, of type vt; eidx: an end (its uservalue
+** is the Lua ring). Local mode. */
+static void buf_push(lua_State *L, chan *ch, int eidx, int val, int vt) {
   if (ch->n == ch->size) buf_grow(L, ch, eidx);
   int s = ch->head + ch->n; /* 1-based */
   if (s > ch->size) s -= ch->size;
   cval *c = &ch->vals[s - 1];
-  switch (lua_type(L, val)) {
+  switch (vt) {
   case LUA_TNUMBER:
     if (lua_isinteger(L, val)) {
       c->u.i = lua_tointeger(L, val);
@@ -536,9 +536,9 @@ static int l_send(lua_State *L);
 static const tidal_restart send_again = {l_send};
 static int closed_sender(lua_State *L, const char *fname);
 
-/* value at 2; local mode */
-static int try_put(lua_State *L, chan *ch, tidal_worker *cur) {
-  buf_push(L, ch, 1, 2);
+/* value at 2, of type vt; local mode */
+static int try_put(lua_State *L, chan *ch, tidal_worker *cur, int vt) {
+  buf_push(L, ch, 1, 2, vt);
   if (ch->recvq.head) wake_one(ch, &ch->recvq, cur);
   lua_pushboolean(L, 1);
   return 1;
@@ -607,7 +607,7 @@ static int send_k(lua_State *L, int status, lua_KContext k) {
     return park_on(L, t, ch, &ch->sendq, 1, &send_op, send_k);
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
-  if (has_room(ch)) return try_put(L, ch, cur);
+  if (has_room(ch)) return try_put(L, ch, cur, lua_type(L, 2));
   /* the room was taken: keep our turn */
   return park_on(L, t, ch, &ch->sendq, 1, &send_op, send_k);
 }
@@ -631,7 +631,8 @@ static int l_send(lua_State *L) {
   end *e = self_end(L, ctx, TT_SENDER, "Sender:send");
   tidal_task *t = ctx->cur;
   chan *ch = CH(e);
-  if (lua_type(L, 2) <= LUA_TNIL) check_value(L, "Sender:send");
+  int vt = lua_type(L, 2);
+  if (vt <= LUA_TNIL) check_value(L, "Sender:send");
   if (e->h.closed) return closed_sender(L, "Sender:send");
   if (t != NULL && t->co == L) {
     if (--t->budget == 0) {
@@ -653,7 +654,8 @@ static int l_send(lua_State *L) {
     return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
-  if (has_room(ch) && ch->sendq.head == NULL) return try_put(L, ch, ctx->w);
+  if (has_room(ch) && ch->sendq.head == NULL)
+    return try_put(L, ch, ctx->w, vt);
   lua_settop(L, 2);
   t = tidal__wait_ok(L, t, "Sender:send"); /* raises outside a task */
   return park_on(L, t, ch, &ch->sendq, 0, &send_op, send_k);
@@ -676,7 +678,7 @@ static int try_send_op(lua_State *L, int base) {
   }
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
   if (!has_room(ch) || ch->sendq.head != NULL) return -1;
-  buf_push(L, ch, base, base + 1);
+  buf_push(L, ch, base, base + 1, lua_type(L, base + 1));
   if (ch->recvq.head) wake_one(ch, &ch->recvq, NULL); /* (local: direct) */
   lua_pushboolean(L, 1);
   return 1;
@@ -709,7 +711,7 @@ static int l_try_send(lua_State *L) {
   if (ch->rx_closed) return fail(L, "closed", "channel closed");
   if (!has_room(ch) || ch->sendq.head != NULL)
     return fail(L, "full", "channel full");
-  return try_put(L, ch, ctx->w);
+  return try_put(L, ch, ctx->w, lua_type(L, 2));
 }
 
 static int l_clone(lua_State *L) {
@@ -847,10 +849,25 @@ static int try_recv_op(lua_State *L, int base) {
   return ended(ch) ? 0 : -1;
 }
 
+/* try_recv_op without the receiver on the stack, for a number, a boolean
+** or a light userdata at the head (-2: let try_recv_op see) */
+static int try_recv_fast(lua_State *L, void *target) {
+  chan *ch = CH((end *)target);
+  if (ch == NULL || ch->sh.on) return -2;
+  if (ch->n > 0) {
+    if (ch->vals[ch->head - 1].tag == CV_REF) return -2;
+    buf_take(L, ch, 0); /* (no Lua ring needed) */
+    wake_sender(ch, NULL); /* (local: woken directly, no worker needed) */
+    return 1;
+  }
+  return ended(ch) ? -2 : -1;
+}
+
 static int l_recv_op(lua_State *L) {
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
   check_end(L, 1, TT_RECEIVER, "Receiver:recv_op");
   tidal__op_new(L, ctx, "Receiver:recv", l_recv, try_recv_op, 1, 1);
+  tidal__op_fast(L, try_recv_fast);
   return 1;
 }
 

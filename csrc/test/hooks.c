@@ -246,7 +246,16 @@ static int l_xprobe_live(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"copy", l_xcopy},
+/* foreign(size, nuv): a userdata of another library, as it would make
+** one: no metatable, its memory as the allocator gave it (not cleared) */
+static int l_foreign(lua_State *L) {
+  lua_newuserdatauv(L, (size_t)luaL_checkinteger(L, 1),
+                    (int)luaL_optinteger(L, 2, 0));
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"foreign", l_foreign},
+                                 {"copy", l_xcopy},
                                  {"run", l_xrun},
                                  {"encode", l_xencode},
                                  {"decode", l_xdecode},
