@@ -781,9 +781,9 @@ describe("tidal.http", function()
     end)
   end)
 
-  -- A request is written in the worker's prepare phase, right before its
+  -- A request is written in the worker's idle phase, right before its
   -- next poll for I/O, together with the others its batch of tasks starts
-  -- (glue.c: on_prepare). These serve on a tidal.net listener of the same
+  -- (glue.c: on_idle). These serve on a tidal.net listener of the same
   -- runtime, so they see when a connection opens and what is sent.
   describe("requests are written before the worker's next poll", function()
     -- answers every request on every connection with "ok" (keep-alive)
@@ -880,6 +880,32 @@ describe("tidal.http", function()
       end
       rt:close()
       assert.are.same({ "ok", "ok", "ok", "ok", "ok", requests = 5 }, got)
+    end)
+
+    it("a host that waits on next_timeout steps again at once to write it", function()
+      local rt = tidal.runtime()
+      local started, body = false, nil
+      rt:spawn(function()
+        assert(http.get(url("/hello"))) -- (the pool has a connection now)
+        tidal.sleep(0.05)
+        started = true
+        body = assert(http.get(url("/hello"))).body
+      end)
+      local steps = 0
+      while not started do
+        rt:step(rt:next_timeout() or 0.01)
+        steps = steps + 1
+        assert(steps < 1000)
+      end
+      -- the request waits to be written: the host must not wait (with its
+      -- own poll of rt:backend_fd(), nothing would ever wake it)
+      assert.are.equal(0, rt:next_timeout())
+      while body == nil and steps < 1000 do
+        rt:step(rt:next_timeout() or 1)
+        steps = steps + 1
+      end
+      rt:close()
+      assert.are.equal("hello", body)
     end)
 
     it("on luv's loop", function()

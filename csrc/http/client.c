@@ -696,7 +696,7 @@ static int l_send(lua_State *L) {
     return http__err(L, "%s: libcurl refused the request for %s", fname,
                 push_url(L, url));
   }
-  /* curl runs it before the worker's next poll (glue.c: on_prepare), with
+  /* curl runs it before the worker's next poll (glue.c: on_idle), with
   ** the requests of the other tasks that run until then */
   lua_settop(L, 8);
   lua_pushlightuserdata(L, x); /* S_XFER */

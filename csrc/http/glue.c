@@ -9,8 +9,10 @@
 **
 ** Three things differ from the example, all for speed:
 **  - A 0 ms timeout ("call me now": a request was just added) starts a
-**    uv_prepare, which runs it in the loop's next prepare phase, right
-**    before the poll for I/O (not after a 1 ms timer). The requests that
+**    uv_idle, which runs it in the loop's next idle phase, right before
+**    the poll for I/O (not after a 1 ms timer); while it is active, the
+**    loop does not wait (nor does a host that asks tidal how long it may
+**    wait: Runtime:next_timeout says 0). The requests that
 **    the tasks of one batch start are so written in one go, just before
 **    the worker polls for their answers, by one call into curl, rather
 **    than each from its task between Lua code: curl's code stays in the
@@ -32,7 +34,7 @@
 **    closing it would take that socket out of epoll.)
 **  - Idle handles are unreferenced, so an idle pool never keeps the loop
 **    alive (nor hides a deadlock); the timer is referenced only while the
-**    multi has transfers, and the prepare handle is active only until the
+**    multi has transfers, and the idle handle is active only until the
 **    next poll.
 **
 ** DNS never blocks the loop: libcurl's threaded resolver (AsynchDNS) runs
@@ -344,11 +346,11 @@ static void on_timer(uv_timer_t *t) {
 }
 
 /* The loop is about to poll: run what curl wanted to run now. */
-static void on_prepare(uv_prepare_t *p) {
-  http_multi *m = (http_multi *)p->data;
+static void on_idle(uv_idle_t *i) {
+  http_multi *m = (http_multi *)i->data;
   int running;
-  uv_prepare_stop(p);
-  m->kicking = 1; /* (the prepare phase is under way: see timer_cb) */
+  uv_idle_stop(i);
+  m->kicking = 1; /* (the idle phase is under way: see timer_cb) */
   curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
   multi_drain(m);
   m->kicking = 0;
@@ -361,9 +363,9 @@ static int timer_cb(CURLM *cm, long ms, void *userp) {
     uv_timer_stop(&m->timer);
   } else if (ms == 0 && !m->kicking) {
     /* never run curl from inside its own callback: before the next poll */
-    if (uv_prepare_start(&m->prep, on_prepare) != 0)
+    if (uv_idle_start(&m->soon, on_idle) != 0)
       uv_timer_start(&m->timer, on_timer, 1, 0);
-  } else { /* (0 ms from inside on_prepare: 1 ms, so the poll cannot block) */
+  } else { /* (0 ms from inside on_idle: 1 ms, as the example does) */
     uv_timer_start(&m->timer, on_timer, ms > 0 ? (uint64_t)ms : 1, 0);
   }
   return 0;
@@ -394,8 +396,8 @@ http_multi *http__multi_new(http_worker *hw, const http_config *cfg,
   uv_timer_init(hw->w->loop, &m->timer);
   m->timer.data = m;
   uv_unref((uv_handle_t *)&m->timer);
-  uv_prepare_init(hw->w->loop, &m->prep);
-  m->prep.data = m;
+  uv_idle_init(hw->w->loop, &m->soon);
+  m->soon.data = m;
   m->nopen = 2;
   curl_multi_setopt(m->cm, CURLMOPT_SOCKETFUNCTION, socket_cb);
   curl_multi_setopt(m->cm, CURLMOPT_SOCKETDATA, m);
@@ -457,7 +459,7 @@ void http__multi_close(http_multi *m) {
   m->socks = NULL;
   m->nsocks = 0;
   uv_close((uv_handle_t *)&m->timer, multi_free_cb);
-  uv_close((uv_handle_t *)&m->prep, multi_free_cb);
+  uv_close((uv_handle_t *)&m->soon, multi_free_cb);
 }
 
 int http__multi_add(http_multi *m, http_xfer *x) {
@@ -465,7 +467,7 @@ int http__multi_add(http_multi *m, http_xfer *x) {
   if (rc != CURLM_OK) return (int)rc;
   if (m->nactive++ == 0) uv_ref((uv_handle_t *)&m->timer);
   /* curl asked for 0 ms (timer_cb) unless its timer already said so */
-  if (!m->kicking) uv_prepare_start(&m->prep, on_prepare);
+  if (!m->kicking) uv_idle_start(&m->soon, on_idle);
   return 0;
 }
 

@@ -101,12 +101,12 @@ struct http_config {
 };
 
 /* A client's connection pool on one worker: one multi handle, one uv
-** timer, one uv_prepare, one uv_poll per socket. The struct is freed when
-** the close callbacks of its timer and prepare handle have both run, after
+** timer, one uv_idle, one uv_poll per socket. The struct is freed when
+** the close callbacks of its timer and idle handle have both run, after
 ** curl_multi_cleanup. */
 struct http_multi {
   uv_timer_t timer;   /* curl's single timeout */
-  uv_prepare_t prep;  /* curl's "now": run before the loop's next poll */
+  uv_idle_t soon;     /* curl's "now": run before the loop's next poll */
   CURLM *cm;
   http_worker *hw;
   http_multi *next, *prev; /* in hw->multis */
@@ -124,8 +124,8 @@ struct http_multi {
   uint64_t url_gen; /* the last generation given to a slot */
   int close_idle;   /* the client was closed: close when live is empty */
   int closing;
-  int kicking;      /* in on_prepare's call into curl */
-  int nopen;        /* uv handles (timer, prepare) not closed yet */
+  int kicking;      /* in on_idle's call into curl */
+  int nopen;        /* uv handles (timer, idle) not closed yet */
 };
 
 /* A socket libcurl asked us to watch. Sockets of connections (opened by
