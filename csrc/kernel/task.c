@@ -143,6 +143,44 @@ static void push_scalar(lua_State *L, const tidal_task *t) {
   }
 }
 
+/* Sets every uservalue of the handle at h (absolute) to nil. */
+static void clear_uvs(lua_State *L, int h) {
+  int i = 1;
+  do
+    lua_pushnil(L);
+  while (lua_setiuservalue(L, h, i++)); /* (0 past the last one) */
+}
+
+/* Whether the handle at h (absolute) has n uservalues. */
+static int has_uv(lua_State *L, int h, int n) {
+  int has = lua_getiuservalue(L, h, n) != LUA_TNONE;
+  lua_pop(L, 1);
+  return has;
+}
+
+/* A new task: every field zero, but for a few. Field by field: a memset
+** of the whole struct compiles to a rep stos, several times slower on
+** the new memory of every handle. */
+static void task_init(tidal_task *t, int nres, int flags) {
+  _Static_assert(sizeof(tidal_task) == 96,
+                 "task_init sets every field of tidal_task");
+  t->co = NULL;
+  t->w = NULL;
+  t->qnext = t->qprev = NULL;
+  t->op = NULL;
+  t->wobj = NULL;
+  t->ext = NULL;
+  t->id = 0;
+  t->slot = 0;
+  t->nres = nres;
+  t->v.i = 0; /* (and k) */
+  t->flags = (uint16_t)flags;
+  t->state = TS_NEW;
+  t->cancel = t->budget = t->tmo = 0;
+  t->vt = TV_NONE;
+  t->coslot = 0;
+}
+
 /* t, whose handle is on top, becomes a live task of w: the anchors table
 ** keeps the handle (and so its coroutine) while it lives. */
 static void anchor(lua_State *L, tidal_worker *w, tidal_task *t) {
@@ -191,10 +229,7 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
     /* the name string stays on the stack until it is in the names table */
   }
   tidal_task *t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, nuv);
-  memset(t, 0, sizeof *t);
-  t->nuv = nuv;
-  t->nres = nargs; /* until it starts */
-  t->state = TS_NEW;
+  task_init(t, nargs, 0); /* (nres: the arguments, until it starts) */
   tidal__setmt(L, &ctx->aux, TT_HANDLE);
   lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, UV_FN);
@@ -244,10 +279,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
     t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, 2);
     tidal__setmt(L, &w->ctx->aux, TT_HANDLE);
   }
-  memset(t, 0, sizeof *t);
-  t->nuv = 2;
-  t->state = TS_NEW;
-  t->flags = TF_INTERNAL;
+  task_init(t, 0, TF_INTERNAL);
   lua_pushvalue(L, fnidx);
   lua_setiuservalue(L, -2, UV_FN);
   t->id = w->next_id++;
@@ -260,10 +292,7 @@ void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx) {
   tidal_task *t = (tidal_task *)lua_touserdata(L, hidx);
   if (t->state != TS_DONE || t->w != NULL) return; /* not released: keep */
   hidx = lua_absindex(L, hidx);
-  for (int i = 1; i <= t->nuv; i++) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, hidx, i);
-  }
+  clear_uvs(L, hidx);
   t->vt = TV_NONE;
   if (w->nipool >= TIDAL_POOL_MAX) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
@@ -305,7 +334,7 @@ static void store_results(lua_State *L, tidal_task *t, int h, int first,
     if (n) keep_scalar(L, t, first, type);
     lua_pushnil(L); /* the function goes */
     lua_setiuservalue(L, h, UV_FN);
-  } else if (n <= t->nuv) {
+  } else if (n == 1 || has_uv(L, h, n)) {
     for (int i = 0; i < n; i++) {
       lua_pushvalue(L, first + i);
       lua_setiuservalue(L, h, UV_OUT + i);
@@ -601,6 +630,7 @@ static void co_put(tidal_worker *w, lua_State *L, int pool, lua_State *co,
       return;
     }
   }
+  tidal__irq_quiesce(w); /* (no thread may be setting a hook on it) */
   if (pool) {
     lua_pushnil(L);
     lua_rawseti(L, pool, slot);
@@ -856,16 +886,18 @@ static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
 ** tasks so costs no coroutine switch per task. The order tasks run in is
 ** the same, every task of a chain counts as a step of the loop's batch (so
 ** I/O is polled as often), and a slow one is reported as after a step.
-** Not in a nested step, nor for the main task, nor when the ending task
-** has subscribers (they get its handle on the scheduler's stack) or a
-** resumer was hooked (sched.c: tidal__refuse). Returns 1 when the next
-** task is set up on L's stack.
+** Not in a nested step, nor for the main task, nor when a resumer was
+** hooked (sched.c: tidal__refuse), nor when the ending task is in a task
+** set (its member_done may cancel the next task) or has subscribers (they
+** get its handle on the scheduler's stack). Returns 1 when the next task
+** is set up on L's stack.
 */
 static int chain(lua_State *L, tidal_worker *w, tidal_task *t) {
   tidal_task *u = w->rq_head;
   if (u == NULL || u->state != TS_NEW || t != w->top || w->nested ||
       u == w->main || t == w->main || w->handoffs >= w->batch_left ||
-      w->ctx->rf_thread != NULL || (t->ext != NULL && t->ext->subs != NULL) ||
+      w->ctx->rf_thread != NULL ||
+      (t->ext != NULL && (t->ext->set != NULL || t->ext->subs != NULL)) ||
       !lua_checkstack(L, u->nres + 8))
     return 0;
   if (w->slow_ns) { /* t's slice ends, u's begins */
@@ -875,9 +907,9 @@ static int chain(lua_State *L, tidal_worker *w, tidal_task *t) {
     w->slice0 = now;
   }
   int slot = t->coslot, nargs = u->nres;
-  tidal__runq_pop(w);
-  done(w, t);
+  done(w, t); /* (wakes its joiners: behind u in the queue) */
   release(w, L, CO_ANCHORS, 0, t, CO_KEEP);
+  tidal__runq_pop(w); /* u */
   w->st.resumes++;
   w->handoffs++; /* (a step of the batch) */
   w->top = u;
@@ -915,10 +947,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   if (t->state != TS_RUNNABLE) need_tables(w, L, &anchors, &pool);
   if (t->state == TS_DONE) { /* cancelled before it started */
     lua_rawgeti(L, anchors, t->slot);
-    for (int i = 1; i <= t->nuv; i++) {
-      lua_pushnil(L);
-      lua_setiuservalue(L, -2, i);
-    }
+    clear_uvs(L, lua_gettop(L));
     lua_pop(L, 1);
     t->vt = TV_NONE;
     release(w, L, anchors, pool, t, CO_DROP);
@@ -1271,10 +1300,7 @@ void tidal__task_unjoin(tidal_task *h, tidal_task *waiter) {
 void tidal__task_release(lua_State *L, tidal_task *t, int started) {
   /* a handle kept by the program must not keep what the task held (a lock
   ** guard, a permit, a sender) from being collected and released */
-  for (int i = 1; i <= t->nuv; i++) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, i);
-  }
+  clear_uvs(L, lua_gettop(L));
   t->vt = TV_NONE;
   t->nres = 0;
   if (started) { /* its outcome, as a task that failed: {err} */
