@@ -227,8 +227,8 @@ describe("a task's argument and result", function()
       local function make()
         local arg = {}
         weak[arg] = true
-        return tidal.spawn(function(x, y)
-          x = nil -- luacheck: ignore (the task drops it)
+        return tidal.spawn(function(x, y) -- luacheck: ignore x
+          x = nil -- the task drops it
           tidal.sleep(0.001)
           return y
         end, arg, 2)
