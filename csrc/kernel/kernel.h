@@ -254,16 +254,22 @@ enum {
 
 /*
 ** A task: the payload of its JoinHandle userdata, so a handle costs one
-** allocation (kept small: thousands of them sleep at once). The handle has
-** nuv = 1 + max(1, nargs) uservalues:
-**   not started: 1 = the function, 2.. = its arguments
-**   started:     1 = its coroutine
-**   done:        2.. = its results (or, when they do not fit, a packed table
-**                in 2 with TF_PACKED); for a failure, 2 = {err, traceback}
-** While alive, the worker's anchors table holds the handle at anchors[slot],
-** which keeps the coroutine reachable too. A task's name, if any, is in the
-** worker's names table (weak keys: handle -> name).
+** allocation (kept small: thousands of them sleep at once, and a burst of
+** spawns writes one per task). The handle has one uservalue for a task
+** spawned with no argument or with one that is nil, a boolean, a number or
+** a light userdata (kept in v, in C), else 1 + nargs:
+**   not started: 1 = the function, 2.. = its arguments (or v)
+**   started:     1 = the function (its coroutine is in the worker's
+**                coroutine table at coslot)
+**   done:        one scalar result in v, else 1.. = its results (or, when
+**                they do not fit, a packed table in 1 with TF_PACKED); for
+**                a failure, 1 = {err, traceback}
+** While alive, the worker's anchors table holds the handle at anchors[slot]
+** (and, once started, its coroutine's stack too). A task's name, if any, is
+** in the worker's names table (weak keys: handle -> name).
 */
+enum { TV_NONE, TV_NIL, TV_BOOL, TV_INT, TV_FLT, TV_LUD }; /* t->vt */
+
 struct tidal_task {
   lua_State *co;   /* the coroutine, while started and not done */
   tidal_worker *w; /* owning worker; NULL once done and released */
@@ -280,11 +286,22 @@ struct tidal_task {
   int32_t slot; /* index in the anchors table */
   int32_t nres; /* not started: arguments; alive: values for the next
                    resume; done: results */
-  lua_KFunction k; /* what goes on when the scheduler resumes it (sched.c) */
-  uint16_t nuv; /* uservalues of the handle */
+  union {
+    /* alive: what goes on when the scheduler resumes it (sched.c) */
+    lua_KFunction k;
+    /* not started: its only argument; done: its only result (task.c),
+    ** when vt says so */
+    union {
+      lua_Integer i;
+      lua_Number n;
+      void *p;
+    } v;
+  };
   uint16_t flags;
   uint8_t state, cancel, budget;
   uint8_t tmo; /* expired timeout scopes it is still inside */
+  uint8_t vt;  /* TV_NONE, or what v holds */
+  int32_t coslot; /* started: its coroutine's index in the worker's table */
 };
 
 /* A cancel scope: a deadline around a protected call in the current task
@@ -428,7 +445,14 @@ struct tidal_worker {
   int anchors_ref, pool_ref, side_ref; /* registry refs (tables) */
   int *free_slots;
   int nfree, free_cap, next_slot;
-  int npool;
+  /* idle coroutines (task.c): a stack of npool, each with its index in
+  ** the coroutine table (pool_ref), which holds every coroutine of the
+  ** worker, idle or running a task, at an index from the free list */
+  struct tidal_idle { lua_State *co; int slot; } *idle;
+  int npool, idle_cap;
+  int *co_free;
+  int co_nfree, co_free_cap, co_next;
+  int batch_left; /* steps the scheduler's batch may still take (task.c) */
   uint64_t next_id;
   tidal_ext ext[TIDAL_EXT_MAX]; /* set in slots 0 .. next_ext - 1 */
   int next_ext;

@@ -19,8 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UV_FN 1  /* uservalue: function, then coroutine */
-#define UV_OUT 2 /* uservalue: first result, or packed results / failure */
+#define UV_FN 1  /* uservalue: the function (until the task is done) */
+#define UV_ARG 2 /* uservalue: its first argument (unless in t->v) */
+#define UV_OUT 1 /* uservalue: first result, or packed results / failure */
 
 const char *tidal__state_name(const tidal_task *t) {
   static const char *const names[] = {"new", "runnable", "running", "parked",
@@ -88,6 +89,98 @@ void tidal__push_where(lua_State *L, tidal_task *t, int ud) {
 
 /* ----------------------------------------------------------------- spawn */
 
+/* One value a task keeps in C (t->v) instead of a uservalue of its handle:
+** its only argument, then its only result, when it is nil, a boolean, a
+** number or a light userdata (nothing for the collector to see). */
+static int is_scalar(int type) {
+  return type == LUA_TNIL || type == LUA_TBOOLEAN || type == LUA_TNUMBER ||
+         type == LUA_TLIGHTUSERDATA;
+}
+
+/* The value at idx, of the given type (is_scalar), into t->v. */
+static void keep_scalar(lua_State *L, tidal_task *t, int idx, int type) {
+  switch (type) {
+  case LUA_TNIL:
+    t->vt = TV_NIL;
+    break;
+  case LUA_TBOOLEAN:
+    t->vt = TV_BOOL;
+    t->v.i = lua_toboolean(L, idx);
+    break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      t->vt = TV_INT;
+      t->v.i = lua_tointeger(L, idx);
+    } else {
+      t->vt = TV_FLT;
+      t->v.n = lua_tonumber(L, idx);
+    }
+    break;
+  default:
+    t->vt = TV_LUD;
+    t->v.p = lua_touserdata(L, idx);
+    break;
+  }
+}
+
+static void push_scalar(lua_State *L, const tidal_task *t) {
+  switch (t->vt) {
+  case TV_NIL:
+    lua_pushnil(L);
+    break;
+  case TV_BOOL:
+    lua_pushboolean(L, (int)t->v.i);
+    break;
+  case TV_INT:
+    lua_pushinteger(L, t->v.i);
+    break;
+  case TV_FLT:
+    lua_pushnumber(L, t->v.n);
+    break;
+  default:
+    lua_pushlightuserdata(L, t->v.p);
+    break;
+  }
+}
+
+/* Sets every uservalue of the handle at h (absolute) to nil. */
+static void clear_uvs(lua_State *L, int h) {
+  int i = 1;
+  do
+    lua_pushnil(L);
+  while (lua_setiuservalue(L, h, i++)); /* (0 past the last one) */
+}
+
+/* Whether the handle at h (absolute) has n uservalues. */
+static int has_uv(lua_State *L, int h, int n) {
+  int has = lua_getiuservalue(L, h, n) != LUA_TNONE;
+  lua_pop(L, 1);
+  return has;
+}
+
+/* A new task: every field zero, but for a few. Field by field: a memset
+** of the whole struct compiles to a rep stos, several times slower on
+** the new memory of every handle. */
+static void task_init(tidal_task *t, int nres, int flags) {
+  _Static_assert(sizeof(tidal_task) == 96,
+                 "task_init sets every field of tidal_task");
+  t->co = NULL;
+  t->w = NULL;
+  t->qnext = t->qprev = NULL;
+  t->op = NULL;
+  t->wobj = NULL;
+  t->ext = NULL;
+  t->id = 0;
+  t->slot = 0;
+  t->nres = nres;
+  t->v.i = 0; /* (and k) */
+  t->flags = (uint16_t)flags;
+  t->state = TS_NEW;
+  t->cancel = t->budget = t->tmo = 0;
+  t->vt = TV_NONE;
+  t->coslot = 0;
+}
+
 /* t, whose handle is on top, becomes a live task of w: the anchors table
 ** keeps the handle (and so its coroutine) while it lives. */
 static void anchor(lua_State *L, tidal_worker *w, tidal_task *t) {
@@ -115,7 +208,9 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
                fn > first ? " after the options table" : "",
                fn > top ? "no value" : luaL_typename(L, fn));
   int nargs = top - fn;
-  int nuv = 1 + (nargs > 1 ? nargs : 1);
+  int aty = nargs == 1 ? lua_type(L, top) : LUA_TNONE;
+  int scalar = nargs == 1 && is_scalar(aty); /* kept in t->v */
+  int nuv = nargs == 0 || scalar ? 1 : 1 + nargs;
   int name = 0;
   if (nargs > TIDAL_MAX_ARGS) /* they live in the handle's uservalues */
     luaL_error(L, "tidal.spawn: too many arguments (%d; at most %d: pass a "
@@ -134,14 +229,17 @@ tidal_task *tidal__spawn(lua_State *L, tidal_worker *w, int first) {
     /* the name string stays on the stack until it is in the names table */
   }
   tidal_task *t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, nuv);
-  memset(t, 0, sizeof *t);
-  t->nuv = nuv;
-  t->nres = nargs; /* until it starts */
-  t->state = TS_NEW;
+  task_init(t, nargs, 0); /* (nres: the arguments, until it starts) */
   tidal__setmt(L, &ctx->aux, TT_HANDLE);
-  for (int i = 0; i <= nargs; i++) {
-    lua_pushvalue(L, fn + i);
-    lua_setiuservalue(L, -2, UV_FN + i);
+  lua_pushvalue(L, fn);
+  lua_setiuservalue(L, -2, UV_FN);
+  if (scalar) {
+    keep_scalar(L, t, top, aty);
+  } else {
+    for (int i = 1; i <= nargs; i++) {
+      lua_pushvalue(L, fn + i);
+      lua_setiuservalue(L, -2, UV_FN + i);
+    }
   }
   if (name) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->names_ref);
@@ -181,10 +279,7 @@ tidal_task *tidal__spawn_internal(lua_State *L, tidal_worker *w, int fnidx) {
     t = (tidal_task *)lua_newuserdatauv(L, sizeof *t, 2);
     tidal__setmt(L, &w->ctx->aux, TT_HANDLE);
   }
-  memset(t, 0, sizeof *t);
-  t->nuv = 2;
-  t->state = TS_NEW;
-  t->flags = TF_INTERNAL;
+  task_init(t, 0, TF_INTERNAL);
   lua_pushvalue(L, fnidx);
   lua_setiuservalue(L, -2, UV_FN);
   t->id = w->next_id++;
@@ -197,10 +292,8 @@ void tidal__spawn_internal_done(lua_State *L, tidal_worker *w, int hidx) {
   tidal_task *t = (tidal_task *)lua_touserdata(L, hidx);
   if (t->state != TS_DONE || t->w != NULL) return; /* not released: keep */
   hidx = lua_absindex(L, hidx);
-  for (int i = 1; i <= t->nuv; i++) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, hidx, i);
-  }
+  clear_uvs(L, hidx);
+  t->vt = TV_NONE;
   if (w->nipool >= TIDAL_POOL_MAX) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->ipool_ref);
   lua_pushvalue(L, hidx);
@@ -235,8 +328,13 @@ static int task_msgh(lua_State *L) {
 
 static void store_results(lua_State *L, tidal_task *t, int h, int first,
                           int n) {
+  int type = LUA_TNONE;
   t->nres = n;
-  if (n <= t->nuv - 1) {
+  if (n == 0 || (n == 1 && is_scalar(type = lua_type(L, first)))) {
+    if (n) keep_scalar(L, t, first, type);
+    lua_pushnil(L); /* the function goes */
+    lua_setiuservalue(L, h, UV_FN);
+  } else if (n == 1 || has_uv(L, h, n)) {
     for (int i = 0; i < n; i++) {
       lua_pushvalue(L, first + i);
       lua_setiuservalue(L, h, UV_OUT + i);
@@ -302,23 +400,57 @@ static void store_failure(lua_State *L, tidal_task *t, int h, int err) {
 ** per task (a to-be-closed variable costs a close at every return). Its
 ** stack:
 **   1 closer (to-be-closed)  2 message handler  3 IDLE_KEY
-**   4 the task's handle      5 its function      6.. its arguments
+**   4 the worker's anchors table
+**   5 the task's handle      6 its function      7.. its arguments
 ** An ended task's body yields IDLE_KEY as its one value, which no Lua code
-** can yield: that is how step tells an end from a wait.
+** can yield: that is how step tells an end from a wait. Or, when the next
+** task in the run queue has not started yet, the coroutine runs it at once
+** (chain, below).
 */
-#define CO_HANDLE 4
-#define CO_FN 5
+#define CO_MSGH 2
+#define CO_KEY 3
+#define CO_ANCHORS 4
+#define CO_HANDLE 5
+#define CO_FN 6
 static const char idle_key = 0;
 #define IDLE_KEY ((void *)&idle_key)
 
 static int body_k(lua_State *L, int status, lua_KContext k);
 static int ran_outside(lua_State *L, tidal_task *t);
+static int chain(lua_State *L, tidal_worker *w, tidal_task *t);
+static int idle_k(lua_State *L, int status, lua_KContext kc);
 
-/* stack: as above, with the task's handle, function and arguments */
+/* The body of the task at CO_HANDLE ended with status: its outcome is
+** stored. Returns 1 when the next task is set up to run in this coroutine
+** (chain). *ctx: the state's context. */
+static int task_end(lua_State *L, int status, tidal_ctx **ctx) {
+  tidal_task *t = (tidal_task *)lua_touserdata(L, CO_HANDLE);
+  *ctx = t->w->ctx;
+  if ((*ctx)->cur != t) return ran_outside(L, t);
+  if (status == LUA_OK || status == LUA_YIELD)
+    store_results(L, t, CO_HANDLE, CO_FN, lua_gettop(L) - CO_HANDLE);
+  else
+    store_failure(L, t, CO_HANDLE, CO_FN);
+  lua_settop(L, CO_ANCHORS);
+  return chain(L, t->w, t);
+}
+
+/* No task runs in the coroutine now: it yields, idle, to the scheduler. */
+static int go_idle(lua_State *L, tidal_ctx *ctx) {
+  lua_pushvalue(L, CO_KEY); /* IDLE_KEY: the task ended */
+  return lua_yieldk(L, 1, (lua_KContext)ctx, idle_k);
+}
+
+/* stack: as above, with the task's handle, function and arguments. The
+** tasks of a chain run in this loop, one after the other. */
 static int run_body(lua_State *L) {
-  int status = lua_pcallk(L, lua_gettop(L) - CO_FN, LUA_MULTRET, 2, 0,
-                          body_k);
-  return body_k(L, status, 0);
+  tidal_ctx *ctx;
+  int status;
+  do
+    status = lua_pcallk(L, lua_gettop(L) - CO_FN, LUA_MULTRET, CO_MSGH, 0,
+                        body_k);
+  while (task_end(L, status, &ctx));
+  return go_idle(L, ctx);
 }
 
 /* Resumed while idle: by the scheduler, with the next task's handle,
@@ -330,7 +462,7 @@ static int idle_k(lua_State *L, int status, lua_KContext kc) {
   tidal_task *t = ctx->cur;
   (void)status;
   if (t != NULL && t->co == L && t->state == TS_RUNNING) return run_body(L);
-  lua_settop(L, 3);
+  lua_settop(L, CO_ANCHORS);
   if (lua_checkstack(L, 2)) {
     lua_pushliteral(L,
                     "coroutine.resume: cannot resume the coroutine of a "
@@ -341,18 +473,12 @@ static int idle_k(lua_State *L, int status, lua_KContext kc) {
   return lua_yieldk(L, 0, kc, idle_k);
 }
 
+/* The body returned after it waited at least once (a continuation). */
 static int body_k(lua_State *L, int status, lua_KContext k) {
-  tidal_task *t = (tidal_task *)lua_touserdata(L, CO_HANDLE);
-  tidal_ctx *ctx = t->w->ctx;
+  tidal_ctx *ctx;
   (void)k;
-  if (ctx->cur != t) return ran_outside(L, t);
-  if (status == LUA_OK || status == LUA_YIELD)
-    store_results(L, t, CO_HANDLE, CO_FN, lua_gettop(L) - CO_HANDLE);
-  else
-    store_failure(L, t, CO_HANDLE, CO_FN);
-  lua_settop(L, 3);
-  lua_pushvalue(L, 3); /* IDLE_KEY: the task ended */
-  return lua_yieldk(L, 1, (lua_KContext)ctx, idle_k);
+  if (task_end(L, status, &ctx)) return run_body(L);
+  return go_idle(L, ctx);
 }
 
 /* The base function of a new task coroutine: stack as above. */
@@ -459,49 +585,119 @@ static int ran_outside(lua_State *L, tidal_task *t) {
 
 /* ------------------------------------------------------------- scheduler */
 
+/*
+** The worker's coroutine table (pool_ref) holds every coroutine of the
+** worker, idle or running a task, at a slot of its own (t->coslot while a
+** task runs in it), so that neither taking an idle one nor giving it back
+** touches a Lua table: the idle ones are a stack in C (w->idle).
+*/
+static int co_slot_alloc(tidal_worker *w) {
+  if (w->co_nfree > 0) return w->co_free[--w->co_nfree];
+  return ++w->co_next;
+}
+
+static void co_slot_free(tidal_worker *w, int slot) {
+  if (w->co_nfree == w->co_free_cap) {
+    int cap = w->co_free_cap ? w->co_free_cap * 2 : 64;
+    int *v = realloc(w->co_free, (size_t)cap * sizeof *v);
+    if (v == NULL) return; /* the slot is just not reused */
+    w->co_free = v;
+    w->co_free_cap = cap;
+  }
+  w->co_free[w->co_nfree++] = slot;
+}
+
+/* No task runs in co (at slot) any more: it goes back to the pool when
+** recycle says it is idle and there is room, else out of the coroutine
+** table (pool: its index on L, or 0). */
+static void co_put(tidal_worker *w, lua_State *L, int pool, lua_State *co,
+                   int slot, int recycle) {
+  if (w->ctx->rf_thread == co) /* it resumed a task and ended at once? */
+    tidal__unhook(L, w->ctx);
+  if (recycle && w->npool < TIDAL_POOL_MAX) {
+    if (w->npool == w->idle_cap) {
+      int cap = w->idle_cap ? w->idle_cap * 2 : 16;
+      struct tidal_idle *v = realloc(w->idle, (size_t)cap * sizeof *v);
+      if (v != NULL) {
+        w->idle = v;
+        w->idle_cap = cap;
+      }
+    }
+    if (w->npool < w->idle_cap) {
+      w->idle[w->npool].co = co;
+      w->idle[w->npool].slot = slot;
+      w->npool++;
+      return;
+    }
+  }
+  tidal__irq_quiesce(w); /* (no thread may be setting a hook on it) */
+  if (pool) {
+    lua_pushnil(L);
+    lua_rawseti(L, pool, slot);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->pool_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, slot);
+    lua_pop(L, 1);
+  }
+  co_slot_free(w, slot);
+}
+
+/* co's top is its worker's anchors table: pushes t's handle, function and
+** arguments above it (2 + nargs values). The arguments leave the handle:
+** from now on they are the task's own (it may drop them). */
+static void load(lua_State *co, tidal_task *t, int nargs) {
+  lua_rawgeti(co, -1, t->slot);
+  lua_getiuservalue(co, -1, UV_FN);
+  if (t->vt != TV_NONE) {
+    push_scalar(co, t);
+    t->vt = TV_NONE;
+  } else if (nargs > 0) {
+    int h = lua_gettop(co) - 1;
+    for (int i = 0; i < nargs; i++) lua_getiuservalue(co, h, UV_ARG + i);
+    for (int i = 0; i < nargs; i++) {
+      lua_pushnil(co);
+      lua_setiuservalue(co, h, UV_ARG + i);
+    }
+  }
+}
+
 static void start(tidal_worker *w, lua_State *L, int anchors, int pool,
                   tidal_task *t) {
   lua_State *co = NULL;
   int nargs = t->nres; /* before the start, nres counts the arguments */
-  int h, fresh = 0;
-  /* (a slot taken keeps its reference until the pool grows back over it:
-  ** no more coroutines than a full pool holds anyway) */
+  int slot = 0, fresh = 0;
+  (void)anchors;
   while (w->npool > 0) {
-    lua_rawgeti(L, pool, w->npool--);
-    co = lua_tothread(L, -1);
+    w->npool--;
+    co = w->idle[w->npool].co;
+    slot = w->idle[w->npool].slot;
     if (lua_status(co) == LUA_YIELD) break; /* idle, as it should be */
-    lua_pop(L, 1); /* Lua code closed it meanwhile: dropped */
+    co_put(w, L, pool, co, slot, 0); /* Lua code closed it meanwhile */
     co = NULL;
   }
   /* (nargs is at most TIDAL_MAX_ARGS) */
   if (co == NULL) {
     fresh = 1;
     co = lua_newthread(L);
-    if (!lua_checkstack(co, nargs + 6))
+    if (!lua_checkstack(co, nargs + 8))
       luaL_error(L, "tidal: not enough memory to start a task");
+    slot = co_slot_alloc(w);
+    lua_rawseti(L, pool, slot); /* the table holds it from now on */
     lua_pushcfunction(co, co_main);
     lua_rawgeti(co, LUA_REGISTRYINDEX, w->ctx->closer_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, w->ctx->msgh_ref);
     lua_pushlightuserdata(co, IDLE_KEY);
-  } else if (!lua_checkstack(co, nargs + 2)) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->anchors_ref);
+  } else if (!lua_checkstack(co, nargs + 3)) {
+    co_put(w, L, pool, co, slot, 1);
     luaL_error(L, "tidal: not enough memory to start a task");
   }
-  lua_rawgeti(L, anchors, t->slot); /* L: co, handle */
-  lua_pushvalue(L, -1);
-  lua_xmove(L, co, 1); /* co: [co_main, closer, msgh, key,] handle */
-  h = lua_gettop(co);
-  for (int i = 0; i <= nargs; i++) lua_getiuservalue(co, h, UV_FN + i);
-  /* the handle holds the coroutine now; fn and arguments live on its stack */
-  lua_pushvalue(L, -2);
-  lua_setiuservalue(L, -2, UV_FN);
-  for (int i = UV_OUT; i <= t->nuv; i++) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, i);
-  }
-  lua_pop(L, 2);
+  load(co, t, nargs);
   t->co = co;
-  /* resume with: [closer, msgh, key,] handle, fn, args */
-  t->nres = (fresh ? 5 : 2) + nargs;
+  t->coslot = slot;
+  /* resume with: [closer, msgh, key, anchors,] handle, fn, args */
+  t->nres = (fresh ? 6 : 2) + nargs;
 }
 
 /* Tells t's subscribers that it is done (its handle at hidx). */
@@ -514,23 +710,24 @@ static void publish(lua_State *L, tidal_task *t, int hidx) {
   }
 }
 
+/* How release leaves the coroutine of a task that ran */
+enum { CO_DROP, CO_RECYCLE, CO_KEEP };
+
+/* t is done: out of the anchors table (at anchors on L), its coroutine
+** put as co_how says (pool: the coroutine table's index on L, or 0). */
 static void release(tidal_worker *w, lua_State *L, int anchors, int pool,
-                    tidal_task *t, int recycle) {
-  lua_rawgeti(L, anchors, t->slot); /* the handle */
-  if (w->ctx->rf_thread != NULL) { /* it resumed a task and ended at once? */
-    lua_getiuservalue(L, -1, UV_FN);
-    if (lua_tothread(L, -1) == w->ctx->rf_thread) tidal__unhook(L, w->ctx);
+                    tidal_task *t, int co_how) {
+  lua_State *co = t->co;
+  if (t->ext != NULL && t->ext->subs != NULL) { /* they read the outcome */
+    lua_rawgeti(L, anchors, t->slot);
+    publish(L, t, lua_gettop(L));
     lua_pop(L, 1);
   }
-  if (t->ext != NULL && t->ext->subs != NULL) /* they read the outcome */
-    publish(L, t, lua_gettop(L));
-  if (recycle && w->npool < TIDAL_POOL_MAX) {
-    lua_getiuservalue(L, -1, UV_FN);
-    lua_rawseti(L, pool, ++w->npool);
+  if (co != NULL) {
+    t->co = NULL;
+    if (co_how != CO_KEEP)
+      co_put(w, L, pool, co, t->coslot, co_how == CO_RECYCLE);
   }
-  lua_pushnil(L);
-  lua_setiuservalue(L, -2, UV_FN);
-  lua_pop(L, 1);
   lua_pushnil(L);
   lua_rawseti(L, anchors, t->slot);
   tidal__slot_free(w, t->slot);
@@ -558,8 +755,7 @@ tidal_task_ext *tidal__task_ext(tidal_task *t) {
 
 static void done(tidal_worker *w, tidal_task *t) {
   tidal_task *j;
-  t->state = TS_DONE;
-  t->co = NULL;
+  t->state = TS_DONE; /* (its coroutine goes in release) */
   w->st.alive--;
   atomic_store_explicit(&w->load, (int)w->st.alive, memory_order_relaxed);
   w->st.finished++;
@@ -633,6 +829,7 @@ static void escaped(tidal_worker *w, lua_State *L, int anchors, tidal_task *t) {
   lua_setiuservalue(L, -2, UV_OUT);
   lua_pop(L, 1);
   t->nres = 0;
+  t->vt = TV_NONE;
   t->flags = (uint16_t)((t->flags & ~TF_PACKED) | TF_FAILED);
   reset_co(w, t);
 }
@@ -651,12 +848,13 @@ static void finish_closed(tidal_worker *w, lua_State *L, int anchors,
   lua_setiuservalue(L, -2, UV_OUT);
   lua_pop(L, 1);
   t->nres = 0;
+  t->vt = TV_NONE;
   t->flags = (t->flags & ~(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
   t->cancel = CK_CLOSED;
   tidal__scopes_drop(w, t); /* their continuations will never run */
   tidal__irq_quiesce(w);    /* its coroutine is dropped below */
   done(w, t);
-  release(w, L, anchors, 0, t, 0);
+  release(w, L, anchors, 0, t, CO_DROP);
 }
 
 /* t ran for dt ns in one go: other tasks, timers and I/O waited that long.
@@ -678,6 +876,52 @@ static void report_slow(lua_State *L, tidal_task *t, uint64_t dt, int st) {
                   lua_tostring(L, -2), secs, lua_tostring(L, -1));
   tidal__report_text(L, t->w, TIDAL_REPORT_SLOW, -1);
   lua_settop(L, top);
+}
+
+/*
+** A chain. t's body ended in its coroutine L, which the scheduler loop
+** resumed for it: when the next task in the run queue has not started yet,
+** it starts here and now, in the same coroutine, instead of L yielding to
+** the loop and the loop resuming it again for that task. A burst of spawned
+** tasks so costs no coroutine switch per task. The order tasks run in is
+** the same, every task of a chain counts as a step of the loop's batch (so
+** I/O is polled as often), and a slow one is reported as after a step.
+** Not in a nested step, nor for the main task, nor when a resumer was
+** hooked (sched.c: tidal__refuse), nor when the ending task is in a task
+** set (its member_done may cancel the next task) or has subscribers (they
+** get its handle on the scheduler's stack). Returns 1 when the next task
+** is set up on L's stack.
+*/
+static int chain(lua_State *L, tidal_worker *w, tidal_task *t) {
+  tidal_task *u = w->rq_head;
+  if (u == NULL || u->state != TS_NEW || t != w->top || w->nested ||
+      u == w->main || t == w->main || w->handoffs >= w->batch_left ||
+      w->ctx->rf_thread != NULL ||
+      (t->ext != NULL && (t->ext->set != NULL || t->ext->subs != NULL)) ||
+      !lua_checkstack(L, u->nres + 8))
+    return 0;
+  if (w->slow_ns) { /* t's slice ends, u's begins */
+    uint64_t now = tidal__coarse_ns();
+    if (!(t->flags & TF_SLOW) && now - w->slice0 > w->slow_ns)
+      report_slow(L, t, now - w->slice0, LUA_OK);
+    w->slice0 = now;
+  }
+  int slot = t->coslot, nargs = u->nres;
+  done(w, t); /* (wakes its joiners: behind u in the queue) */
+  release(w, L, CO_ANCHORS, 0, t, CO_KEEP);
+  tidal__runq_pop(w); /* u */
+  w->st.resumes++;
+  w->handoffs++; /* (a step of the batch) */
+  w->top = u;
+  load(L, u, nargs);
+  u->co = L;
+  u->coslot = slot;
+  u->nres = 0;
+  u->state = TS_RUNNING;
+  u->budget = TIDAL_BUDGET;
+  u->flags &= ~TF_HANDOFF;
+  w->ctx->cur = u;
+  return 1;
 }
 
 /* anchors 0 (a handoff): pushes the anchor and pool tables on L now that
@@ -703,12 +947,10 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   if (t->state != TS_RUNNABLE) need_tables(w, L, &anchors, &pool);
   if (t->state == TS_DONE) { /* cancelled before it started */
     lua_rawgeti(L, anchors, t->slot);
-    for (int i = 1; i <= t->nuv; i++) {
-      lua_pushnil(L);
-      lua_setiuservalue(L, -2, i);
-    }
+    clear_uvs(L, lua_gettop(L));
     lua_pop(L, 1);
-    release(w, L, anchors, pool, t, 0);
+    t->vt = TV_NONE;
+    release(w, L, anchors, pool, t, CO_DROP);
     return 1;
   }
   if (t->state == TS_NEW) {
@@ -728,9 +970,12 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   else
     w->slice0 = 0;
   w->slice_end = 0;
-  lua_State *prev_co = tidal__irq_enter(w, t->co);
-  st = lua_resume(t->co, L, t->nres, &nres);
+  lua_State *co = t->co;
+  lua_State *prev_co = tidal__irq_enter(w, co);
+  st = lua_resume(co, L, t->nres, &nres);
   tidal__irq_leave(w, prev_co);
+  if (ctx->cur != t && ctx->cur != NULL && ctx->cur->co == co)
+    t = ctx->cur; /* a chain ran the next tasks in t's coroutine (chain) */
   /* the body ended: the coroutine yielded IDLE_KEY (see body_k) */
   ended = st == LUA_YIELD && nres == 1 &&
           lua_touserdata(t->co, -1) == IDLE_KEY;
@@ -758,7 +1003,7 @@ static int step(tidal_worker *w, lua_State *L, int anchors, int pool,
   else
     escaped(w, L, anchors, t);
   done(w, t);
-  release(w, L, anchors, pool, t, ended);
+  release(w, L, anchors, pool, t, ended ? CO_RECYCLE : CO_DROP);
   return 1;
 }
 
@@ -776,6 +1021,7 @@ int tidal__run_batch(tidal_worker *w, lua_State *L, int max) {
     w->top = t;
     w->nested = 0; /* (left raised by an error out of a nested step) */
     w->handing = NULL;
+    w->batch_left = max - n; /* (for chains, as handoffs: see chain) */
     fin = step(w, L, anchors, pool, t);
     w->top = NULL;
     n += w->handoffs;
@@ -863,9 +1109,17 @@ void tidal__task_finish_forced(tidal_worker *w, lua_State *L, tidal_task *t) {
   }
   if (t->co) reset_co(w, t);
   tidal__scopes_drop(w, t); /* their continuations will never run */
-  t->flags |= TF_CANCELLED;
+  lua_rawgeti(L, anchors, t->slot); /* its outcome: {err}, its function goes */
+  lua_createtable(L, 1, 0);
+  tidal__push_cancel_error(L, t);
+  lua_rawseti(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_OUT);
+  lua_pop(L, 1);
+  t->nres = 0;
+  t->vt = TV_NONE;
+  t->flags = (t->flags & ~(TF_PACKED | TF_FAILED)) | TF_CANCELLED;
   done(w, t);
-  release(w, L, anchors, 0, t, 0);
+  release(w, L, anchors, 0, t, CO_DROP);
   lua_pop(L, 1);
 }
 
@@ -879,10 +1133,12 @@ int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
     if (!raise) lua_pushboolean(L, 0);
     if (t->flags & TF_NOSTART) {
       tidal__push_cancel_error(L, t);
-    } else {
-      lua_getiuservalue(L, idx, UV_OUT);
+    } else if (lua_getiuservalue(L, idx, UV_OUT) == LUA_TTABLE) {
       lua_rawgeti(L, -1, 1);
       lua_remove(L, -2);
+    } else { /* (cannot happen: every end stores {err}) */
+      lua_pop(L, 1);
+      tidal__push_cancel_error(L, t);
     }
     if (!raise) return 2;
     tidal_ctx *ctx = tidal__ctx(L);
@@ -892,7 +1148,9 @@ int tidal__push_outcome(lua_State *L, tidal_task *t, int idx, int raise) {
   int n = t->nres;
   luaL_checkstack(L, n + 1, "tidal: too many results");
   if (!raise) lua_pushboolean(L, 1);
-  if (t->flags & TF_PACKED) {
+  if (t->vt != TV_NONE) { /* one scalar, in C */
+    push_scalar(L, t);
+  } else if (t->flags & TF_PACKED) {
     lua_getiuservalue(L, idx, UV_OUT);
     for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
     lua_remove(L, -n - 1);
@@ -1042,10 +1300,9 @@ void tidal__task_unjoin(tidal_task *h, tidal_task *waiter) {
 void tidal__task_release(lua_State *L, tidal_task *t, int started) {
   /* a handle kept by the program must not keep what the task held (a lock
   ** guard, a permit, a sender) from being collected and released */
-  for (int i = 1; i <= t->nuv; i++) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, i);
-  }
+  clear_uvs(L, lua_gettop(L));
+  t->vt = TV_NONE;
+  t->nres = 0;
   if (started) { /* its outcome, as a task that failed: {err} */
     lua_createtable(L, 2, 0);
     tidal__push_cancel_error(L, t);

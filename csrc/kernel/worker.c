@@ -315,6 +315,12 @@ void tidal__worker_free(tidal_worker *w) {
   free(w->free_slots);
   w->free_slots = NULL;
   w->nfree = w->free_cap = 0;
+  free(w->idle); /* (the coroutines go with the table at pool_ref) */
+  w->idle = NULL;
+  w->npool = w->idle_cap = 0;
+  free(w->co_free);
+  w->co_free = NULL;
+  w->co_nfree = w->co_free_cap = w->co_next = 0;
   if (L != NULL) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->anchors_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->pool_ref);

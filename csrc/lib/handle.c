@@ -22,16 +22,17 @@ static const tidal_waitop await_op = {"JoinHandle:await", await_cancel, NULL};
 
 static int wait_for(lua_State *L, const char *fname,
                     const tidal_restart *again, int raise, lua_KFunction k) {
-  tidal_task *h = check_handle(L, 1, fname);
   tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_task *h = (tidal_task *)tidal__toud(L, &ctx->aux, 1, TT_HANDLE);
   tidal_task *t = ctx->cur;
-  lua_settop(L, 1);
+  if (h == NULL) check_handle(L, 1, fname); /* raises */
   if (h->state == TS_DONE) {
     /* ready at once: still spends the budget, as any wait does */
     if (t != NULL && t->co == L && lua_isyieldable(L))
       TIDAL_SPEND(L, t, again);
-    return tidal__push_outcome(L, h, 1, raise);
+    return tidal__push_outcome(L, h, 1, raise); /* (above any extra) */
   }
+  lua_settop(L, 1);
   t = tidal__wait_begin(L, fname);
   if (t == h)
     luaL_error(L, "%s: a task cannot wait for itself (it would never finish)",

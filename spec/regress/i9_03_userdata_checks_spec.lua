@@ -143,7 +143,7 @@ local types = {
   { name = "FailureReport", mt = "tidal.FailureReport",
     make = [[local h = tidal.spawn(error, 'boom'); tidal.yield()
              keep[#keep + 1] = h
-             return debug.getuservalue(h, 2)[3] ]] },
+             return debug.getuservalue(h, 1)[3] -- the failure: {err, traceback, report} ]] },
   { name = "Error", mt = "tidal.Error", make = "return tidal.error('kind', 'message')" },
   { name = "Stream", mt = "tidal.Stream",
     make = [[local l = assert(tidal.net.listen("127.0.0.1", 0)); keep[#keep + 1] = l
