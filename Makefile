@@ -189,9 +189,11 @@ OBJDIR      = build/obj-$(ROCK_FLAVOR)
 CORE_OBJ    = $(patsubst csrc/%.c,$(OBJDIR)/%.o,$(CORE_SRC))
 # -fno-plt: calls into Lua's C API go through the GOT directly instead of a
 # PLT stub each (an indirect jump less per call: about 8% off pingpong's
-# round trip, see docs/performance.md); only where the compiler takes it
-NOPLT      := $(shell $(CC) -fno-plt -Werror -x c -c /dev/null -o /dev/null \
-                2>/dev/null && echo -fno-plt)
+# round trip, see docs/performance.md); only where the compiler takes it.
+# Probed once, when something is compiled (not by every make, e.g.
+# bench/run's `make -s build`, whose peak RSS would then be the compiler's)
+NOPLT = $(eval NOPLT := $$(shell $(CC) -fno-plt -Werror -x c -c /dev/null \
+          -o /dev/null 2>/dev/null && echo -fno-plt))$(NOPLT)
 ROCK_CFLAGS = $(CFLAGS) -std=c11 -fvisibility=hidden $(NOPLT) -Icsrc \
               $(if $(LUA_INCDIR),-I$(LUA_INCDIR)) $(if $(LIBUV_INCDIR),-I$(LIBUV_INCDIR))
 ROCK_LIBS   = $(if $(LIBUV_LIBDIR),-L$(LIBUV_LIBDIR)) \
