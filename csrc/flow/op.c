@@ -61,9 +61,21 @@ void tidal__op_fast(lua_State *L, tidal_tryfast_fn fast) {
   o->fast = o->target != NULL ? fast : NULL;
 }
 
+/* TT_OP or TT_OPHOT for an op at idx, else 0 (one metatable check; a
+** value with a metatable of its own is no op) */
+static int op_type(lua_State *L, const tidal_actx *a, int idx) {
+  int tt = 0;
+  if (lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    tt = mt == a->mt[TT_OP] ? TT_OP : mt == a->mt[TT_OPHOT] ? TT_OPHOT : 0;
+  }
+  return tt;
+}
+
 static op *to_op(lua_State *L, tidal_actx *a, int idx) {
-  op *o = (op *)tidal__toud(L, a, idx, TT_OP);
-  return o != NULL ? o : (op *)tidal__toud(L, a, idx, TT_OPHOT);
+  op *o = (op *)lua_touserdata(L, idx);
+  return o != NULL && op_type(L, a, idx) ? o : NULL;
 }
 
 int tidal__op_is(lua_State *L, tidal_ctx *ctx, int idx) {
@@ -81,10 +93,8 @@ static op *check_op(lua_State *L, const char *fname) {
 /* The op p at idx (absolute) seen by select for the first time, or out of
 ** the cache: checked by its metatable. NULL if it is no op. */
 static op *check_select_op(lua_State *L, tidal_actx *a, int idx, op *p) {
-  if (!lua_getmetatable(L, idx)) return NULL;
-  const void *mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  if (mt == a->mt[TT_OP]) {
+  int tt = op_type(L, a, idx);
+  if (tt == TT_OP) {
     if (p->used) { /* the second time: worth a finalizer */
       luaL_checkstack(L, 2, "tidal: op");
       lua_pushvalue(L, idx);
@@ -95,7 +105,7 @@ static op *check_select_op(lua_State *L, tidal_actx *a, int idx, op *p) {
     p->used = 1;
     return p;
   }
-  if (mt == a->mt[TT_OPHOT]) {
+  if (tt == TT_OPHOT) {
     if (!p->dead) TIDAL_HOT(a, TT_OPHOT, p) = p; /* (was pushed out) */
     return p;
   }
