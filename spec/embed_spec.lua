@@ -20,8 +20,7 @@ local rockdir = tree and trim((sh("luarocks --lua-version=5.4 --tree='" .. tree 
   "' show --rock-dir tidal")))
 -- the sanitizer trees link their objects with the sanitizers' runtimes:
 -- C hosts are built and checked from the plain tree (make test, valgrind)
-local sanitized = os.getenv("TIDAL_PRELOAD") ~= nil or
-  (os.getenv("LD_PRELOAD") or ""):find("san") ~= nil
+local sanitized = support.sanitizer ~= nil
 local VALGRIND = "valgrind -q --leak-check=full --errors-for-leak-kinds=definite " ..
   "--show-leak-kinds=definite --error-exitcode=97 "
 

@@ -12,8 +12,8 @@ local function run_example(name, base)
 end
 
 if not support.can_spawn then
-  -- the fixture servers are child processes, which ThreadSanitizer runs
-  -- (TIDAL_NO_CHILD) cannot start
+  -- the fixture servers are child processes, which TIDAL_NO_CHILD=1 rules
+  -- out
   describe("HTTP examples", function()
     pending("needs the fixture servers (child processes)")
   end)

@@ -21,8 +21,8 @@ local function assert_fails(kind, url, resp, err)
 end
 
 if not support.can_spawn then
-  -- the fixture servers are child processes, which ThreadSanitizer runs
-  -- (TIDAL_NO_CHILD) cannot start
+  -- the fixture servers are child processes, which TIDAL_NO_CHILD=1 rules
+  -- out
   describe("tidal.http", function()
     pending("needs the fixture servers (child processes)")
   end)

@@ -12,10 +12,6 @@ if [ -n "${TIDAL_VALGRIND:-}" ]; then
 else
   cmd=(lua5.4 "$busted_bin")
 fi
-# a sanitizer runtime to preload into Lua only (shells may not survive it)
-if [ -n "${TIDAL_PRELOAD:-}" ]; then
-  cmd=(env LD_PRELOAD="$TIDAL_PRELOAD" "${cmd[@]}")
-fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "${cmd[@]}" "$@" 2>&1 | tee "$out"

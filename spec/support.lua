@@ -41,9 +41,13 @@ function M.run_within(deadline, fn, ...)
   end, ...)
 end
 
--- Whether specs may start child processes (not under ThreadSanitizer, whose
--- preloaded runtime does not survive in /bin/sh).
+-- Whether specs may start child processes (TIDAL_NO_CHILD=1 says no).
 M.can_spawn = os.getenv("TIDAL_NO_CHILD") == nil
+
+-- The sanitizer the run is under: "asan", "tsan" (make test-tsan: Lua
+-- children get libtsan through the lua5.4 it puts first on PATH) or nil.
+M.sanitizer = os.getenv("TIDAL_TSAN_PRELOAD") and "tsan"
+  or (os.getenv("LD_PRELOAD") or ""):find("asan") and "asan" or nil
 
 -- Runs a Lua chunk in a child lua5.4 (same module paths and environment)
 -- under `timeout`: after secs (default 60) it gets SIGTERM, 2 s later

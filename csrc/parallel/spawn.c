@@ -43,9 +43,12 @@ static void drop_input(tidal_record *r) {
   tidal__buf_free(&r->in);
 }
 
+/* The worker's assigned count drops only once the task counts in its load
+** (or will never run): between the two, tidal__family_pick saw the worker
+** empty and placed the next task there too, beside a task that never
+** waits, while another worker was idle. */
 static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
   tidal_record *r = (tidal_record *)arg;
-  atomic_fetch_sub(&w->assigned, 1);
   tidal_buf none = {NULL, 0, 0};
   start_args a = {r, w};
   uv_mutex_lock(&r->mu);
@@ -55,6 +58,7 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     drop_input(r);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     tidal__record_unref(r);
+    atomic_fetch_sub(&w->assigned, 1);
     return;
   }
   int top = lua_gettop(L);
@@ -73,6 +77,7 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     tidal__record_unref(r);
   } /* else the task holds the target's reference until it publishes */
   lua_settop(L, top);
+  atomic_fetch_sub(&w->assigned, 1);
 }
 
 /* ------------------------------------------------------- the caller */

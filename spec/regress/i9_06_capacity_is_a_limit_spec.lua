@@ -27,9 +27,9 @@ describe("issue 9 item 6: a capacity is a limit, not an allocation", function()
   it("channel(1 << 28), the largest capacity, is cheap too", function()
     if not support.can_spawn then return end
     -- in a child with its address space limited to 1 GiB, so that the old
-    -- behaviour fails fast instead of taking 4 GiB (not under ASan, whose
-    -- shadow memory needs far more address space)
-    local limit = (os.getenv("LD_PRELOAD") or ""):find("asan") and ""
+    -- behaviour fails fast instead of taking 4 GiB (not under a sanitizer,
+    -- whose shadow memory needs far more address space)
+    local limit = support.sanitizer and ""
       or "ulimit -v 1048576; "
     local path = os.tmpname()
     local f = assert(io.open(path, "w"))

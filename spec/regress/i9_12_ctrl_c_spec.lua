@@ -42,6 +42,10 @@ end
 ]]
 
 local it_child = support.can_spawn and it or pending
+-- ThreadSanitizer runs a signal handler only when the thread next enters
+-- its runtime (an intercepted call): a Lua loop that calls nothing it
+-- intercepts never does, so these cases cannot pass under make test-tsan
+local it_busy = support.sanitizer ~= "tsan" and it_child or pending
 
 describe("issue 9 item 12: Ctrl-C during tidal.run", function()
   it_child("cancels main while it sleeps and other tasks tick: kind "
@@ -86,7 +90,7 @@ print("not reached")
     assert.equal(1, exit)
   end)
 
-  it_child("interrupts main busy in a Lua loop", function()
+  it_busy("interrupts main busy in a Lua loop", function()
     local out, exit, after = interrupt([[
 local tidal = require("tidal")
 ]] .. closer .. [[
@@ -103,7 +107,7 @@ end)
     assert.is_true(after < 5, "took " .. tostring(after) .. " s")
   end)
 
-  it_child("interrupts another task busy in a loop while main sleeps",
+  it_busy("interrupts another task busy in a loop while main sleeps",
     function()
     local out, exit, after = interrupt([[
 local tidal = require("tidal")
@@ -156,7 +160,7 @@ end)
     assert.is_true(after < 5, "took " .. tostring(after) .. " s")
   end)
 
-  it_child("a second Ctrl-C while cleanup runs ends the process at once",
+  it_busy("a second Ctrl-C while cleanup runs ends the process at once",
     function()
     local out, exit, after = interrupt([[
 local tidal = require("tidal")
@@ -177,7 +181,7 @@ end)
     assert.is_true(after < 5, "took " .. tostring(after) .. " s")
   end)
 
-  it_child("interrupts rt:block_on; the runtime stays usable, and the "
+  it_busy("interrupts rt:block_on; the runtime stays usable, and the "
     .. "host's own SIGINT handling is back afterwards", function()
     local out, exit = interrupt([[
 local tidal = require("tidal")

@@ -45,15 +45,18 @@ print("run returned")
     local out, status, secs = child([[
 local tidal = require("tidal")
 tidal.run({ workers = 2 }, function()
+  local tx, rx = tidal.channel(2)
   for i = 1, 2 do
-    tidal.spawn_parallel(function(i)
+    tidal.spawn_parallel(function(i, tx)
       local c <close> = setmetatable({}, { __close = function()
         print("worker task closed " .. i)
       end })
+      tx:send(i)
       while true do end
-    end, i)
+    end, i, tx)
   end
-  tidal.sleep(0.1)
+  rx:recv() -- both loops are running (a worker each)
+  rx:recv()
 end)
 print("run returned")
 ]])
