@@ -48,8 +48,9 @@ describe("issue 11: a failed copy to another worker leaks nothing", function()
       return after - before
     end)
     -- 3 * 20000 failed sends leaked about 5 MiB; the sanitizer and valgrind
-    -- runs (scaled down) rely on their own leak checks
-    if support.scale >= 1 then
+    -- runs rely on their own leak checks (a sanitizer's own bookkeeping
+    -- grows with the work: 80 MiB under ThreadSanitizer at full scale)
+    if support.scale >= 1 and not support.sanitizer then
       assert.is_true(grew < 2048, ("RSS grew by %d KiB"):format(grew))
     end
   end)
