@@ -110,8 +110,11 @@ http_worker *http__worker(tidal_worker *w) {
 ** by the resolver's thread). We recognise them as what they are: AF_UNIX
 ** sockets without FD_CLOEXEC that appeared just then, in pairs whose inode
 ** numbers follow each other (socketpair makes both sockets in a row). That
-** leaves any descriptor of the host's alone, even one made meanwhile by
-** another thread.
+** leaves the host's descriptors alone, even one made meanwhile by another
+** thread, unless it is itself a socketpair without close-on-exec made in
+** those few microseconds (it would get FD_CLOEXEC too). The probe reads
+** descriptors other threads may be making: ThreadSanitizer reports that
+** (spec/tsan/suppressions).
 */
 #define FD_WINDOW 32
 
