@@ -130,7 +130,7 @@ test-tsan: deps $(TSAN_TREE)/.built $(call HOOKS_SO,$(TSAN_TREE)) $(TSAN_LJC) \
 	@$(call lua_env,$(TSAN_TREE)) TIDAL_TSAN_PRELOAD="$(TSAN_RT) $(TSAN_LJC)" \
 	  PATH="$(TSAN_BIN):$$PATH" \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/spec/tsan/suppressions \
-	  TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.1} \
+	  TIDAL_SPEC_SCALE=$${TIDAL_SPEC_SCALE:-0.5} \
 	  bash spec/run.sh $(TSAN_SPECS)
 
 valgrind: deps build
