@@ -295,9 +295,10 @@ describe("tidal handles between workers", function()
 
   it("refuse primitives that stay in one state", function()
     local msg = run({ workers = 1 }, function()
-      return select(2, pcall(tidal.spawn_parallel, function(n) return n end, tidal.notify()))
+      local wtx = tidal.watch(1)
+      return select(2, pcall(tidal.spawn_parallel, function(w) return w end, wtx))
     end)
-    assert.matches("cannot copy userdata %(tidal.Notify%) at args%[2%]", msg)
+    assert.matches("cannot copy userdata %(tidal.WatchSender%) at args%[2%]", msg)
   end)
 end)
 

@@ -1,6 +1,6 @@
 /*
 ** sync/shared.h: the cross-worker mode of the sync primitives (internal
-** to sync: channel, oneshot, lock, semaphore).
+** to sync: channel, oneshot, lock, semaphore, notify).
 **
 ** A primitive starts local: only its owning worker's thread touches it, no
 ** lock is taken and its waiters are woken directly. When one of its
