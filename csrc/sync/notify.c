@@ -48,12 +48,19 @@ static void unref(lua_State *L, void *core) {
 
 static const tidal_htype notify_type = {TT_NOTIFY, "notify", NULL, unref};
 
-static notify *self(lua_State *L, const char *fname) {
-  return (notify *)tidal__handle_check(L, 1, &notify_type, fname)->core;
+/* The notify of the Notify at 1 (checked once per object: TIDAL_HOT, which
+** its __gc clears); raises once it is finalized. */
+static notify *self(lua_State *L, tidal_ctx *ctx, const char *fname) {
+  notifyud *u = (notifyud *)tidal__self(L, &ctx->aux, TT_NOTIFY, fname);
+  if (NT(u) == NULL) tidal__closed_error(L, fname, notify_type.what);
+  TIDAL_HOT(&ctx->aux, TT_NOTIFY, u) = u;
+  return NT(u);
 }
 
+#define CTX(L) ((tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
+
 static int l_notify(lua_State *L) {
-  tidal_ctx *ctx = (tidal_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  tidal_ctx *ctx = CTX(L);
   notifyud *u = (notifyud *)tidal__handle_new(L, &ctx->aux, &notify_type,
                                               sizeof *u, 0);
   notify *n = (notify *)calloc(1, sizeof *n);
@@ -118,7 +125,7 @@ static const tidal_restart notified_again = {l_notified};
 
 /* n:notified(): waits until notified */
 static int l_notified(lua_State *L) {
-  notify *n = self(L, "Notify:notified");
+  notify *n = self(L, CTX(L), "Notify:notified");
   tidal_task *t = tidal__wait_begin(L, "Notify:notified");
   TIDAL_SPEND(L, t, &notified_again);
   lua_settop(L, 1);
@@ -134,17 +141,19 @@ static int l_notified(lua_State *L) {
 }
 
 static int l_notify_one(lua_State *L) {
-  notify *n = self(L, "Notify:notify_one");
+  tidal_ctx *ctx = CTX(L);
+  notify *n = self(L, ctx, "Notify:notify_one");
   tidal__sh_lock(&n->sh);
-  notify_one(n, tidal__cur_worker(L));
+  notify_one(n, ctx->w);
   tidal__sh_unlock(&n->sh);
   return 0;
 }
 
 /* wakes every task waiting now; returns how many */
 static int l_notify_waiters(lua_State *L) {
-  notify *n = self(L, "Notify:notify_waiters");
-  tidal_worker *cur = tidal__cur_worker(L);
+  tidal_ctx *ctx = CTX(L);
+  notify *n = self(L, ctx, "Notify:notify_waiters");
+  tidal_worker *cur = ctx->w;
   tidal_task *t;
   lua_Integer count = 0;
   tidal__sh_lock(&n->sh);
