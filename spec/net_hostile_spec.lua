@@ -17,12 +17,7 @@ local function pair(opts)
   return c, s
 end
 
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match("VmRSS:%s*(%d+)"))
-  f:close()
-  return kb
-end
+local rss_kb = support.rss_kb
 
 describe("hostile peers", function()
   it("a peer that resets mid-read: the bytes first, then connection_reset", function()

@@ -49,6 +49,14 @@ M.can_spawn = os.getenv("TIDAL_NO_CHILD") == nil
 M.sanitizer = os.getenv("TIDAL_TSAN_PRELOAD") and "tsan"
   or (os.getenv("LD_PRELOAD") or ""):find("asan") and "asan" or nil
 
+-- The resident set of this process in KiB (/proc/self/status).
+function M.rss_kb()
+  local f = assert(io.open("/proc/self/status"))
+  local kb = tonumber(f:read("a"):match("VmRSS:%s*(%d+)"))
+  f:close()
+  return kb
+end
+
 -- Runs a Lua chunk in a child lua5.4 (same module paths and environment)
 -- under `timeout`: after secs (default 60) it gets SIGTERM, 2 s later
 -- SIGKILL. Returns its combined stdout and stderr, its exit status (0 on

@@ -43,12 +43,8 @@ static void drop_input(tidal_record *r) {
   tidal__buf_free(&r->in);
 }
 
-/* The worker's assigned count drops only once the task counts in its load
-** (or will never run): between the two, tidal__family_pick saw the worker
-** empty and placed the next task there too, beside a task that never
-** waits, while another worker was idle. */
-static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
-  tidal_record *r = (tidal_record *)arg;
+/* Spawns r's task on w, or finishes r when it cannot run. */
+static void start(tidal_worker *w, lua_State *L, tidal_record *r) {
   tidal_buf none = {NULL, 0, 0};
   start_args a = {r, w};
   uv_mutex_lock(&r->mu);
@@ -58,7 +54,6 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     drop_input(r);
     tidal__record_finish(r, w, TIDAL_R_CANCELLED, &none);
     tidal__record_unref(r);
-    atomic_fetch_sub(&w->assigned, 1);
     return;
   }
   int top = lua_gettop(L);
@@ -77,6 +72,14 @@ static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
     tidal__record_unref(r);
   } /* else the task holds the target's reference until it publishes */
   lua_settop(L, top);
+}
+
+/* The worker's assigned count drops only once the task counts in its load
+** (or will never run): between the two, tidal__family_pick saw the worker
+** empty and placed the next task there too, beside a task that never
+** waits, while another worker was idle. */
+static void start_msg(tidal_worker *w, lua_State *L, void *arg) {
+  start(w, L, (tidal_record *)arg);
   atomic_fetch_sub(&w->assigned, 1);
 }
 

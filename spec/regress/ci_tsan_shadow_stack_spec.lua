@@ -11,12 +11,7 @@ local support = require("support")
 local tidal = require("tidal")
 local fs = require("tidal.fs")
 
-local function rss_kb()
-  for line in io.lines("/proc/self/status") do
-    local kb = line:match("^VmRSS:%s+(%d+)")
-    if kb then return tonumber(kb) end
-  end
-end
+local rss_kb = support.rss_kb
 
 local function churn(path, n)
   for _ = 1, n do

@@ -7,12 +7,7 @@
 local tidal = require("tidal")
 local support = require("support")
 
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match("VmRSS:%s*(%d+)"))
-  f:close()
-  return kb
-end
+local rss_kb = support.rss_kb
 
 describe("issue 11: a failed copy to another worker leaks nothing", function()
   it("Sender:send, send_op in select and OneshotSender:send on shared ends", function()
